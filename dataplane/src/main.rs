@@ -1,1 +1,233 @@
-fn main(){}
+//! `zcproxy`: command line, start-up and shutdown.
+
+use std::io::{BufRead, IsTerminal};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use ipnet::IpNet;
+use policy::{CompiledPolicy, Rule, User};
+use zcproxy::config::{Config, LogFormat};
+use zcproxy::shared::Shared;
+use zcproxy::{admin, shard};
+
+#[derive(Parser, Debug)]
+#[command(name = "zcproxy", version, about = "Zero-copy forward proxy: SOCKS5, SOCKS4/4a, HTTP and CONNECT on one port")]
+struct Cli {
+    /// Configuration file (TOML); flags override it.
+    #[arg(short, long, env = "ZCPROXY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Validate a configuration file and exit.
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
+    /// Address for every proxy protocol.
+    #[arg(long, env = "ZCPROXY_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Admin address (/metrics, /healthz, /readyz).
+    #[arg(long, env = "ZCPROXY_ADMIN")]
+    admin: Option<SocketAddr>,
+    /// Number of shards, one per core (default: all CPUs).
+    #[arg(long, env = "ZCPROXY_CORES")]
+    cores: Option<usize>,
+    /// Add a user (repeatable); clients must then authenticate.
+    #[arg(long = "user", value_name = "NAME:PASSWORD")]
+    users: Vec<String>,
+    /// Allow destinations in this network even if internal (repeatable).
+    #[arg(long = "allow-destination", value_name = "CIDR")]
+    allow_destinations: Vec<IpNet>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print an Argon2id PHC hash for a password read from standard input.
+    HashPassword,
+}
+
+fn load(cli: &Cli) -> Result<Config, String> {
+    let mut cfg = match &cli.config {
+        Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(l) = cli.listen {
+        cfg.listen = l;
+    }
+    if let Some(a) = cli.admin {
+        cfg.admin = Some(a);
+    }
+    if cli.cores.is_some() {
+        cfg.cores = cli.cores;
+    }
+    if let Some(f) = cli.log_format {
+        cfg.log_format = match f {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        };
+    }
+    for spec in &cli.users {
+        let (name, password) = spec
+            .split_once(':')
+            .ok_or_else(|| format!("--user {spec:?}: expected NAME:PASSWORD"))?;
+        let password_hash = policy::password::hash(password).map_err(|e| e.to_string())?;
+        cfg.policy.users.push(User {
+            name: name.to_string(),
+            password_hash,
+            enabled: true,
+            max_tunnels: None,
+            rules: vec![],
+        });
+    }
+    for net in &cli.allow_destinations {
+        cfg.policy.rules.insert(0, Rule::allow_destination(*net));
+    }
+    Ok(cfg)
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+/// Lifts the soft open-file limit to the hard one: every tunnel needs two descriptors.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        eprintln!("zcproxy: cannot read a password from standard input");
+        return ExitCode::from(2);
+    }
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        eprintln!("zcproxy: empty password");
+        return ExitCode::from(2);
+    }
+    match policy::password::hash(password) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("zcproxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cfg: Config, policy: CompiledPolicy) -> Result<(), String> {
+    raise_nofile_limit();
+    let users = cfg.policy.users.len();
+    let shared = Arc::new(Shared::new(cfg, users));
+    let admin_listener = match shared.config.admin {
+        Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| format!("admin {addr}: {e}"))?),
+        None => None,
+    };
+    let (handles, stop) = shard::start(shared.clone(), &policy)
+        .map_err(|e| format!("listen {}: {e}", shared.config.listen))?;
+    if let Some(l) = admin_listener {
+        admin::start(shared.clone(), l).map_err(|e| e.to_string())?;
+    }
+    let listen = shared.config.listen;
+    let io_uring = monoio::utils::detect_uring();
+    tracing::info!(%listen, cores = shared.cores, io_uring, relay = ?shared.config.relay, "zcproxy listening");
+    eprintln!(
+        "zcproxy listening on {listen} ({} cores; SOCKS5, SOCKS4/4a, HTTP and CONNECT on this one port)\n  try: curl -x socks5h://{listen} http://example.com/   or   curl -x http://{listen} http://example.com/{}",
+        shared.cores,
+        shared.config.admin.map(|a| format!("\n  metrics: curl http://{a}/metrics")).unwrap_or_default()
+    );
+
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .map_err(|e| e.to_string())?;
+    let waiter = std::thread::spawn(move || signals.forever().next());
+    // Either a signal arrives or every shard has died; the second is an error.
+    loop {
+        if waiter.is_finished() {
+            break;
+        }
+        if handles.iter().all(|h| h.is_finished()) {
+            return Err("every shard stopped".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    tracing::info!(drain_secs = shared.config.timeouts.drain_secs, "shutting down: draining tunnels");
+    shared.lifecycle.draining.store(true, Ordering::Release);
+    drop(stop);
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "shard failed"),
+            Err(_) => tracing::error!("shard panicked"),
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::HashPassword) = cli.command {
+        return hash_password();
+    }
+    if let Some(path) = &cli.check_config {
+        return match Config::from_file(path).map_err(|e| e.to_string()).and_then(|c| c.validate().map_err(|e| e.to_string())) {
+            Ok(p) => {
+                println!("{}: ok ({} users)", path.display(), p.user_count());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("zcproxy: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let cfg = match load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("zcproxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let policy = match cfg.validate() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("zcproxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg);
+    match run(cfg, policy) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zcproxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -109,6 +109,10 @@ impl CompiledPolicy {
         self.users.get(id.0 as usize)
     }
 
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
     pub fn has_users(&self) -> bool {
         !self.users.is_empty()
     }

@@ -1,0 +1,224 @@
+//! Proxy configuration: a TOML file, overridden by command-line flags, over built-in defaults.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use policy::{CompiledPolicy, PolicyDoc, PolicyError};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("invalid policy: {0}")]
+    Policy(#[from] PolicyError),
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How tunnel bytes move once a tunnel is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RelayMode {
+    /// splice(2) through a pipe, issued inline after io_uring readiness (default).
+    Splice,
+    /// Plain recv/send through a user-space buffer (for comparison and odd sockets).
+    Copy,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Whole handshake, first byte to tunnel established (slowloris guard).
+    pub handshake_ms: u64,
+    /// Name resolution plus TCP connect to the upstream.
+    pub connect_ms: u64,
+    /// A tunnel with no bytes either way for this long is closed.
+    pub idle_secs: u64,
+    /// On SIGTERM, how long live tunnels may drain before they are closed.
+    pub drain_secs: u64,
+    /// How long a SOCKS BIND waits for the inbound connection.
+    pub bind_accept_secs: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            handshake_ms: 10_000,
+            connect_ms: 10_000,
+            idle_secs: 300,
+            drain_secs: 30,
+            bind_accept_secs: 60,
+        }
+    }
+}
+
+impl Timeouts {
+    pub fn handshake(&self) -> Duration {
+        Duration::from_millis(self.handshake_ms)
+    }
+    pub fn connect(&self) -> Duration {
+        Duration::from_millis(self.connect_ms)
+    }
+    pub fn idle(&self) -> Duration {
+        Duration::from_secs(self.idle_secs)
+    }
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs(self.drain_secs)
+    }
+    pub fn bind_accept(&self) -> Duration {
+        Duration::from_secs(self.bind_accept_secs)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Client connections one core holds at most; more are accepted and closed at once.
+    pub max_connections_per_core: usize,
+    /// Idle pipes a core keeps for reuse. Pipes in use are not bounded by this: a tunnel
+    /// direction holds one only while bytes are in flight.
+    pub pipe_pool_per_core: usize,
+    /// Pipe capacity in bytes (F_SETPIPE_SZ); the kernel rounds up to a power of two pages.
+    pub pipe_size: usize,
+    /// Verified credentials each core remembers.
+    pub credential_cache_per_core: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections_per_core: 50_000,
+            pipe_pool_per_core: 64,
+            pipe_size: 256 * 1024,
+            credential_cache_per_core: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The one port every protocol is served on.
+    pub listen: SocketAddr,
+    /// Admin HTTP listener: /metrics, /healthz, /readyz. None disables it.
+    pub admin: Option<SocketAddr>,
+    /// Shards (one thread pinned to one CPU each). None: every CPU.
+    pub cores: Option<usize>,
+    /// Pin each shard to its CPU.
+    pub pin_cores: bool,
+    pub relay: RelayMode,
+    pub log_format: LogFormat,
+    /// tracing filter, e.g. "info" or "zcproxy=debug".
+    pub log_level: String,
+    /// Name this proxy gives itself in Via headers.
+    pub via_name: String,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub policy: PolicyDoc,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:1080".parse().expect("static address"),
+            admin: Some("127.0.0.1:9901".parse().expect("static address")),
+            cores: None,
+            pin_cores: true,
+            relay: RelayMode::Splice,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            via_name: "zcproxy".into(),
+            timeouts: Timeouts::default(),
+            limits: Limits::default(),
+            policy: PolicyDoc::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    pub fn core_count(&self) -> usize {
+        self.cores.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+    }
+
+    /// The proxy's own endpoints: requests for them would loop.
+    pub fn own_endpoints(&self) -> Vec<SocketAddr> {
+        let mut v = vec![self.listen];
+        v.extend(self.admin);
+        v
+    }
+
+    /// Checks everything that can be checked without binding sockets.
+    pub fn validate(&self) -> Result<CompiledPolicy, ConfigError> {
+        if self.cores == Some(0) {
+            return Err(ConfigError::Invalid("cores must be at least 1".into()));
+        }
+        if self.limits.pipe_size < 4096 || self.limits.pipe_size > 1 << 20 {
+            return Err(ConfigError::Invalid(
+                "limits.pipe_size must be between 4096 and 1048576".into(),
+            ));
+        }
+        if self.timeouts.handshake_ms == 0 || self.timeouts.connect_ms == 0 {
+            return Err(ConfigError::Invalid("timeouts must be positive".into()));
+        }
+        if self.admin == Some(self.listen) {
+            return Err(ConfigError::Invalid("admin and listen must differ".into()));
+        }
+        Ok(CompiledPolicy::compile(&self.policy, &self.own_endpoints())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/zcproxy.toml");
+        let cfg = Config::from_file(&path).unwrap();
+        let policy = cfg.validate().unwrap();
+        assert!(policy.user_by_name("alice").is_some());
+        assert_eq!(cfg.listen.port(), 1080);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_rejected() {
+        assert!(toml::from_str::<Config>("lisen = \"127.0.0.1:1\"").is_err());
+        let cfg: Config = toml::from_str("cores = 0").unwrap();
+        assert!(cfg.validate().is_err());
+        let cfg: Config = toml::from_str("[limits]\npipe_size = 10").unwrap();
+        assert!(cfg.validate().is_err());
+    }
+}

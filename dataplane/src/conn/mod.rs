@@ -1,0 +1,92 @@
+//! Connection drivers: the IO around the sans-IO protocol cores.
+
+pub mod bind;
+pub mod bufstream;
+pub mod http;
+pub mod socks4;
+pub mod socks5;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+use policy::Protocol;
+
+use crate::metrics::ErrorKind;
+use crate::proto::sniff::{sniff, Sniffed};
+use crate::relay::{self, RelayError};
+use crate::shard::Shard;
+use bufstream::BufStream;
+
+/// Time left until `deadline` (zero once passed).
+pub fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+/// Marks a connection as open for `protocol` in the metrics for as long as it lives.
+pub struct ProtocolGuard<'a> {
+    shard: &'a Shard,
+    protocol: Protocol,
+}
+
+impl<'a> ProtocolGuard<'a> {
+    pub fn new(shard: &'a Shard, protocol: Protocol) -> Self {
+        shard.metrics().protocol_opened(protocol);
+        ProtocolGuard { shard, protocol }
+    }
+}
+
+impl Drop for ProtocolGuard<'_> {
+    fn drop(&mut self) {
+        self.shard.metrics().protocol_closed(self.protocol);
+    }
+}
+
+/// Serves one accepted client connection to the end.
+pub async fn serve(shard: &Shard, stream: TcpStream, peer: SocketAddr) {
+    let started = Instant::now();
+    let deadline = started + shard.shared.config.timeouts.handshake();
+    let mut client = BufStream::new(stream);
+    match monoio::time::timeout(left(deadline), client.read_more()).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => return,
+        Err(_) => {
+            shard.metrics().error(ErrorKind::HandshakeTimeout);
+            return;
+        }
+    }
+    match sniff(&client.buf) {
+        Ok(Some(Sniffed::Socks5)) => socks5::serve(shard, client, peer, started, deadline).await,
+        Ok(Some(Sniffed::Socks4)) => socks4::serve(shard, client, peer, started, deadline).await,
+        Ok(Some(Sniffed::Http)) => http::serve(shard, client, peer, started, deadline).await,
+        Ok(Some(Sniffed::Tls)) => {
+            tracing::debug!(%peer, "TLS to the proxy is not enabled on this listener");
+            shard.metrics().error(ErrorKind::ClientProtocol);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "unrecognised protocol");
+            shard.metrics().error(ErrorKind::ClientProtocol);
+        }
+    }
+}
+
+/// Runs an established tunnel: forwards what the client sent early, then relays.
+pub async fn run_tunnel(shard: &Shard, mut client: BufStream, mut upstream: TcpStream, started: Instant) {
+    shard.metrics().handshake_seconds.observe(started.elapsed());
+    let early = client.take_buffered();
+    if !early.is_empty() {
+        shard.metrics().bytes_client_to_upstream.add(early.len() as u64);
+        shard.metrics().copy_bytes.add(early.len() as u64);
+        if bufstream::write_all(&mut upstream, early).await.is_err() {
+            shard.metrics().error(ErrorKind::RelayReset);
+            return;
+        }
+    }
+    match relay::relay(&shard.relay_env(), &client.stream, &upstream).await {
+        Ok(()) => {}
+        Err(RelayError::Idle) => shard.metrics().error(ErrorKind::IdleTimeout),
+        Err(RelayError::Reset(_)) | Err(RelayError::Io(..)) => shard.metrics().error(ErrorKind::RelayReset),
+    }
+}

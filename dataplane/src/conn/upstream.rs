@@ -1,0 +1,102 @@
+//! Opening the upstream side of a tunnel: per-user tunnel limit, resolution, policy check
+//! on every resolved address, connect. Shared by every protocol.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use monoio::net::TcpStream;
+use policy::{Protocol, Request, UserId};
+
+use crate::auth::{self, AuthError, CacheOutcome};
+use crate::dial::{self, DialError};
+use crate::metrics::ErrorKind;
+use crate::proto::TargetAddr;
+use crate::shard::Shard;
+use crate::shared::TunnelPermit;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("user is at their tunnel limit")]
+    UserLimit,
+    #[error(transparent)]
+    Dial(#[from] DialError),
+}
+
+pub struct Opened {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    /// Held for the tunnel's lifetime.
+    pub permit: Option<TunnelPermit>,
+}
+
+/// Checks credentials and counts the outcome.
+pub async fn authenticate(shard: &Shard, user: &[u8], password: &[u8]) -> Result<UserId, AuthError> {
+    let policy = shard.policy();
+    match auth::authenticate(&policy, &shard.creds, user, password).await {
+        Ok((id, outcome)) => {
+            if let CacheOutcome::Hit = outcome {
+                shard.metrics().credential_cache_hits.inc();
+            }
+            Ok(id)
+        }
+        Err(e) => {
+            shard.metrics().auth_failures.inc();
+            tracing::info!(user = %String::from_utf8_lossy(user), reason = %e, "authentication failed");
+            Err(e)
+        }
+    }
+}
+
+/// Resolves `target`, applies the policy to every address and connects.
+pub async fn open(
+    shard: &Shard,
+    user: Option<UserId>,
+    protocol: Protocol,
+    client: SocketAddr,
+    target: &TargetAddr,
+) -> Result<Opened, OpenError> {
+    let policy = shard.policy();
+    let permit = match user {
+        Some(id) => {
+            let max = policy.user(id).and_then(|u| u.max_tunnels);
+            match shard.shared.user_tunnels.acquire(id, max) {
+                Some(p) => Some(p),
+                None => {
+                    shard.metrics().error(ErrorKind::UserLimit);
+                    return Err(OpenError::UserLimit);
+                }
+            }
+        }
+        None => None,
+    };
+    let started = Instant::now();
+    let deadline = started + shard.shared.config.timeouts.connect();
+    let result = async {
+        let addrs = dial::resolve(target, deadline).await?;
+        let req = Request {
+            protocol,
+            client: client.ip(),
+            host: target.host_name(),
+            port: target.port(),
+        };
+        let allowed = dial::permitted(&policy, user, &req, &addrs)?;
+        let stream = dial::connect(&allowed, deadline).await?;
+        Ok::<_, DialError>(stream)
+    }
+    .await;
+    match result {
+        Ok(stream) => {
+            shard.metrics().connect_seconds.observe(started.elapsed());
+            let peer = stream.peer_addr().map_err(DialError::Other)?;
+            Ok(Opened { stream, peer, permit })
+        }
+        Err(e) => {
+            match e.metric() {
+                Some(kind) => shard.metrics().error(kind),
+                None => shard.metrics().acl_denies.inc(),
+            }
+            tracing::debug!(%client, %target, error = %e, "upstream not opened");
+            Err(e.into())
+        }
+    }
+}

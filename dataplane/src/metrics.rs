@@ -1,0 +1,253 @@
+//! Per-shard metrics. Each shard is the only writer of its own block, so counters are plain
+//! load+store on an atomic (no locked read-modify-write, no shared cache line); the admin
+//! thread reads every block at scrape time and labels the series with `core`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use policy::Protocol;
+
+/// A counter with a single writer thread.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// A gauge with a single writer thread.
+#[derive(Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    #[inline]
+    pub fn add(&self, n: i64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+    #[inline]
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Upper bounds in seconds.
+const BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [Counter; BUCKETS.len()],
+    count: Counter,
+    sum_nanos: Counter,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
+            self.buckets[i].inc();
+        }
+        self.count.inc();
+        self.sum_nanos.add(d.as_nanos() as u64);
+    }
+}
+
+/// Why a connection ended badly. The label values are part of the metrics contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The client broke its protocol (bad handshake, garbage, oversized head).
+    ClientProtocol,
+    HandshakeTimeout,
+    UpstreamConnect,
+    UpstreamTimeout,
+    UpstreamProtocol,
+    Resolve,
+    Accept,
+    ConnectionLimit,
+    UserLimit,
+    IdleTimeout,
+    RelayReset,
+    Internal,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 12] = [
+        ErrorKind::ClientProtocol,
+        ErrorKind::HandshakeTimeout,
+        ErrorKind::UpstreamConnect,
+        ErrorKind::UpstreamTimeout,
+        ErrorKind::UpstreamProtocol,
+        ErrorKind::Resolve,
+        ErrorKind::Accept,
+        ErrorKind::ConnectionLimit,
+        ErrorKind::UserLimit,
+        ErrorKind::IdleTimeout,
+        ErrorKind::RelayReset,
+        ErrorKind::Internal,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::ClientProtocol => "client_protocol",
+            ErrorKind::HandshakeTimeout => "handshake_timeout",
+            ErrorKind::UpstreamConnect => "upstream_connect",
+            ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::UpstreamProtocol => "upstream_protocol",
+            ErrorKind::Resolve => "resolve",
+            ErrorKind::Accept => "accept",
+            ErrorKind::ConnectionLimit => "connection_limit",
+            ErrorKind::UserLimit => "user_limit",
+            ErrorKind::IdleTimeout => "idle_timeout",
+            ErrorKind::RelayReset => "relay_reset",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Default)]
+#[repr(align(128))]
+pub struct ShardMetrics {
+    pub accepted: Counter,
+    pub connections_total: [Counter; 4],
+    pub connections_active: [Gauge; 4],
+    pub bytes_client_to_upstream: Counter,
+    pub bytes_upstream_to_client: Counter,
+    pub splice_bytes: Counter,
+    pub copy_bytes: Counter,
+    pub pipes_in_use: Gauge,
+    pub pipes_pooled: Gauge,
+    pub handshake_seconds: Histogram,
+    pub connect_seconds: Histogram,
+    pub auth_failures: Counter,
+    pub acl_denies: Counter,
+    pub credential_cache_hits: Counter,
+    pub errors: [Counter; ErrorKind::ALL.len()],
+    pub policy_revision: Gauge,
+}
+
+impl ShardMetrics {
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors[kind as usize].inc();
+    }
+    pub fn protocol_opened(&self, p: Protocol) {
+        self.connections_total[p.index()].inc();
+        self.connections_active[p.index()].add(1);
+    }
+    pub fn protocol_closed(&self, p: Protocol) {
+        self.connections_active[p.index()].add(-1);
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Renders every shard's block in the Prometheus text format (version 0.0.4).
+pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let simple: [(&str, &str, &str, fn(&ShardMetrics) -> f64); 11] = [
+        ("zcproxy_accepted_connections_total", "counter", "TCP connections accepted", |m| m.accepted.get() as f64),
+        ("zcproxy_bytes_client_to_upstream_total", "counter", "Tunnel bytes sent upstream", |m| m.bytes_client_to_upstream.get() as f64),
+        ("zcproxy_bytes_upstream_to_client_total", "counter", "Tunnel bytes sent to clients", |m| m.bytes_upstream_to_client.get() as f64),
+        ("zcproxy_splice_bytes_total", "counter", "Bytes relayed with splice(2)", |m| m.splice_bytes.get() as f64),
+        ("zcproxy_copy_bytes_total", "counter", "Bytes relayed through user space", |m| m.copy_bytes.get() as f64),
+        ("zcproxy_pipes_in_use", "gauge", "Pipes holding in-flight bytes", |m| m.pipes_in_use.get() as f64),
+        ("zcproxy_pipes_pooled", "gauge", "Idle pipes kept for reuse", |m| m.pipes_pooled.get() as f64),
+        ("zcproxy_auth_failures_total", "counter", "Rejected credentials", |m| m.auth_failures.get() as f64),
+        ("zcproxy_acl_denies_total", "counter", "Requests denied by policy", |m| m.acl_denies.get() as f64),
+        ("zcproxy_credential_cache_hits_total", "counter", "Credential checks served from the per-core cache", |m| m.credential_cache_hits.get() as f64),
+        ("zcproxy_policy_revision", "gauge", "Policy revision in force on each core", |m| m.policy_revision.get() as f64),
+    ];
+    for (name, kind, help, get) in simple {
+        family(&mut out, name, kind, help);
+        for (core, m) in shards.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", get(m));
+        }
+    }
+    family(&mut out, "zcproxy_connections_total", "counter", "Connections by protocol");
+    family(&mut out, "zcproxy_connections_active", "gauge", "Open connections by protocol");
+    for (core, m) in shards.iter().enumerate() {
+        for p in Protocol::ALL {
+            let _ = writeln!(
+                out,
+                "zcproxy_connections_total{{core=\"{core}\",protocol=\"{}\"}} {}\nzcproxy_connections_active{{core=\"{core}\",protocol=\"{}\"}} {}",
+                p.as_str(),
+                m.connections_total[p.index()].get(),
+                p.as_str(),
+                m.connections_active[p.index()].get()
+            );
+        }
+    }
+    family(&mut out, "zcproxy_errors_total", "counter", "Connections that ended in an error, by kind");
+    for (core, m) in shards.iter().enumerate() {
+        for k in ErrorKind::ALL {
+            let _ = writeln!(
+                out,
+                "zcproxy_errors_total{{core=\"{core}\",kind=\"{}\"}} {}",
+                k.label(),
+                m.errors[k as usize].get()
+            );
+        }
+    }
+    for (name, help, get) in [
+        ("zcproxy_handshake_duration_seconds", "First byte to tunnel established", (|m| &m.handshake_seconds) as fn(&ShardMetrics) -> &Histogram),
+        ("zcproxy_upstream_connect_duration_seconds", "Resolve plus TCP connect to the upstream", |m| &m.connect_seconds),
+    ] {
+        family(&mut out, name, "histogram", help);
+        for (core, m) in shards.iter().enumerate() {
+            let h = get(m);
+            let mut cumulative = 0;
+            for (i, le) in BUCKETS.iter().enumerate() {
+                cumulative += h.buckets[i].get();
+                let _ = writeln!(out, "{name}_bucket{{core=\"{core}\",le=\"{le}\"}} {cumulative}");
+            }
+            let count = h.count.get();
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{core=\"{core}\",le=\"+Inf\"}} {count}\n{name}_sum{{core=\"{core}\"}} {}\n{name}_count{{core=\"{core}\"}} {count}",
+                h.sum_nanos.get() as f64 / 1e9
+            );
+        }
+    }
+    for (name, help, value) in extra {
+        family(&mut out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_per_core_series() {
+        let shards: Vec<ShardMetrics> = (0..2).map(|_| ShardMetrics::default()).collect();
+        shards[1].accepted.add(3);
+        shards[0].protocol_opened(Protocol::Connect);
+        shards[0].handshake_seconds.observe(Duration::from_micros(300));
+        shards[1].error(ErrorKind::HandshakeTimeout);
+        let text = render(&shards, &[("zcproxy_ready", "Ready", 1.0)]);
+        assert!(text.contains("zcproxy_accepted_connections_total{core=\"1\"} 3\n"));
+        assert!(text.contains("zcproxy_connections_active{core=\"0\",protocol=\"connect\"} 1\n"));
+        assert!(text.contains("zcproxy_handshake_duration_seconds_bucket{core=\"0\",le=\"0.0005\"} 1\n"));
+        assert!(text.contains("zcproxy_handshake_duration_seconds_bucket{core=\"0\",le=\"0.00025\"} 0\n"));
+        assert!(text.contains("zcproxy_errors_total{core=\"1\",kind=\"handshake_timeout\"} 1\n"));
+        assert!(text.contains("zcproxy_ready 1\n"));
+    }
+}

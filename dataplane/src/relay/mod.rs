@@ -1,0 +1,359 @@
+//! Moves tunnel bytes both ways once a tunnel is up.
+//!
+//! Each direction waits for io_uring readiness (POLL_ADD), then issues non-blocking splice(2)
+//! from the source socket into a pooled pipe and from the pipe into the destination socket,
+//! on the shard thread itself. Measured on these machines this is 2-3x cheaper in CPU than the
+//! io_uring SPLICE op, which the kernel always hands to io-wq worker threads (see
+//! docs/architecture.md). A copy path serves sockets that cannot splice and the `copy` mode.
+
+pub mod pipe_pool;
+pub mod sys;
+
+use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+use crate::config::RelayMode;
+use crate::metrics::{Counter, ShardMetrics};
+use pipe_pool::PipePool;
+
+/// Bursts longer than this many syscall rounds go back to the executor so that one busy
+/// tunnel cannot starve the others on its shard.
+const BURST_ROUNDS: usize = 16;
+const COPY_BUF: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Upstream,
+            Side::Upstream => Side::Client,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum RelayError {
+    /// A peer reset its connection (or it broke); the other peer gets a reset too.
+    Reset(Side),
+    Idle,
+    Io(Side, io::Error),
+}
+
+/// Per-shard resources a relay uses.
+pub struct RelayEnv<'a> {
+    pub pipes: &'a RefCell<PipePool>,
+    pub metrics: &'a ShardMetrics,
+    pub mode: RelayMode,
+    pub idle: Duration,
+}
+
+struct Tunnel<'a> {
+    env: &'a RelayEnv<'a>,
+    last_activity: Cell<Instant>,
+}
+
+struct Direction<'a> {
+    src: &'a TcpStream,
+    dst: &'a TcpStream,
+    src_side: Side,
+    bytes: &'a Counter,
+    /// Most bytes this direction moves (u64::MAX: until end of stream).
+    limit: u64,
+    moved: Cell<u64>,
+}
+
+impl<'a> Direction<'a> {
+    fn new(src: &'a TcpStream, dst: &'a TcpStream, src_side: Side, env: &'a RelayEnv<'a>, limit: u64) -> Self {
+        let bytes = match src_side {
+            Side::Client => &env.metrics.bytes_client_to_upstream,
+            Side::Upstream => &env.metrics.bytes_upstream_to_client,
+        };
+        Direction {
+            src,
+            dst,
+            src_side,
+            bytes,
+            limit,
+            moved: Cell::new(0),
+        }
+    }
+
+    fn remaining(&self) -> u64 {
+        self.limit - self.moved.get()
+    }
+
+    fn budget(&self, want: usize) -> usize {
+        usize::try_from(self.remaining()).map_or(want, |r| r.min(want))
+    }
+
+    fn moved(&self, n: usize) {
+        self.bytes.add(n as u64);
+        self.moved.set(self.moved.get() + n as u64);
+    }
+}
+
+enum Burst {
+    /// The source has nothing more right now.
+    Pending,
+    /// The source sent FIN.
+    Eof,
+    /// The byte budget is used up.
+    Done,
+}
+
+impl Tunnel<'_> {
+    fn touch(&self) {
+        self.last_activity.set(Instant::now());
+    }
+
+    async fn wait(&self, stream: &TcpStream, write: bool, side: Side) -> Result<(), RelayError> {
+        loop {
+            let idle_left = self
+                .env
+                .idle
+                .saturating_sub(self.last_activity.get().elapsed());
+            if idle_left.is_zero() {
+                return Err(RelayError::Idle);
+            }
+            let ready = if write {
+                monoio::time::timeout(idle_left, stream.writable(false)).await
+            } else {
+                monoio::time::timeout(idle_left, stream.readable(false)).await
+            };
+            match ready {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) if sys::is_spurious(&e) => continue,
+                Ok(Err(e)) => return Err(RelayError::Io(side, e)),
+                // Re-check: the other direction may have been active meanwhile.
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Moves bytes from `dir.src` to `dir.dst` until end of stream (then passes the FIN on
+    /// when `forward_fin`) or until the byte budget is spent. Returns whether EOF was seen.
+    async fn pump(&self, dir: &Direction<'_>, forward_fin: bool) -> Result<bool, RelayError> {
+        let mut mode = self.env.mode;
+        loop {
+            if dir.remaining() == 0 {
+                return Ok(false);
+            }
+            self.wait(dir.src, false, dir.src_side).await?;
+            let burst = match mode {
+                RelayMode::Splice => match self.splice_burst(dir).await {
+                    Err(RelayError::Io(_, e)) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        // This socket pair cannot splice: copy for the rest of the tunnel.
+                        mode = RelayMode::Copy;
+                        continue;
+                    }
+                    other => other?,
+                },
+                RelayMode::Copy => self.copy_burst(dir).await?,
+            };
+            match burst {
+                Burst::Eof => {
+                    if forward_fin {
+                        sys::shutdown_write(dir.dst.as_raw_fd());
+                    }
+                    return Ok(true);
+                }
+                Burst::Done => return Ok(false),
+                Burst::Pending => {}
+            }
+        }
+    }
+
+    fn src_error(&self, side: Side, e: io::Error) -> RelayError {
+        if sys::is_reset(&e) {
+            RelayError::Reset(side)
+        } else {
+            RelayError::Io(side, e)
+        }
+    }
+
+    async fn splice_burst(&self, dir: &Direction<'_>) -> Result<Burst, RelayError> {
+        let pipe = self.env.pipes.borrow_mut().take();
+        let mut pipe = match pipe {
+            Ok(p) => p,
+            // Out of descriptors or pipe pages: this burst goes through user space.
+            Err(_) => return self.copy_burst(dir).await,
+        };
+        let (src, dst) = (dir.src.as_raw_fd(), dir.dst.as_raw_fd());
+        let mut result = Ok(Burst::Pending);
+        for _ in 0..BURST_ROUNDS {
+            let want = dir.budget(pipe.capacity);
+            if want == 0 {
+                result = Ok(Burst::Done);
+                break;
+            }
+            match sys::splice(src, pipe.write_fd(), want) {
+                Ok(0) => {
+                    result = Ok(Burst::Eof);
+                    break;
+                }
+                Ok(n) => {
+                    pipe.buffered = n;
+                    if let Err(e) = self.drain(&mut pipe, dir.dst, dst, dir.src_side.other()).await {
+                        result = Err(e);
+                        break;
+                    }
+                    self.env.metrics.splice_bytes.add(n as u64);
+                    dir.moved(n);
+                    self.touch();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    result = Err(self.src_error(dir.src_side, e));
+                    break;
+                }
+            }
+        }
+        self.env.pipes.borrow_mut().give(pipe);
+        result
+    }
+
+    async fn drain(
+        &self,
+        pipe: &mut pipe_pool::Pipe,
+        dst_stream: &TcpStream,
+        dst: RawFd,
+        dst_side: Side,
+    ) -> Result<(), RelayError> {
+        while pipe.buffered > 0 {
+            match sys::splice(pipe.read_fd(), dst, pipe.buffered) {
+                Ok(m) => pipe.buffered -= m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait(dst_stream, true, dst_side).await?
+                }
+                Err(e) => return Err(self.src_error(dst_side, e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn copy_burst(&self, dir: &Direction<'_>) -> Result<Burst, RelayError> {
+        let mut buf = vec![0u8; COPY_BUF];
+        let (src, dst) = (dir.src.as_raw_fd(), dir.dst.as_raw_fd());
+        for _ in 0..BURST_ROUNDS {
+            let want = dir.budget(buf.len());
+            if want == 0 {
+                return Ok(Burst::Done);
+            }
+            let n = match sys::recv(src, &mut buf[..want]) {
+                Ok(0) => return Ok(Burst::Eof),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Burst::Pending),
+                Err(e) => return Err(self.src_error(dir.src_side, e)),
+            };
+            let mut sent = 0;
+            while sent < n {
+                match sys::send(dst, &buf[sent..n]) {
+                    Ok(m) => sent += m,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.wait(dir.dst, true, dir.src_side.other()).await?
+                    }
+                    Err(e) => return Err(self.src_error(dir.src_side.other(), e)),
+                }
+            }
+            self.env.metrics.copy_bytes.add(n as u64);
+            dir.moved(n);
+            self.touch();
+        }
+        Ok(Burst::Pending)
+    }
+}
+
+/// Polls both futures; the first error wins and drops the other, success waits for both.
+async fn join_fail_fast<E>(
+    a: impl Future<Output = Result<(), E>>,
+    b: impl Future<Output = Result<(), E>>,
+) -> Result<(), E> {
+    let mut a = pin!(a);
+    let mut b = pin!(b);
+    let (mut a_done, mut b_done) = (false, false);
+    poll_fn(|cx| {
+        if !a_done {
+            if let Poll::Ready(r) = a.as_mut().poll(cx) {
+                if r.is_err() {
+                    return Poll::Ready(r);
+                }
+                a_done = true;
+            }
+        }
+        if !b_done {
+            if let Poll::Ready(r) = b.as_mut().poll(cx) {
+                if r.is_err() {
+                    return Poll::Ready(r);
+                }
+                b_done = true;
+            }
+        }
+        if a_done && b_done {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Relays until both directions have ended (each FIN is passed on as a FIN, so half-closed
+/// tunnels keep working), until either side resets (the other side is then reset too), or
+/// until the tunnel has been idle for `env.idle`.
+pub async fn relay(
+    env: &RelayEnv<'_>,
+    client: &TcpStream,
+    upstream: &TcpStream,
+) -> Result<(), RelayError> {
+    let tunnel = Tunnel {
+        env,
+        last_activity: Cell::new(Instant::now()),
+    };
+    let up_dir = Direction::new(client, upstream, Side::Client, env, u64::MAX);
+    let down_dir = Direction::new(upstream, client, Side::Upstream, env, u64::MAX);
+    let up = tunnel.pump(&up_dir, true);
+    let down = tunnel.pump(&down_dir, true);
+    let result = join_fail_fast(async { up.await.map(drop) }, async { down.await.map(drop) }).await;
+    match &result {
+        Err(RelayError::Reset(side)) | Err(RelayError::Io(side, _)) => {
+            let healthy = match side.other() {
+                Side::Client => client,
+                Side::Upstream => upstream,
+            };
+            sys::abort_on_close(healthy.as_raw_fd());
+        }
+        Err(RelayError::Idle) | Ok(()) => {}
+    }
+    result
+}
+
+/// Moves up to `limit` bytes (or until end of stream when `limit` is None) one way, for
+/// HTTP message bodies. Returns how many bytes moved; fewer than `limit` means the source
+/// closed early. No FIN is forwarded.
+pub async fn transfer(
+    env: &RelayEnv<'_>,
+    src: &TcpStream,
+    src_side: Side,
+    dst: &TcpStream,
+    limit: Option<u64>,
+) -> Result<u64, RelayError> {
+    let tunnel = Tunnel {
+        env,
+        last_activity: Cell::new(Instant::now()),
+    };
+    let dir = Direction::new(src, dst, src_side, env, limit.unwrap_or(u64::MAX));
+    tunnel.pump(&dir, false).await?;
+    Ok(dir.moved.get())
+}

@@ -1,0 +1,196 @@
+//! One shard per core: a single-threaded io_uring executor pinned to its CPU with its own
+//! SO_REUSEPORT listener on the shared address. Nothing on the connection path is shared
+//! with another shard except the per-user tunnel counters (touched once per tunnel).
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use monoio::blocking::DefaultThreadPool;
+use monoio::net::TcpListener;
+use policy::CompiledPolicy;
+
+use crate::auth::CredentialCache;
+use crate::conn;
+use crate::metrics::{ErrorKind, ShardMetrics};
+use crate::relay::pipe_pool::PipePool;
+use crate::relay::RelayEnv;
+use crate::shared::Shared;
+
+pub struct Shard {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    policy: RefCell<Rc<CompiledPolicy>>,
+    pub pipes: RefCell<PipePool>,
+    pub creds: RefCell<CredentialCache>,
+    active: Cell<usize>,
+}
+
+impl Shard {
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.shared.metrics[self.id]
+    }
+
+    /// The policy in force; a connection keeps the one it started with.
+    pub fn policy(&self) -> Rc<CompiledPolicy> {
+        self.policy.borrow().clone()
+    }
+
+    pub fn relay_env(&self) -> RelayEnv<'_> {
+        RelayEnv {
+            pipes: &self.pipes,
+            metrics: self.metrics(),
+            mode: self.shared.config.relay,
+            idle: self.shared.config.timeouts.idle(),
+        }
+    }
+
+    pub fn active_connections(&self) -> usize {
+        self.active.get()
+    }
+}
+
+/// Counts a connection as active on its shard for as long as it lives.
+struct ActiveGuard(Rc<Shard>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get() - 1);
+    }
+}
+
+/// Binds one SO_REUSEPORT listener (the kernel spreads connections across them).
+pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(4096)?;
+    Ok(sock.into())
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    )
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: flume::Receiver<()>) {
+    let max = shard.shared.config.limits.max_connections_per_core;
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = stop.recv_async() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                shard.metrics().accepted.inc();
+                if shard.active.get() >= max {
+                    shard.metrics().error(ErrorKind::ConnectionLimit);
+                    continue;
+                }
+                shard.active.set(shard.active.get() + 1);
+                let guard = ActiveGuard(shard.clone());
+                monoio::spawn(async move {
+                    conn::serve(&guard.0, stream, peer).await;
+                    drop(guard);
+                });
+            }
+            Err(e) if crate::relay::sys::is_spurious(&e) => {}
+            Err(e) => {
+                shard.metrics().error(ErrorKind::Accept);
+                if is_resource_exhaustion(&e) {
+                    // Out of descriptors: back off instead of spinning, and say so (at most
+                    // once a second) so an operator can raise the limit.
+                    if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                        tracing::warn!(core = shard.id, error = %e, "accept failed; backing off");
+                        last_warning = Some(Instant::now());
+                    }
+                    monoio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+    // Draining: live tunnels get until the deadline to finish on their own.
+    let deadline = Instant::now() + shard.shared.config.timeouts.drain();
+    while shard.active.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!(core = shard.id, remaining = shard.active.get(), "shard stopped");
+}
+
+fn run_shard(
+    id: usize,
+    shared: Arc<Shared>,
+    policy: CompiledPolicy,
+    listener: std::net::TcpListener,
+    stop: flume::Receiver<()>,
+    pool: DefaultThreadPool,
+) -> io::Result<()> {
+    let limits = &shared.config.limits;
+    let shard = Rc::new(Shard {
+        id,
+        policy: RefCell::new(Rc::new(policy)),
+        pipes: RefCell::new(PipePool::new(limits.pipe_pool_per_core, limits.pipe_size)),
+        creds: RefCell::new(CredentialCache::new(limits.credential_cache_per_core)),
+        active: Cell::new(0),
+        shared: shared.clone(),
+    });
+    shard
+        .metrics()
+        .policy_revision
+        .set(shard.policy().revision as i64);
+    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .with_entries(1024)
+        .attach_thread_pool(Box::new(pool))
+        .build()?;
+    rt.block_on(async move {
+        let listener = TcpListener::from_std(listener)?;
+        shared
+            .lifecycle
+            .listening_shards
+            .fetch_add(1, Ordering::AcqRel);
+        accept_loop(shard, listener, stop).await;
+        Ok(())
+    })
+}
+
+/// Starts `shared.cores` shards. Listeners are bound here, before any thread starts, so a
+/// taken port fails start-up at once. Dropping the returned sender stops every shard.
+pub fn start(
+    shared: Arc<Shared>,
+    policy: &CompiledPolicy,
+) -> io::Result<(Vec<JoinHandle<io::Result<()>>>, flume::Sender<()>)> {
+    let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+    let listeners = (0..shared.cores)
+        .map(|_| bind_listener(shared.config.listen))
+        .collect::<io::Result<Vec<_>>>()?;
+    let core_ids = core_affinity::get_core_ids().unwrap_or_default();
+    let pool = DefaultThreadPool::new(shared.cores.max(2));
+    let mut handles = Vec::with_capacity(shared.cores);
+    for (id, listener) in listeners.into_iter().enumerate() {
+        let (shared, policy, stop, pool) = (shared.clone(), policy.clone(), stop_rx.clone(), pool.clone());
+        let core = (shared.config.pin_cores && !core_ids.is_empty()).then(|| core_ids[id % core_ids.len()]);
+        let handle = std::thread::Builder::new()
+            .name(format!("zcproxy-core-{id}"))
+            .spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                run_shard(id, shared, policy, listener, stop, pool)
+            })?;
+        handles.push(handle);
+    }
+    Ok((handles, stop_tx))
+}
