@@ -43,7 +43,12 @@ fn handle(shared: &Shared, started: Instant, mut stream: TcpStream) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
     let Some(path) = read_path(&mut stream) else {
-        respond(&mut stream, "400 Bad Request", "text/plain", "bad request\n");
+        respond(
+            &mut stream,
+            "400 Bad Request",
+            "text/plain",
+            "bad request\n",
+        );
         return;
     };
     match path.split('?').next().unwrap_or("") {
@@ -53,8 +58,16 @@ fn handle(shared: &Shared, started: Instant, mut stream: TcpStream) {
             let text = metrics::render(
                 &shared.metrics,
                 &[
-                    ("zcproxy_ready", "1 when every core listens and the proxy is not draining", ready),
-                    ("zcproxy_cores", "Shards (cores) serving", shared.cores as f64),
+                    (
+                        "zcproxy_ready",
+                        "1 when every core listens and the proxy is not draining",
+                        ready,
+                    ),
+                    (
+                        "zcproxy_cores",
+                        "Shards (cores) serving",
+                        shared.cores as f64,
+                    ),
                     ("zcproxy_uptime_seconds", "Seconds since start", uptime),
                 ],
             );
@@ -65,7 +78,12 @@ fn handle(shared: &Shared, started: Instant, mut stream: TcpStream) {
             if shared.is_ready() {
                 respond(&mut stream, "200 OK", "text/plain", "ready\n");
             } else {
-                respond(&mut stream, "503 Service Unavailable", "text/plain", "not ready\n");
+                respond(
+                    &mut stream,
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "not ready\n",
+                );
             }
         }
         _ => respond(&mut stream, "404 Not Found", "text/plain", "not found\n"),

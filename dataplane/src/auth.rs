@@ -98,7 +98,9 @@ pub async fn authenticate(
         let _ = verify_off_shard(decoy_hash().to_string(), password.to_vec()).await;
         return Err(AuthError::UnknownUser);
     };
-    let fp = cache.borrow().fingerprint(user, password, &entry.password_hash);
+    let fp = cache
+        .borrow()
+        .fingerprint(user, password, &entry.password_hash);
     let outcome = if cache.borrow().contains(&fp) {
         CacheOutcome::Hit
     } else if verify_off_shard(entry.password_hash.clone(), password.to_vec()).await? {

@@ -196,7 +196,10 @@ impl Config {
         if self.admin == Some(self.listen) {
             return Err(ConfigError::Invalid("admin and listen must differ".into()));
         }
-        Ok(CompiledPolicy::compile(&self.policy, &self.own_endpoints())?)
+        Ok(CompiledPolicy::compile(
+            &self.policy,
+            &self.own_endpoints(),
+        )?)
     }
 }
 

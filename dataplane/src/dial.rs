@@ -57,7 +57,9 @@ impl DialError {
             DialError::Denied(_) => "destination_ip_prohibited",
             DialError::Resolve(_) => "dns_error",
             DialError::Refused => "connection_refused",
-            DialError::NetworkUnreachable | DialError::HostUnreachable => "destination_ip_unroutable",
+            DialError::NetworkUnreachable | DialError::HostUnreachable => {
+                "destination_ip_unroutable"
+            }
             DialError::Timeout => "connection_timeout",
             DialError::Other(_) => "proxy_internal_error",
         }

@@ -15,7 +15,11 @@ use zcproxy::shared::Shared;
 use zcproxy::{admin, shard};
 
 #[derive(Parser, Debug)]
-#[command(name = "zcproxy", version, about = "Zero-copy forward proxy: SOCKS5, SOCKS4/4a, HTTP and CONNECT on one port")]
+#[command(
+    name = "zcproxy",
+    version,
+    about = "Zero-copy forward proxy: SOCKS5, SOCKS4/4a, HTTP and CONNECT on one port"
+)]
 struct Cli {
     /// Configuration file (TOML); flags override it.
     #[arg(short, long, env = "ZCPROXY_CONFIG")]
@@ -110,7 +114,10 @@ fn init_logging(cfg: &Config) {
 
 /// Lifts the soft open-file limit to the hard one: every tunnel needs two descriptors.
 fn raise_nofile_limit() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
@@ -148,10 +155,12 @@ fn run(cfg: Config, policy: CompiledPolicy) -> Result<(), String> {
     let users = cfg.policy.users.len();
     let shared = Arc::new(Shared::new(cfg, users));
     let admin_listener = match shared.config.admin {
-        Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| format!("admin {addr}: {e}"))?),
+        Some(addr) => {
+            Some(std::net::TcpListener::bind(addr).map_err(|e| format!("admin {addr}: {e}"))?)
+        }
         None => None,
     };
-    let (handles, stop) = shard::start(shared.clone(), &policy)
+    let shard::Shards { handles, stop } = shard::start(shared.clone(), &policy)
         .map_err(|e| format!("listen {}: {e}", shared.config.listen))?;
     if let Some(l) = admin_listener {
         admin::start(shared.clone(), l).map_err(|e| e.to_string())?;
@@ -165,8 +174,11 @@ fn run(cfg: Config, policy: CompiledPolicy) -> Result<(), String> {
         shared.config.admin.map(|a| format!("\n  metrics: curl http://{a}/metrics")).unwrap_or_default()
     );
 
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .map_err(|e| e.to_string())?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|e| e.to_string())?;
     let waiter = std::thread::spawn(move || signals.forever().next());
     // Either a signal arrives or every shard has died; the second is an error.
     loop {
@@ -178,7 +190,10 @@ fn run(cfg: Config, policy: CompiledPolicy) -> Result<(), String> {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    tracing::info!(drain_secs = shared.config.timeouts.drain_secs, "shutting down: draining tunnels");
+    tracing::info!(
+        drain_secs = shared.config.timeouts.drain_secs,
+        "shutting down: draining tunnels"
+    );
     shared.lifecycle.draining.store(true, Ordering::Release);
     drop(stop);
     for h in handles {
@@ -197,7 +212,10 @@ fn main() -> ExitCode {
         return hash_password();
     }
     if let Some(path) = &cli.check_config {
-        return match Config::from_file(path).map_err(|e| e.to_string()).and_then(|c| c.validate().map_err(|e| e.to_string())) {
+        return match Config::from_file(path)
+            .map_err(|e| e.to_string())
+            .and_then(|c| c.validate().map_err(|e| e.to_string()))
+        {
             Ok(p) => {
                 println!("{}: ok ({} users)", path.display(), p.user_count());
                 ExitCode::SUCCESS

@@ -153,6 +153,8 @@ impl ShardMetrics {
     }
 }
 
+type Getter = fn(&ShardMetrics) -> f64;
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -160,18 +162,73 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 /// Renders every shard's block in the Prometheus text format (version 0.0.4).
 pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    let simple: [(&str, &str, &str, fn(&ShardMetrics) -> f64); 11] = [
-        ("zcproxy_accepted_connections_total", "counter", "TCP connections accepted", |m| m.accepted.get() as f64),
-        ("zcproxy_bytes_client_to_upstream_total", "counter", "Tunnel bytes sent upstream", |m| m.bytes_client_to_upstream.get() as f64),
-        ("zcproxy_bytes_upstream_to_client_total", "counter", "Tunnel bytes sent to clients", |m| m.bytes_upstream_to_client.get() as f64),
-        ("zcproxy_splice_bytes_total", "counter", "Bytes relayed with splice(2)", |m| m.splice_bytes.get() as f64),
-        ("zcproxy_copy_bytes_total", "counter", "Bytes relayed through user space", |m| m.copy_bytes.get() as f64),
-        ("zcproxy_pipes_in_use", "gauge", "Pipes holding in-flight bytes", |m| m.pipes_in_use.get() as f64),
-        ("zcproxy_pipes_pooled", "gauge", "Idle pipes kept for reuse", |m| m.pipes_pooled.get() as f64),
-        ("zcproxy_auth_failures_total", "counter", "Rejected credentials", |m| m.auth_failures.get() as f64),
-        ("zcproxy_acl_denies_total", "counter", "Requests denied by policy", |m| m.acl_denies.get() as f64),
-        ("zcproxy_credential_cache_hits_total", "counter", "Credential checks served from the per-core cache", |m| m.credential_cache_hits.get() as f64),
-        ("zcproxy_policy_revision", "gauge", "Policy revision in force on each core", |m| m.policy_revision.get() as f64),
+    let simple: [(&str, &str, &str, Getter); 11] = [
+        (
+            "zcproxy_accepted_connections_total",
+            "counter",
+            "TCP connections accepted",
+            |m| m.accepted.get() as f64,
+        ),
+        (
+            "zcproxy_bytes_client_to_upstream_total",
+            "counter",
+            "Tunnel bytes sent upstream",
+            |m| m.bytes_client_to_upstream.get() as f64,
+        ),
+        (
+            "zcproxy_bytes_upstream_to_client_total",
+            "counter",
+            "Tunnel bytes sent to clients",
+            |m| m.bytes_upstream_to_client.get() as f64,
+        ),
+        (
+            "zcproxy_splice_bytes_total",
+            "counter",
+            "Bytes relayed with splice(2)",
+            |m| m.splice_bytes.get() as f64,
+        ),
+        (
+            "zcproxy_copy_bytes_total",
+            "counter",
+            "Bytes relayed through user space",
+            |m| m.copy_bytes.get() as f64,
+        ),
+        (
+            "zcproxy_pipes_in_use",
+            "gauge",
+            "Pipes holding in-flight bytes",
+            |m| m.pipes_in_use.get() as f64,
+        ),
+        (
+            "zcproxy_pipes_pooled",
+            "gauge",
+            "Idle pipes kept for reuse",
+            |m| m.pipes_pooled.get() as f64,
+        ),
+        (
+            "zcproxy_auth_failures_total",
+            "counter",
+            "Rejected credentials",
+            |m| m.auth_failures.get() as f64,
+        ),
+        (
+            "zcproxy_acl_denies_total",
+            "counter",
+            "Requests denied by policy",
+            |m| m.acl_denies.get() as f64,
+        ),
+        (
+            "zcproxy_credential_cache_hits_total",
+            "counter",
+            "Credential checks served from the per-core cache",
+            |m| m.credential_cache_hits.get() as f64,
+        ),
+        (
+            "zcproxy_policy_revision",
+            "gauge",
+            "Policy revision in force on each core",
+            |m| m.policy_revision.get() as f64,
+        ),
     ];
     for (name, kind, help, get) in simple {
         family(&mut out, name, kind, help);
@@ -179,8 +236,18 @@ pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
             let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", get(m));
         }
     }
-    family(&mut out, "zcproxy_connections_total", "counter", "Connections by protocol");
-    family(&mut out, "zcproxy_connections_active", "gauge", "Open connections by protocol");
+    family(
+        &mut out,
+        "zcproxy_connections_total",
+        "counter",
+        "Connections by protocol",
+    );
+    family(
+        &mut out,
+        "zcproxy_connections_active",
+        "gauge",
+        "Open connections by protocol",
+    );
     for (core, m) in shards.iter().enumerate() {
         for p in Protocol::ALL {
             let _ = writeln!(
@@ -193,7 +260,12 @@ pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
             );
         }
     }
-    family(&mut out, "zcproxy_errors_total", "counter", "Connections that ended in an error, by kind");
+    family(
+        &mut out,
+        "zcproxy_errors_total",
+        "counter",
+        "Connections that ended in an error, by kind",
+    );
     for (core, m) in shards.iter().enumerate() {
         for k in ErrorKind::ALL {
             let _ = writeln!(
@@ -205,8 +277,16 @@ pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
         }
     }
     for (name, help, get) in [
-        ("zcproxy_handshake_duration_seconds", "First byte to tunnel established", (|m| &m.handshake_seconds) as fn(&ShardMetrics) -> &Histogram),
-        ("zcproxy_upstream_connect_duration_seconds", "Resolve plus TCP connect to the upstream", |m| &m.connect_seconds),
+        (
+            "zcproxy_handshake_duration_seconds",
+            "First byte to tunnel established",
+            (|m| &m.handshake_seconds) as fn(&ShardMetrics) -> &Histogram,
+        ),
+        (
+            "zcproxy_upstream_connect_duration_seconds",
+            "Resolve plus TCP connect to the upstream",
+            |m| &m.connect_seconds,
+        ),
     ] {
         family(&mut out, name, "histogram", help);
         for (core, m) in shards.iter().enumerate() {
@@ -214,7 +294,10 @@ pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
             let mut cumulative = 0;
             for (i, le) in BUCKETS.iter().enumerate() {
                 cumulative += h.buckets[i].get();
-                let _ = writeln!(out, "{name}_bucket{{core=\"{core}\",le=\"{le}\"}} {cumulative}");
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{core=\"{core}\",le=\"{le}\"}} {cumulative}"
+                );
             }
             let count = h.count.get();
             let _ = writeln!(
@@ -240,13 +323,17 @@ mod tests {
         let shards: Vec<ShardMetrics> = (0..2).map(|_| ShardMetrics::default()).collect();
         shards[1].accepted.add(3);
         shards[0].protocol_opened(Protocol::Connect);
-        shards[0].handshake_seconds.observe(Duration::from_micros(300));
+        shards[0]
+            .handshake_seconds
+            .observe(Duration::from_micros(300));
         shards[1].error(ErrorKind::HandshakeTimeout);
         let text = render(&shards, &[("zcproxy_ready", "Ready", 1.0)]);
         assert!(text.contains("zcproxy_accepted_connections_total{core=\"1\"} 3\n"));
         assert!(text.contains("zcproxy_connections_active{core=\"0\",protocol=\"connect\"} 1\n"));
-        assert!(text.contains("zcproxy_handshake_duration_seconds_bucket{core=\"0\",le=\"0.0005\"} 1\n"));
-        assert!(text.contains("zcproxy_handshake_duration_seconds_bucket{core=\"0\",le=\"0.00025\"} 0\n"));
+        assert!(text
+            .contains("zcproxy_handshake_duration_seconds_bucket{core=\"0\",le=\"0.0005\"} 1\n"));
+        assert!(text
+            .contains("zcproxy_handshake_duration_seconds_bucket{core=\"0\",le=\"0.00025\"} 0\n"));
         assert!(text.contains("zcproxy_errors_total{core=\"1\",kind=\"handshake_timeout\"} 1\n"));
         assert!(text.contains("zcproxy_ready 1\n"));
     }

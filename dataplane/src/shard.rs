@@ -126,7 +126,11 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: flume::Recei
     while shard.active.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
-    tracing::info!(core = shard.id, remaining = shard.active.get(), "shard stopped");
+    tracing::info!(
+        core = shard.id,
+        remaining = shard.active.get(),
+        "shard stopped"
+    );
 }
 
 fn run_shard(
@@ -168,10 +172,13 @@ fn run_shard(
 
 /// Starts `shared.cores` shards. Listeners are bound here, before any thread starts, so a
 /// taken port fails start-up at once. Dropping the returned sender stops every shard.
-pub fn start(
-    shared: Arc<Shared>,
-    policy: &CompiledPolicy,
-) -> io::Result<(Vec<JoinHandle<io::Result<()>>>, flume::Sender<()>)> {
+/// Running shards. Dropping `stop` stops every shard.
+pub struct Shards {
+    pub handles: Vec<JoinHandle<io::Result<()>>>,
+    pub stop: flume::Sender<()>,
+}
+
+pub fn start(shared: Arc<Shared>, policy: &CompiledPolicy) -> io::Result<Shards> {
     let (stop_tx, stop_rx) = flume::bounded::<()>(1);
     let listeners = (0..shared.cores)
         .map(|_| bind_listener(shared.config.listen))
@@ -180,8 +187,14 @@ pub fn start(
     let pool = DefaultThreadPool::new(shared.cores.max(2));
     let mut handles = Vec::with_capacity(shared.cores);
     for (id, listener) in listeners.into_iter().enumerate() {
-        let (shared, policy, stop, pool) = (shared.clone(), policy.clone(), stop_rx.clone(), pool.clone());
-        let core = (shared.config.pin_cores && !core_ids.is_empty()).then(|| core_ids[id % core_ids.len()]);
+        let (shared, policy, stop, pool) = (
+            shared.clone(),
+            policy.clone(),
+            stop_rx.clone(),
+            pool.clone(),
+        );
+        let core = (shared.config.pin_cores && !core_ids.is_empty())
+            .then(|| core_ids[id % core_ids.len()]);
         let handle = std::thread::Builder::new()
             .name(format!("zcproxy-core-{id}"))
             .spawn(move || {
@@ -192,5 +205,8 @@ pub fn start(
             })?;
         handles.push(handle);
     }
-    Ok((handles, stop_tx))
+    Ok(Shards {
+        handles,
+        stop: stop_tx,
+    })
 }

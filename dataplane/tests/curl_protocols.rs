@@ -13,17 +13,34 @@ fn every_protocol_reaches_an_allowed_upstream() {
     let origin = origin::start("127.0.0.1");
     let proxy = Proxy::start_default();
     for scheme in ["socks5", "socks5h", "socks4", "socks4a", "http"] {
-        let (code, body, err) = curl(&["-x", &format!("{scheme}://{}", proxy.addr), &url(origin.addr, "/hello")]);
-        assert_eq!((code, body.as_slice()), (0, &b"hello\n"[..]), "{scheme}: {err}");
+        let (code, body, err) = curl(&[
+            "-x",
+            &format!("{scheme}://{}", proxy.addr),
+            &url(origin.addr, "/hello"),
+        ]);
+        assert_eq!(
+            (code, body.as_slice()),
+            (0, &b"hello\n"[..]),
+            "{scheme}: {err}"
+        );
     }
     // Host names resolved by the proxy (socks5h, socks4a) and by an HTTP proxy.
     let named = format!("http://localhost:{}/hello", origin.addr.port());
     for scheme in ["socks5h", "socks4a", "http"] {
         let (code, body, err) = curl(&["-x", &format!("{scheme}://{}", proxy.addr), &named]);
-        assert_eq!((code, body.as_slice()), (0, &b"hello\n"[..]), "{scheme}: {err}");
+        assert_eq!(
+            (code, body.as_slice()),
+            (0, &b"hello\n"[..]),
+            "{scheme}: {err}"
+        );
     }
     // CONNECT tunnel (curl -p) for plain HTTP too.
-    let (code, body, _) = curl(&["-p", "-x", &format!("http://{}", proxy.addr), &url(origin.addr, "/hello")]);
+    let (code, body, _) = curl(&[
+        "-p",
+        "-x",
+        &format!("http://{}", proxy.addr),
+        &url(origin.addr, "/hello"),
+    ]);
     assert_eq!((code, body.as_slice()), (0, &b"hello\n"[..]));
     assert!(proxy.metric("zcproxy_connections_total", &["protocol=\"socks4\""]) >= 3.0);
     assert!(proxy.metric("zcproxy_connections_total", &["protocol=\"connect\""]) >= 1.0);
@@ -36,7 +53,11 @@ fn ipv6_destinations() {
     let target = format!("http://[::1]:{}/hello", origin.addr.port());
     for scheme in ["socks5", "socks5h", "http"] {
         let (code, body, err) = curl(&["-x", &format!("{scheme}://{}", proxy.addr), &target]);
-        assert_eq!((code, body.as_slice()), (0, &b"hello\n"[..]), "{scheme}: {err}");
+        assert_eq!(
+            (code, body.as_slice()),
+            (0, &b"hello\n"[..]),
+            "{scheme}: {err}"
+        );
     }
     let (code, body, _) = curl(&["-p", "-x", &format!("http://{}", proxy.addr), &target]);
     assert_eq!((code, body.as_slice()), (0, &b"hello\n"[..]));
@@ -49,7 +70,10 @@ fn internal_destinations_are_denied_with_the_right_code() {
     let target = url(origin.addr, "/hello");
     let (code, _, err) = curl(&["-x", &format!("socks5://{}", proxy.addr), &target]);
     assert_eq!(code, 97, "{err}");
-    assert!(err.contains("(2)"), "SOCKS5 reply 2 (not allowed by ruleset): {err}");
+    assert!(
+        err.contains("(2)"),
+        "SOCKS5 reply 2 (not allowed by ruleset): {err}"
+    );
     let (code, _, err) = curl(&["-x", &format!("socks4://{}", proxy.addr), &target]);
     assert_eq!(code, 97, "{err}");
     assert!(err.contains("(91)"), "SOCKS4 reply 0x5b: {err}");
@@ -57,12 +81,20 @@ fn internal_destinations_are_denied_with_the_right_code() {
     let text = String::from_utf8_lossy(&body);
     assert_eq!(code, 0);
     assert!(text.starts_with("HTTP/1.1 403"), "{text}");
-    assert!(text.contains("Proxy-Status: zcproxy; error=destination_ip_prohibited"), "{text}");
+    assert!(
+        text.contains("Proxy-Status: zcproxy; error=destination_ip_prohibited"),
+        "{text}"
+    );
     let (code, _, err) = curl(&["-p", "-x", &format!("http://{}", proxy.addr), &target]);
     assert_ne!(code, 0);
     assert!(err.contains("403"), "{err}");
     // The cloud metadata address and a name that resolves to loopback are denied too.
-    let (_, body, _) = curl(&["-i", "-x", &format!("http://{}", proxy.addr), "http://169.254.169.254/latest/meta-data/"]);
+    let (_, body, _) = curl(&[
+        "-i",
+        "-x",
+        &format!("http://{}", proxy.addr),
+        "http://169.254.169.254/latest/meta-data/",
+    ]);
     assert!(String::from_utf8_lossy(&body).starts_with("HTTP/1.1 403"));
     let named = format!("http://localhost:{}/hello", origin.addr.port());
     let (code, _, err) = curl(&["-x", &format!("socks5h://{}", proxy.addr), &named]);
@@ -73,17 +105,30 @@ fn internal_destinations_are_denied_with_the_right_code() {
 #[test]
 fn credentials_required_accepted_and_rejected() {
     let origin = origin::start("127.0.0.1");
-    let proxy = Proxy::builder().arg("--cores").arg("2").allow_loopback().arg("--user").arg("alice:wonder land").start();
+    let proxy = Proxy::builder()
+        .arg("--cores")
+        .arg("2")
+        .allow_loopback()
+        .arg("--user")
+        .arg("alice:wonder land")
+        .start();
     let target = url(origin.addr, "/hello");
     for scheme in ["socks5", "socks5h", "http"] {
         let p = format!("{scheme}://{}", proxy.addr);
         let (code, body, err) = curl(&["-x", &p, "--proxy-user", "alice:wonder land", &target]);
-        assert_eq!((code, body.as_slice()), (0, &b"hello\n"[..]), "{scheme}: {err}");
+        assert_eq!(
+            (code, body.as_slice()),
+            (0, &b"hello\n"[..]),
+            "{scheme}: {err}"
+        );
         let (code, body, _) = curl(&["-x", &p, "--proxy-user", "alice:wrong", "-i", &target]);
         if scheme == "http" {
             let text = String::from_utf8_lossy(&body);
             assert!(text.starts_with("HTTP/1.1 407"), "{text}");
-            assert!(text.contains("Proxy-Authenticate: Basic realm=\"zcproxy\""), "{text}");
+            assert!(
+                text.contains("Proxy-Authenticate: Basic realm=\"zcproxy\""),
+                "{text}"
+            );
         } else {
             assert_eq!(code, 97, "{scheme} with a wrong password");
         }
@@ -109,7 +154,10 @@ fn credentials_required_accepted_and_rejected() {
     write!(s, "GET {target} HTTP/1.1\r\nHost: x\r\nProxy-Authorization: basic YWxpY2U6d29uZGVyIGxhbmQ=\r\nConnection: close\r\n\r\n").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
-    assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("hello\n"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("hello\n"),
+        "{text}"
+    );
     assert!(proxy.metric("zcproxy_auth_failures_total", &[]) >= 6.0);
     assert!(proxy.metric("zcproxy_credential_cache_hits_total", &[]) >= 1.0);
 }
@@ -120,8 +168,21 @@ fn https_through_connect_to_a_local_tls_server() {
     std::fs::create_dir_all(&dir).unwrap();
     let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
     let status = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .arg("-keyout").arg(&key).arg("-out").arg(&cert)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
         .stderr(std::process::Stdio::null())
         .status()
         .unwrap();
@@ -129,23 +190,37 @@ fn https_through_connect_to_a_local_tls_server() {
     let port = common::free_port();
     let mut server = std::process::Command::new("openssl")
         .args(["s_server", "-www", "-quiet", "-accept", &port.to_string()])
-        .arg("-key").arg(&key).arg("-cert").arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .arg("-cert")
+        .arg(&cert)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "openssl s_server did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "openssl s_server did not start"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let proxy = Proxy::start_default();
-    let (code, body, err) = curl(&["-k", "-x", &format!("http://{}", proxy.addr), &format!("https://localhost:{port}/")]);
+    let (code, body, err) = curl(&[
+        "-k",
+        "-x",
+        &format!("http://{}", proxy.addr),
+        &format!("https://localhost:{port}/"),
+    ]);
     let _ = server.kill();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(code, 0, "{err}");
-    assert!(String::from_utf8_lossy(&body).contains("Ciphers"), "s_server status page");
+    assert!(
+        String::from_utf8_lossy(&body).contains("Ciphers"),
+        "s_server status page"
+    );
 }
 
 #[test]
@@ -154,17 +229,49 @@ fn forward_proxy_keeps_alive_strips_hop_by_hop_and_adds_via() {
     let proxy = Proxy::start_default();
     let p = format!("http://{}", proxy.addr);
     // Two requests on one client connection reuse one upstream connection.
-    let (code, body, err) = curl(&["-x", &p, &url(origin.addr, "/hello"), &url(origin.addr, "/hello")]);
-    assert_eq!((code, body.as_slice()), (0, &b"hello\nhello\n"[..]), "{err}");
-    assert_eq!(origin.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let (code, body, err) = curl(&[
+        "-x",
+        &p,
+        &url(origin.addr, "/hello"),
+        &url(origin.addr, "/hello"),
+    ]);
+    assert_eq!(
+        (code, body.as_slice()),
+        (0, &b"hello\nhello\n"[..]),
+        "{err}"
+    );
+    assert_eq!(
+        origin.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
     let (_, body, _) = curl(&[
-        "-x", &p, "-H", "Connection: X-Drop", "-H", "X-Drop: 1", "-H", "Keep-Alive: 1", "-H", "TE: trailers",
-        "--proxy-header", "Proxy-Connection: keep-alive", &url(origin.addr, "/headers"),
+        "-x",
+        &p,
+        "-H",
+        "Connection: X-Drop",
+        "-H",
+        "X-Drop: 1",
+        "-H",
+        "Keep-Alive: 1",
+        "-H",
+        "TE: trailers",
+        "--proxy-header",
+        "Proxy-Connection: keep-alive",
+        &url(origin.addr, "/headers"),
     ]);
     let seen = String::from_utf8_lossy(&body).to_ascii_lowercase();
-    assert!(seen.starts_with("get /headers http/1.1\r\n"), "origin-form target: {seen}");
+    assert!(
+        seen.starts_with("get /headers http/1.1\r\n"),
+        "origin-form target: {seen}"
+    );
     assert!(seen.contains("via: 1.1 zcproxy"), "{seen}");
-    for gone in ["x-drop", "keep-alive", "\r\nte:", "proxy-connection", "connection:"] {
+    for gone in [
+        "x-drop",
+        "keep-alive",
+        "\r\nte:",
+        "proxy-connection",
+        "connection:",
+    ] {
         assert!(!seen.contains(gone), "{gone} forwarded: {seen}");
     }
 }
@@ -188,13 +295,35 @@ fn forward_proxy_bodies_chunked_and_fixed() {
     let data = origin::expected(2_500_000);
     std::fs::write(&upload, &data).unwrap();
     let file_arg = format!("@{}", upload.display());
-    let (code, body, _) = curl(&["-x", &p, "--data-binary", &file_arg, &url(origin.addr, "/echo")]);
+    let (code, body, _) = curl(&[
+        "-x",
+        &p,
+        "--data-binary",
+        &file_arg,
+        &url(origin.addr, "/echo"),
+    ]);
     assert_eq!(code, 0);
     assert_eq!(body, data, "Content-Length upload");
-    let (code, body, _) = curl(&["-x", &p, "-H", "Transfer-Encoding: chunked", "--data-binary", &file_arg, &url(origin.addr, "/echo")]);
+    let (code, body, _) = curl(&[
+        "-x",
+        &p,
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &file_arg,
+        &url(origin.addr, "/echo"),
+    ]);
     assert_eq!(code, 0);
     assert_eq!(body, data, "chunked upload");
-    let (code, body, _) = curl(&["-x", &p, "-H", "Expect: 100-continue", "-T", &upload.display().to_string(), &url(origin.addr, "/echo")]);
+    let (code, body, _) = curl(&[
+        "-x",
+        &p,
+        "-H",
+        "Expect: 100-continue",
+        "-T",
+        &upload.display().to_string(),
+        &url(origin.addr, "/echo"),
+    ]);
     let _ = std::fs::remove_file(&upload);
     assert_eq!(code, 0);
     assert_eq!(body, data, "PUT with Expect: 100-continue");
@@ -210,10 +339,28 @@ fn upstream_failures_map_to_502_and_socks_codes() {
     assert!(text.starts_with("HTTP/1.1 502"), "{text}");
     assert!(text.contains("error=connection_refused"), "{text}");
     let (code, _, err) = curl(&["-x", &format!("socks5://{}", proxy.addr), &target]);
-    assert!(code == 97 && err.contains("(5)"), "connection refused is reply 5: {err}");
-    let (_, body, _) = curl(&["-i", "-x", &format!("http://{}", proxy.addr), "http://no-such-host.invalid/"]);
+    assert!(
+        code == 97 && err.contains("(5)"),
+        "connection refused is reply 5: {err}"
+    );
+    let (_, body, _) = curl(&[
+        "-i",
+        "-x",
+        &format!("http://{}", proxy.addr),
+        "http://no-such-host.invalid/",
+    ]);
     let text = String::from_utf8_lossy(&body);
-    assert!(text.starts_with("HTTP/1.1 502") && text.contains("error=dns_error"), "{text}");
-    let (code, _, err) = curl(&["-x", &format!("socks5h://{}", proxy.addr), "http://no-such-host.invalid/"]);
-    assert!(code == 97 && err.contains("(4)"), "unresolvable is host unreachable (4): {err}");
+    assert!(
+        text.starts_with("HTTP/1.1 502") && text.contains("error=dns_error"),
+        "{text}"
+    );
+    let (code, _, err) = curl(&[
+        "-x",
+        &format!("socks5h://{}", proxy.addr),
+        "http://no-such-host.invalid/",
+    ]);
+    assert!(
+        code == 97 && err.contains("(4)"),
+        "unresolvable is host unreachable (4): {err}"
+    );
 }

@@ -64,7 +64,10 @@ pub struct CompiledPolicy {
 }
 
 fn valid_user_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 255 && !name.contains(':') && !name.chars().any(char::is_control)
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.contains(':')
+        && !name.chars().any(char::is_control)
 }
 
 impl CompiledPolicy {
@@ -124,9 +127,9 @@ impl CompiledPolicy {
     }
 
     fn is_own_endpoint(&self, addr: IpAddr, port: u16) -> bool {
-        self.own_endpoints.iter().any(|e| {
-            e.port() == port && (canonical(e.ip()) == addr || e.ip().is_unspecified())
-        })
+        self.own_endpoints
+            .iter()
+            .any(|e| e.port() == port && (canonical(e.ip()) == addr || e.ip().is_unspecified()))
     }
 
     /// Decides whether `req` may connect to `addr`, one of the addresses its destination
@@ -153,7 +156,9 @@ impl CompiledPolicy {
             Some((user_rule, index, rule)) => match rule.action {
                 Action::Deny => Decision::Deny(DenyReason::Rule { user_rule, index }),
                 Action::Allow => match protected {
-                    Some(p) if !rule.names_address(addr) => Decision::Deny(DenyReason::Protected(p)),
+                    Some(p) if !rule.names_address(addr) => {
+                        Decision::Deny(DenyReason::Protected(p))
+                    }
                     _ => Decision::Allow,
                 },
             },
@@ -191,10 +196,23 @@ mod tests {
     #[test]
     fn default_allows_public_and_denies_internal() {
         let p = CompiledPolicy::compile(&PolicyDoc::default(), &[]).unwrap();
-        assert_eq!(p.decide(None, &req(None, 80), ip("93.184.216.34")), Decision::Allow);
-        for a in ["127.0.0.1", "169.254.169.254", "10.0.0.1", "::1", "::ffff:10.0.0.1", "fe80::1"] {
+        assert_eq!(
+            p.decide(None, &req(None, 80), ip("93.184.216.34")),
+            Decision::Allow
+        );
+        for a in [
+            "127.0.0.1",
+            "169.254.169.254",
+            "10.0.0.1",
+            "::1",
+            "::ffff:10.0.0.1",
+            "fe80::1",
+        ] {
             assert!(
-                matches!(p.decide(None, &req(None, 80), ip(a)), Decision::Deny(DenyReason::Protected(_))),
+                matches!(
+                    p.decide(None, &req(None, 80), ip(a)),
+                    Decision::Deny(DenyReason::Protected(_))
+                ),
                 "{a}"
             );
         }
@@ -223,17 +241,30 @@ hosts = ["*.example.com"]
             Decision::Deny(DenyReason::Default)
         );
         // Named by address only: a host rule does not match.
-        assert_eq!(p.decide(None, &req(None, 443), ip("93.184.216.34")), Decision::Deny(DenyReason::Default));
+        assert_eq!(
+            p.decide(None, &req(None, 443), ip("93.184.216.34")),
+            Decision::Deny(DenyReason::Default)
+        );
     }
 
     #[test]
     fn explicit_cidr_opens_internal_address() {
         let mut d = PolicyDoc::default();
-        d.rules.push(Rule::allow_destination("127.0.0.0/8".parse().unwrap()));
+        d.rules
+            .push(Rule::allow_destination("127.0.0.0/8".parse().unwrap()));
         let p = CompiledPolicy::compile(&d, &["127.0.0.1:1080".parse().unwrap()]).unwrap();
-        assert_eq!(p.decide(None, &req(None, 8080), ip("127.0.0.1")), Decision::Allow);
-        assert_eq!(p.decide(None, &req(None, 8080), ip("::ffff:127.0.0.1")), Decision::Allow);
-        assert!(matches!(p.decide(None, &req(None, 8080), ip("10.0.0.1")), Decision::Deny(_)));
+        assert_eq!(
+            p.decide(None, &req(None, 8080), ip("127.0.0.1")),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.decide(None, &req(None, 8080), ip("::ffff:127.0.0.1")),
+            Decision::Allow
+        );
+        assert!(matches!(
+            p.decide(None, &req(None, 8080), ip("10.0.0.1")),
+            Decision::Deny(_)
+        ));
         // Never the proxy itself.
         assert_eq!(
             p.decide(None, &req(None, 1080), ip("127.0.0.1")),
@@ -265,10 +296,16 @@ sources = ["192.0.2.0/24"]
         let (alice, u) = p.user_by_name("alice").unwrap();
         assert_eq!(u.max_tunnels, Some(2));
         let public = ip("198.51.100.7");
-        assert_eq!(p.decide(Some(alice), &req(None, 25), public), Decision::Allow);
+        assert_eq!(
+            p.decide(Some(alice), &req(None, 25), public),
+            Decision::Allow
+        );
         assert_eq!(
             p.decide(None, &req(None, 25), public),
-            Decision::Deny(DenyReason::Rule { user_rule: false, index: 0 })
+            Decision::Deny(DenyReason::Rule {
+                user_rule: false,
+                index: 0
+            })
         );
         let mut http = req(None, 80);
         http.protocol = Protocol::Http;
@@ -305,7 +342,10 @@ sources = ["192.0.2.0/24"]
             rules: vec![],
         };
         d.users.push(u.clone());
-        assert!(matches!(CompiledPolicy::compile(&d, &[]), Err(PolicyError::PasswordHash { .. })));
+        assert!(matches!(
+            CompiledPolicy::compile(&d, &[]),
+            Err(PolicyError::PasswordHash { .. })
+        ));
         d.users[0].password_hash = crate::password::hash("x").unwrap();
         d.users.push(d.users[0].clone());
         assert_eq!(
@@ -314,6 +354,9 @@ sources = ["192.0.2.0/24"]
         );
         d.users.truncate(1);
         d.users[0].name = "a:b".into();
-        assert!(matches!(CompiledPolicy::compile(&d, &[]), Err(PolicyError::UserName(_))));
+        assert!(matches!(
+            CompiledPolicy::compile(&d, &[]),
+            Err(PolicyError::UserName(_))
+        ));
     }
 }

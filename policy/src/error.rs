@@ -5,7 +5,9 @@ use thiserror::Error;
 pub enum PolicyError {
     #[error("invalid host pattern {0:?}: expected a DNS name or \"*.suffix\"")]
     HostPattern(String),
-    #[error("invalid port range {0:?}: expected \"N\" or \"LOW-HIGH\" with 1 <= LOW <= HIGH <= 65535")]
+    #[error(
+        "invalid port range {0:?}: expected \"N\" or \"LOW-HIGH\" with 1 <= LOW <= HIGH <= 65535"
+    )]
     PortRange(String),
     #[error("duplicate user name {0:?}")]
     DuplicateUser(String),

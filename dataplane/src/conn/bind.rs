@@ -45,7 +45,13 @@ pub async fn listen(
     let permit = match user {
         Some(id) => {
             let max = policy.user(id).and_then(|u| u.max_tunnels);
-            Some(shard.shared.user_tunnels.acquire(id, max).ok_or(OpenError::UserLimit)?)
+            Some(
+                shard
+                    .shared
+                    .user_tunnels
+                    .acquire(id, max)
+                    .ok_or(OpenError::UserLimit)?,
+            )
         }
         None => None,
     };
@@ -64,26 +70,40 @@ pub async fn listen(
     })?;
     let first = allowed[0];
     let ip = local_ip_towards(first).map_err(|e| OpenError::Dial(DialError::Other(e)))?;
-    let listener = TcpListener::bind(SocketAddr::new(ip, 0)).map_err(|e| OpenError::Dial(DialError::Other(e)))?;
-    let bound = listener.local_addr().map_err(|e| OpenError::Dial(DialError::Other(e)))?;
+    let listener = TcpListener::bind(SocketAddr::new(ip, 0))
+        .map_err(|e| OpenError::Dial(DialError::Other(e)))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| OpenError::Dial(DialError::Other(e)))?;
     Ok(PendingBind {
         listener,
         bound,
-        expected: allowed.iter().map(|a| policy::address::canonical(a.ip())).collect(),
+        expected: allowed
+            .iter()
+            .map(|a| policy::address::canonical(a.ip()))
+            .collect(),
         permit,
     })
 }
 
 impl PendingBind {
     /// Waits for the expected host to connect. Connections from anyone else are closed.
-    pub async fn accept(&self, shard: &Shard, wait: Duration) -> Result<(TcpStream, SocketAddr), DialError> {
+    pub async fn accept(
+        &self,
+        shard: &Shard,
+        wait: Duration,
+    ) -> Result<(TcpStream, SocketAddr), DialError> {
         let deadline = Instant::now() + wait;
         loop {
-            let accepted = monoio::time::timeout(super::left(deadline), self.listener.accept()).await;
+            let accepted =
+                monoio::time::timeout(super::left(deadline), self.listener.accept()).await;
             match accepted {
                 Err(_) => return Err(DialError::Timeout),
                 Ok(Ok((stream, peer))) => {
-                    if self.expected.contains(&policy::address::canonical(peer.ip())) {
+                    if self
+                        .expected
+                        .contains(&policy::address::canonical(peer.ip()))
+                    {
                         super::bufstream::prepare(&stream);
                         return Ok((stream, peer));
                     }

@@ -50,15 +50,25 @@ async fn respond_open_error(client: &mut BufStream, e: &OpenError) {
         OpenError::UserLimit => respond(client, 429, &[], "tunnel limit reached\n").await,
         OpenError::Dial(d) => {
             let status = proxy_status(d.proxy_status());
-            respond(client, d.http_status(), &[("Proxy-Status", &status)], &format!("{d}\n")).await
+            respond(
+                client,
+                d.http_status(),
+                &[("Proxy-Status", &status)],
+                &format!("{d}\n"),
+            )
+            .await
         }
     }
 }
 
 /// Identifies the client: Basic credentials, or anonymous where the policy allows it.
-async fn identify(shard: &Shard, head: &RequestHead, peer: SocketAddr) -> Result<Option<UserId>, ()> {
+async fn identify(
+    shard: &Shard,
+    head: &RequestHead,
+    peer: SocketAddr,
+) -> Result<Option<UserId>, ()> {
     match head.proxy_credentials() {
-        Ok(Some((user, password))) => upstream::authenticate(shard, &user, &password)
+        Ok(Some(creds)) => upstream::authenticate(shard, &creds.user, &creds.password)
             .await
             .map(Some)
             .map_err(|_| ()),
@@ -72,7 +82,12 @@ async fn identify(shard: &Shard, head: &RequestHead, peer: SocketAddr) -> Result
 
 /// Reads the next request head: up to the idle timeout for its first byte (keep-alive), then
 /// the handshake timeout for the rest of it (slowloris).
-async fn read_head(shard: &Shard, client: &mut BufStream, first: bool, deadline: Instant) -> Option<RequestHead> {
+async fn read_head(
+    shard: &Shard,
+    client: &mut BufStream,
+    first: bool,
+    deadline: Instant,
+) -> Option<RequestHead> {
     let timeouts = &shard.shared.config.timeouts;
     let deadline = if !first && client.buf.is_empty() {
         match monoio::time::timeout(timeouts.idle(), client.read_more()).await {
@@ -82,7 +97,12 @@ async fn read_head(shard: &Shard, client: &mut BufStream, first: bool, deadline:
     } else {
         deadline
     };
-    match monoio::time::timeout(left(deadline), client.read_message(MAX_HEAD, http::parse_request)).await {
+    match monoio::time::timeout(
+        left(deadline),
+        client.read_message(MAX_HEAD, http::parse_request),
+    )
+    .await
+    {
         Ok(Ok(head)) => Some(head),
         Ok(Err(ReadError::Eof | ReadError::Io(_))) => None,
         Ok(Err(ReadError::TooLarge)) => {
@@ -103,7 +123,13 @@ async fn read_head(shard: &Shard, client: &mut BufStream, first: bool, deadline:
     }
 }
 
-pub async fn serve(shard: &Shard, mut client: BufStream, peer: SocketAddr, started: Instant, deadline: Instant) {
+pub async fn serve(
+    shard: &Shard,
+    mut client: BufStream,
+    peer: SocketAddr,
+    started: Instant,
+    deadline: Instant,
+) {
     let mut upstream: Option<Upstream> = None;
     let mut first = true;
     let mut started = started;
@@ -115,16 +141,30 @@ pub async fn serve(shard: &Shard, mut client: BufStream, peer: SocketAddr, start
             started = Instant::now();
         }
         first = false;
-        let protocol = if head.is_connect() { Protocol::Connect } else { Protocol::Http };
+        let protocol = if head.is_connect() {
+            Protocol::Connect
+        } else {
+            Protocol::Http
+        };
         let _open = ProtocolGuard::new(shard, protocol);
         let Ok(user) = identify(shard, &head, peer).await else {
-            respond(&mut client, 407, &[PROXY_AUTHENTICATE], "proxy authentication required\n").await;
+            respond(
+                &mut client,
+                407,
+                &[PROXY_AUTHENTICATE],
+                "proxy authentication required\n",
+            )
+            .await;
             return;
         };
         if head.is_connect() {
             match upstream::open(shard, user, Protocol::Connect, peer, head.target_addr()).await {
                 Ok(opened) => {
-                    if client.write_all(http::simple_response(200, &[], "", false)).await.is_ok() {
+                    if client
+                        .write_all(http::simple_response(200, &[], "", false))
+                        .await
+                        .is_ok()
+                    {
                         let _permit = opened.permit;
                         run_tunnel(shard, client, opened.stream, started).await;
                     }
@@ -133,13 +173,24 @@ pub async fn serve(shard: &Shard, mut client: BufStream, peer: SocketAddr, start
             }
             return;
         }
-        match forward(shard, &mut client, &head, user, peer, &mut upstream, started).await {
+        match forward(
+            shard,
+            &mut client,
+            &head,
+            user,
+            peer,
+            &mut upstream,
+            started,
+        )
+        .await
+        {
             Ok(true) => continue,
             Ok(false) => return,
             Err(Abort::Close) => return,
             Err(Abort::Status(status, why)) => {
                 let extra = [("Proxy-Status", proxy_status(why))];
-                let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let extra: Vec<(&str, &str)> =
+                    extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 respond(&mut client, status, &extra, &format!("{why}\n")).await;
                 return;
             }
@@ -255,7 +306,12 @@ fn direction_counter(shard: &Shard, src_side: Side) -> &crate::metrics::Counter 
 }
 
 /// Sends buffered body bytes through user space (they were already read) and counts them.
-async fn send_buffered(shard: &Shard, src_side: Side, dst: &mut BufStream, part: Vec<u8>) -> Result<(), BodyError> {
+async fn send_buffered(
+    shard: &Shard,
+    src_side: Side,
+    dst: &mut BufStream,
+    part: Vec<u8>,
+) -> Result<(), BodyError> {
     direction_counter(shard, src_side).add(part.len() as u64);
     shard.metrics().copy_bytes.add(part.len() as u64);
     dst.write_all(part).await.map_err(|_| BodyError)
@@ -290,7 +346,12 @@ async fn forward_bytes(
 }
 
 /// A chunked body, forwarded with its framing; the decoder finds where it ends.
-async fn forward_chunked(shard: &Shard, src: &mut BufStream, src_side: Side, dst: &mut BufStream) -> Result<(), BodyError> {
+async fn forward_chunked(
+    shard: &Shard,
+    src: &mut BufStream,
+    src_side: Side,
+    dst: &mut BufStream,
+) -> Result<(), BodyError> {
     let mut decoder = ChunkedDecoder::default();
     loop {
         if !src.buf.is_empty() {

@@ -73,11 +73,19 @@ pub async fn serve(shard: &Shard, stream: TcpStream, peer: SocketAddr) {
 }
 
 /// Runs an established tunnel: forwards what the client sent early, then relays.
-pub async fn run_tunnel(shard: &Shard, mut client: BufStream, mut upstream: TcpStream, started: Instant) {
+pub async fn run_tunnel(
+    shard: &Shard,
+    mut client: BufStream,
+    mut upstream: TcpStream,
+    started: Instant,
+) {
     shard.metrics().handshake_seconds.observe(started.elapsed());
     let early = client.take_buffered();
     if !early.is_empty() {
-        shard.metrics().bytes_client_to_upstream.add(early.len() as u64);
+        shard
+            .metrics()
+            .bytes_client_to_upstream
+            .add(early.len() as u64);
         shard.metrics().copy_bytes.add(early.len() as u64);
         if bufstream::write_all(&mut upstream, early).await.is_err() {
             shard.metrics().error(ErrorKind::RelayReset);
@@ -87,6 +95,8 @@ pub async fn run_tunnel(shard: &Shard, mut client: BufStream, mut upstream: TcpS
     match relay::relay(&shard.relay_env(), &client.stream, &upstream).await {
         Ok(()) => {}
         Err(RelayError::Idle) => shard.metrics().error(ErrorKind::IdleTimeout),
-        Err(RelayError::Reset(_)) | Err(RelayError::Io(..)) => shard.metrics().error(ErrorKind::RelayReset),
+        Err(RelayError::Reset(_)) | Err(RelayError::Io(..)) => {
+            shard.metrics().error(ErrorKind::RelayReset)
+        }
     }
 }

@@ -17,10 +17,19 @@ use crate::shard::Shard;
 const MAX_MESSAGE: usize = 8 + 2 * (socks4::MAX_FIELD + 1);
 
 async fn reply(client: &mut BufStream, code: Reply, bound: SocketAddr) -> bool {
-    client.write_all(socks4::encode_reply(code, bound).to_vec()).await.is_ok()
+    client
+        .write_all(socks4::encode_reply(code, bound).to_vec())
+        .await
+        .is_ok()
 }
 
-pub async fn serve(shard: &Shard, mut client: BufStream, peer: SocketAddr, started: Instant, deadline: Instant) {
+pub async fn serve(
+    shard: &Shard,
+    mut client: BufStream,
+    peer: SocketAddr,
+    started: Instant,
+    deadline: Instant,
+) {
     let _open = ProtocolGuard::new(shard, Protocol::Socks4);
     let read = client.read_message(MAX_MESSAGE, socks4::parse_request);
     let request = match monoio::time::timeout(left(deadline), read).await {
@@ -43,26 +52,33 @@ pub async fn serve(shard: &Shard, mut client: BufStream, peer: SocketAddr, start
         return;
     }
     match request.command {
-        Command::Connect => match upstream::open(shard, None, Protocol::Socks4, peer, &request.target).await {
-            Ok(opened) => {
-                let bound = opened.stream.local_addr().unwrap_or(UNSPECIFIED);
-                if reply(&mut client, Reply::Granted, bound).await {
-                    run_tunnel(shard, client, opened.stream, started).await;
+        Command::Connect => {
+            match upstream::open(shard, None, Protocol::Socks4, peer, &request.target).await {
+                Ok(opened) => {
+                    let bound = opened.stream.local_addr().unwrap_or(UNSPECIFIED);
+                    if reply(&mut client, Reply::Granted, bound).await {
+                        run_tunnel(shard, client, opened.stream, started).await;
+                    }
+                }
+                Err(_) => {
+                    reply(&mut client, Reply::Rejected, UNSPECIFIED).await;
                 }
             }
-            Err(_) => {
-                reply(&mut client, Reply::Rejected, UNSPECIFIED).await;
-            }
-        },
+        }
         Command::Bind => {
-            let Ok(pending) = bind::listen(shard, None, Protocol::Socks4, peer, &request.target).await else {
+            let Ok(pending) =
+                bind::listen(shard, None, Protocol::Socks4, peer, &request.target).await
+            else {
                 reply(&mut client, Reply::Rejected, UNSPECIFIED).await;
                 return;
             };
             if !reply(&mut client, Reply::Granted, pending.bound).await {
                 return;
             }
-            match pending.accept(shard, shard.shared.config.timeouts.bind_accept()).await {
+            match pending
+                .accept(shard, shard.shared.config.timeouts.bind_accept())
+                .await
+            {
                 Ok((inbound, from)) => {
                     if reply(&mut client, Reply::Granted, from).await {
                         run_tunnel(shard, client, inbound, started).await;

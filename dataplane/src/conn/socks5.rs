@@ -16,7 +16,10 @@ use crate::shard::Shard;
 const MAX_MESSAGE: usize = 1024;
 
 async fn reply(client: &mut BufStream, code: Reply, bound: SocketAddr) -> bool {
-    client.write_all(socks5::encode_reply(code, bound)).await.is_ok()
+    client
+        .write_all(socks5::encode_reply(code, bound))
+        .await
+        .is_ok()
 }
 
 fn count_read_error(shard: &Shard, e: &ReadError<Socks5Error>) {
@@ -33,7 +36,11 @@ fn open_reply(e: &OpenError) -> Reply {
 }
 
 /// Method selection and authentication. `Ok(None)`: anonymous.
-async fn authenticate(shard: &Shard, client: &mut BufStream, peer: SocketAddr) -> Result<Option<UserId>, ()> {
+async fn authenticate(
+    shard: &Shard,
+    client: &mut BufStream,
+    peer: SocketAddr,
+) -> Result<Option<UserId>, ()> {
     let greeting = client
         .read_message(MAX_MESSAGE, socks5::parse_greeting)
         .await
@@ -74,11 +81,20 @@ async fn authenticate(shard: &Shard, client: &mut BufStream, peer: SocketAddr) -
     }
 }
 
-pub async fn serve(shard: &Shard, mut client: BufStream, peer: SocketAddr, started: Instant, deadline: Instant) {
+pub async fn serve(
+    shard: &Shard,
+    mut client: BufStream,
+    peer: SocketAddr,
+    started: Instant,
+    deadline: Instant,
+) {
     let _open = ProtocolGuard::new(shard, Protocol::Socks5);
     let handshake = async {
         let user = authenticate(shard, &mut client, peer).await?;
-        let request = match client.read_message(MAX_MESSAGE, socks5::parse_request).await {
+        let request = match client
+            .read_message(MAX_MESSAGE, socks5::parse_request)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 count_read_error(shard, &e);
@@ -114,13 +130,14 @@ pub async fn serve(shard: &Shard, mut client: BufStream, peer: SocketAddr, start
             }
         }
         Command::Bind => {
-            let pending = match bind::listen(shard, user, Protocol::Socks5, peer, &request.target).await {
-                Ok(p) => p,
-                Err(e) => {
-                    reply(&mut client, open_reply(&e), socks5::UNSPECIFIED).await;
-                    return;
-                }
-            };
+            let pending =
+                match bind::listen(shard, user, Protocol::Socks5, peer, &request.target).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        reply(&mut client, open_reply(&e), socks5::UNSPECIFIED).await;
+                        return;
+                    }
+                };
             if !reply(&mut client, Reply::Succeeded, pending.bound).await {
                 return;
             }

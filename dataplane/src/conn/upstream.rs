@@ -30,7 +30,11 @@ pub struct Opened {
 }
 
 /// Checks credentials and counts the outcome.
-pub async fn authenticate(shard: &Shard, user: &[u8], password: &[u8]) -> Result<UserId, AuthError> {
+pub async fn authenticate(
+    shard: &Shard,
+    user: &[u8],
+    password: &[u8],
+) -> Result<UserId, AuthError> {
     let policy = shard.policy();
     match auth::authenticate(&policy, &shard.creds, user, password).await {
         Ok((id, outcome)) => {
@@ -88,7 +92,11 @@ pub async fn open(
         Ok(stream) => {
             shard.metrics().connect_seconds.observe(started.elapsed());
             let peer = stream.peer_addr().map_err(DialError::Other)?;
-            Ok(Opened { stream, peer, permit })
+            Ok(Opened {
+                stream,
+                peer,
+                permit,
+            })
         }
         Err(e) => {
             match e.metric() {

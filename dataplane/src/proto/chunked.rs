@@ -116,9 +116,7 @@ impl ChunkedDecoder {
                     }
                 }
                 State::DataCr => expect(b, b'\r', State::DataLf)?,
-                State::DataLf => {
-                    expect(b, b'\n', State::SizeFirst)?
-                }
+                State::DataLf => expect(b, b'\n', State::SizeFirst)?,
                 State::TrailerLineStart => match b {
                     b'\r' => State::EndLf,
                     _ => self.trailer_byte()?,
@@ -190,7 +188,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_framing() {
-        for bad in [&b"x\r\n"[..], b"\r\n", b"5\nhello", b"1\r\nab\r\n", b"0\r\n\r\r"] {
+        for bad in [
+            &b"x\r\n"[..],
+            b"\r\n",
+            b"5\nhello",
+            b"1\r\nab\r\n",
+            b"0\r\n\r\r",
+        ] {
             let mut d = ChunkedDecoder::default();
             assert!(d.feed(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }

@@ -82,6 +82,21 @@ pub enum RequestTarget {
     },
 }
 
+/// `Proxy-Authorization: Basic` credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BasicCredentials {
+    pub user: Vec<u8>,
+    pub password: Vec<u8>,
+}
+
+impl std::fmt::Debug for BasicCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicCredentials")
+            .field("user", &String::from_utf8_lossy(&self.user))
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     pub method: String,
@@ -275,16 +290,20 @@ impl RequestHead {
     }
 
     pub fn expects_continue(&self) -> bool {
-        tokens(&self.headers, "expect").iter().any(|t| t == "100-continue")
+        tokens(&self.headers, "expect")
+            .iter()
+            .any(|t| t == "100-continue")
     }
 
     /// Basic credentials from Proxy-Authorization (scheme name case-insensitive,
     /// RFC 9110 §11.1). `Ok(None)` when the field is absent.
-    pub fn proxy_credentials(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, HttpError> {
+    pub fn proxy_credentials(&self) -> Result<Option<BasicCredentials>, HttpError> {
         let Some(value) = header_values(&self.headers, "proxy-authorization").next() else {
             return Ok(None);
         };
-        let value = std::str::from_utf8(value).map_err(|_| HttpError::Authorization)?.trim();
+        let value = std::str::from_utf8(value)
+            .map_err(|_| HttpError::Authorization)?
+            .trim();
         let (scheme, token) = value.split_once(' ').ok_or(HttpError::Authorization)?;
         if !scheme.eq_ignore_ascii_case("basic") {
             return Err(HttpError::Authorization);
@@ -292,14 +311,23 @@ impl RequestHead {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(token.trim())
             .map_err(|_| HttpError::Authorization)?;
-        let colon = decoded.iter().position(|&b| b == b':').ok_or(HttpError::Authorization)?;
-        Ok(Some((decoded[..colon].to_vec(), decoded[colon + 1..].to_vec())))
+        let colon = decoded
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(HttpError::Authorization)?;
+        Ok(Some(BasicCredentials {
+            user: decoded[..colon].to_vec(),
+            password: decoded[colon + 1..].to_vec(),
+        }))
     }
 
     /// The head sent upstream: origin-form target, hop-by-hop fields (and those the client
     /// listed in Connection) removed, Host set from the target, Via appended.
     pub fn encode_upstream(&self, via: &str) -> Vec<u8> {
-        let RequestTarget::Absolute { authority, path, .. } = &self.target else {
+        let RequestTarget::Absolute {
+            authority, path, ..
+        } = &self.target
+        else {
             return Vec::new();
         };
         let mut out = Vec::with_capacity(512);
@@ -310,7 +338,14 @@ impl RequestHead {
         out.extend_from_slice(authority.as_bytes());
         out.extend_from_slice(b"\r\n");
         let listed = tokens(&self.headers, "connection");
-        write_forwarded_fields(&mut out, &self.headers, &listed, &["host"], via, self.minor_version);
+        write_forwarded_fields(
+            &mut out,
+            &self.headers,
+            &listed,
+            &["host"],
+            via,
+            self.minor_version,
+        );
         out.extend_from_slice(b"\r\n");
         out
     }
@@ -371,7 +406,9 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, Upstr
         Err(e) => return Err(UpstreamHttpError::Malformed(e.to_string())),
     };
     let (Some(status), Some(version)) = (resp.code, resp.version) else {
-        return Err(UpstreamHttpError::Malformed("incomplete status line".into()));
+        return Err(UpstreamHttpError::Malformed(
+            "incomplete status line".into(),
+        ));
     };
     let head = ResponseHead {
         status,
@@ -390,8 +427,7 @@ impl ResponseHead {
 
     /// Body framing of this response to a request with `method` (RFC 9112 §6.3).
     pub fn body_length(&self, method: &str) -> BodyLength {
-        if method == "HEAD" || self.is_informational() || self.status == 204 || self.status == 304
-        {
+        if method == "HEAD" || self.is_informational() || self.status == 204 || self.status == 304 {
             return BodyLength::None;
         }
         match framing(&self.headers) {
@@ -416,7 +452,14 @@ impl ResponseHead {
         let mut out = Vec::with_capacity(512);
         out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", self.status, self.reason).as_bytes());
         let listed = tokens(&self.headers, "connection");
-        write_forwarded_fields(&mut out, &self.headers, &listed, &[], via, self.minor_version);
+        write_forwarded_fields(
+            &mut out,
+            &self.headers,
+            &listed,
+            &[],
+            via,
+            self.minor_version,
+        );
         if close {
             out.extend_from_slice(b"Connection: close\r\n");
         }
@@ -474,11 +517,17 @@ mod tests {
         let text = "GET http://Example.com:8080/a/b?x=1#frag HTTP/1.1\r\nHost: wrong\r\nProxy-Authorization: Basic YTpi\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nVia: 1.0 other\r\nAccept: */*\r\n\r\nBODY";
         let (h, n) = req(text).unwrap().unwrap();
         assert_eq!(&text[n..], "BODY");
-        assert_eq!(h.target_addr(), &TargetAddr::Domain("example.com".into(), 8080));
+        assert_eq!(
+            h.target_addr(),
+            &TargetAddr::Domain("example.com".into(), 8080)
+        );
         assert_eq!(h.body_length(), Ok(BodyLength::None));
         assert!(!h.wants_close());
         let up = String::from_utf8(h.encode_upstream("zcproxy")).unwrap();
-        assert!(up.starts_with("GET /a/b?x=1 HTTP/1.1\r\nHost: Example.com:8080\r\n"), "{up}");
+        assert!(
+            up.starts_with("GET /a/b?x=1 HTTP/1.1\r\nHost: Example.com:8080\r\n"),
+            "{up}"
+        );
         assert!(up.contains("Accept: */*\r\n"));
         assert!(up.contains("Via: 1.0 other, 1.1 zcproxy\r\n"));
         for gone in ["Proxy-Authorization", "X-Secret", "Connection", "wrong"] {
@@ -491,15 +540,24 @@ mod tests {
     fn targets() {
         let t = |s: &str| req(&format!("{s}\r\n\r\n"));
         let (h, _) = t("CONNECT [::1]:443 HTTP/1.1").unwrap().unwrap();
-        assert_eq!(h.target_addr(), &TargetAddr::Ip("[::1]:443".parse().unwrap()));
+        assert_eq!(
+            h.target_addr(),
+            &TargetAddr::Ip("[::1]:443".parse().unwrap())
+        );
         assert!(h.is_connect());
         let (h, _) = t("GET http://[2001:db8::1]/ HTTP/1.1").unwrap().unwrap();
-        assert_eq!(h.target_addr(), &TargetAddr::Ip("[2001:db8::1]:80".parse().unwrap()));
+        assert_eq!(
+            h.target_addr(),
+            &TargetAddr::Ip("[2001:db8::1]:80".parse().unwrap())
+        );
         let (h, _) = t("GET http://h?q HTTP/1.0").unwrap().unwrap();
         assert!(matches!(&h.target, RequestTarget::Absolute { path, .. } if path == "/?q"));
         assert!(h.wants_close());
         assert_eq!(t("GET / HTTP/1.1"), Err(HttpError::Target));
-        assert_eq!(t("GET https://h/ HTTP/1.1"), Err(HttpError::Scheme("https".into())));
+        assert_eq!(
+            t("GET https://h/ HTTP/1.1"),
+            Err(HttpError::Scheme("https".into()))
+        );
         assert_eq!(t("CONNECT host HTTP/1.1"), Err(HttpError::Host));
         assert_eq!(t("CONNECT host:0 HTTP/1.1"), Err(HttpError::Host));
         assert_eq!(t("CONNECT host:99999 HTTP/1.1"), Err(HttpError::Host));
@@ -509,14 +567,35 @@ mod tests {
 
     #[test]
     fn framing_rules() {
-        let f = |hs: &str| req(&format!("POST http://h/ HTTP/1.1\r\n{hs}\r\n")).map(|o| o.map(|(h, _)| h.body_length()));
-        assert_eq!(f("Content-Length: 5\r\n"), Ok(Some(Ok(BodyLength::Fixed(5)))));
-        assert_eq!(f("Content-Length: 5, 5\r\n"), Ok(Some(Ok(BodyLength::Fixed(5)))));
-        assert_eq!(f("Transfer-Encoding: gzip, chunked\r\n"), Ok(Some(Ok(BodyLength::Chunked))));
-        assert_eq!(f("Content-Length: 5\r\nContent-Length: 6\r\n"), Err(HttpError::Framing));
-        assert_eq!(f("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"), Err(HttpError::Framing));
+        let f = |hs: &str| {
+            req(&format!("POST http://h/ HTTP/1.1\r\n{hs}\r\n"))
+                .map(|o| o.map(|(h, _)| h.body_length()))
+        };
+        assert_eq!(
+            f("Content-Length: 5\r\n"),
+            Ok(Some(Ok(BodyLength::Fixed(5))))
+        );
+        assert_eq!(
+            f("Content-Length: 5, 5\r\n"),
+            Ok(Some(Ok(BodyLength::Fixed(5))))
+        );
+        assert_eq!(
+            f("Transfer-Encoding: gzip, chunked\r\n"),
+            Ok(Some(Ok(BodyLength::Chunked)))
+        );
+        assert_eq!(
+            f("Content-Length: 5\r\nContent-Length: 6\r\n"),
+            Err(HttpError::Framing)
+        );
+        assert_eq!(
+            f("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"),
+            Err(HttpError::Framing)
+        );
         assert_eq!(f("Content-Length: -1\r\n"), Err(HttpError::Framing));
-        assert_eq!(f("Transfer-Encoding: gzip\r\n"), Err(HttpError::TransferCoding));
+        assert_eq!(
+            f("Transfer-Encoding: gzip\r\n"),
+            Err(HttpError::TransferCoding)
+        );
         assert_eq!(HttpError::TransferCoding.status(), 501);
     }
 
@@ -524,20 +603,39 @@ mod tests {
     fn limits_and_garbage() {
         assert_eq!(req("GET http://h/ HTTP/1.1\r\nA: b\r\n"), Ok(None));
         let many: String = (0..200).map(|i| format!("H{i}: v\r\n")).collect();
-        assert_eq!(req(&format!("GET http://h/ HTTP/1.1\r\n{many}\r\n")), Err(HttpError::TooLarge));
+        assert_eq!(
+            req(&format!("GET http://h/ HTTP/1.1\r\n{many}\r\n")),
+            Err(HttpError::TooLarge)
+        );
         let huge = format!("GET http://h/ HTTP/1.1\r\nA: {}", "x".repeat(MAX_HEAD));
         assert_eq!(req(&huge), Err(HttpError::TooLarge));
-        assert!(matches!(req("GET\0 http://h/ HTTP/1.1\r\n\r\n"), Err(HttpError::Malformed(_))));
+        assert!(matches!(
+            req("GET\0 http://h/ HTTP/1.1\r\n\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
     }
 
     #[test]
     fn proxy_auth() {
         let with = |v: &str| {
-            let (h, _) = req(&format!("GET http://h/ HTTP/1.1\r\nProxy-Authorization: {v}\r\n\r\n")).unwrap().unwrap();
+            let (h, _) = req(&format!(
+                "GET http://h/ HTTP/1.1\r\nProxy-Authorization: {v}\r\n\r\n"
+            ))
+            .unwrap()
+            .unwrap();
             h.proxy_credentials()
         };
-        assert_eq!(with("basic YWxpY2U6czNjcjp0"), Ok(Some((b"alice".to_vec(), b"s3cr:t".to_vec()))));
-        assert_eq!(with("BASIC YWxpY2U6czNjcjp0").unwrap().unwrap().0, b"alice");
+        assert_eq!(
+            with("basic YWxpY2U6czNjcjp0"),
+            Ok(Some(BasicCredentials {
+                user: b"alice".to_vec(),
+                password: b"s3cr:t".to_vec()
+            }))
+        );
+        assert_eq!(
+            with("BASIC YWxpY2U6czNjcjp0").unwrap().unwrap().user,
+            b"alice"
+        );
         assert_eq!(with("Bearer abc"), Err(HttpError::Authorization));
         assert_eq!(with("Basic !!!"), Err(HttpError::Authorization));
         assert_eq!(with("Basic YWxpY2U="), Err(HttpError::Authorization));
@@ -559,10 +657,14 @@ mod tests {
         let (r, _) = parse_response(b"HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap();
         assert_eq!(r.body_length("GET"), BodyLength::UntilClose);
         assert!(r.server_closes());
-        let (r, _) = parse_response(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap().unwrap();
+        let (r, _) = parse_response(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(r.is_informational());
         assert_eq!(
-            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            parse_response(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ),
             Err(UpstreamHttpError::Framing)
         );
         assert!(parse_response(b"HTTQ/1.1 200\r\n\r\n").is_err());
@@ -570,9 +672,18 @@ mod tests {
 
     #[test]
     fn generated_responses() {
-        let r = String::from_utf8(simple_response(407, &[("Proxy-Authenticate", "Basic realm=\"zcproxy\"")], "auth", true)).unwrap();
+        let r = String::from_utf8(simple_response(
+            407,
+            &[("Proxy-Authenticate", "Basic realm=\"zcproxy\"")],
+            "auth",
+            true,
+        ))
+        .unwrap();
         assert!(r.starts_with("HTTP/1.1 407 Proxy Authentication Required\r\n"));
         assert!(r.contains("Content-Length: 4\r\n") && r.ends_with("\r\n\r\nauth"));
-        assert_eq!(simple_response(200, &[], "", false), b"HTTP/1.1 200 Connection Established\r\n\r\n");
+        assert_eq!(
+            simple_response(200, &[], "", false),
+            b"HTTP/1.1 200 Connection Established\r\n\r\n"
+        );
     }
 }

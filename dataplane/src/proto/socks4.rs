@@ -56,25 +56,35 @@ fn nul_field(buf: &[u8], from: usize) -> Result<Option<(&[u8], usize)>, Socks4Er
 }
 
 pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, Socks4Error> {
-    let Some(&ver) = buf.first() else { return Ok(None) };
+    let Some(&ver) = buf.first() else {
+        return Ok(None);
+    };
     if ver != 4 {
         return Err(Socks4Error::Version(ver));
     }
-    let Some(&cd) = buf.get(1) else { return Ok(None) };
+    let Some(&cd) = buf.get(1) else {
+        return Ok(None);
+    };
     let command = match cd {
         1 => Command::Connect,
         2 => Command::Bind,
         other => return Err(Socks4Error::Command(other)),
     };
-    let Some(head) = buf.get(2..8) else { return Ok(None) };
+    let Some(head) = buf.get(2..8) else {
+        return Ok(None);
+    };
     let port = u16::from_be_bytes([head[0], head[1]]);
     let ip = Ipv4Addr::new(head[2], head[3], head[4], head[5]);
-    let Some((user_id, end)) = nul_field(buf, 8)? else { return Ok(None) };
+    let Some((user_id, end)) = nul_field(buf, 8)? else {
+        return Ok(None);
+    };
     let user_id = user_id.to_vec();
     let o = ip.octets();
     // SOCKS4a: 0.0.0.x with x != 0 means "a host name follows the USERID".
     if o[0] == 0 && o[1] == 0 && o[2] == 0 && o[3] != 0 {
-        let Some((host, end)) = nul_field(buf, end)? else { return Ok(None) };
+        let Some((host, end)) = nul_field(buf, end)? else {
+            return Ok(None);
+        };
         if !valid_host_name(host) {
             return Err(Socks4Error::HostName);
         }
@@ -125,7 +135,10 @@ mod tests {
         let (r, n) = parse_request(&msg).unwrap().unwrap();
         assert_eq!(n, msg.len());
         assert_eq!(r.command, Command::Connect);
-        assert_eq!(r.target, TargetAddr::Ip("93.184.216.34:80".parse().unwrap()));
+        assert_eq!(
+            r.target,
+            TargetAddr::Ip("93.184.216.34:80".parse().unwrap())
+        );
         assert_eq!(r.user_id, b"bob");
     }
 
@@ -158,6 +171,9 @@ mod tests {
             encode_reply(Reply::Granted, "1.2.3.4:258".parse().unwrap()),
             [0, 0x5a, 1, 2, 1, 2, 3, 4]
         );
-        assert_eq!(encode_reply(Reply::Rejected, "[::1]:0".parse().unwrap())[1], 0x5b);
+        assert_eq!(
+            encode_reply(Reply::Rejected, "[::1]:0".parse().unwrap())[1],
+            0x5b
+        );
     }
 }

@@ -73,16 +73,22 @@ pub struct Greeting {
 }
 
 pub fn parse_greeting(buf: &[u8]) -> Result<Option<(Greeting, usize)>, Socks5Error> {
-    let Some(&ver) = buf.first() else { return Ok(None) };
+    let Some(&ver) = buf.first() else {
+        return Ok(None);
+    };
     if ver != VERSION {
         return Err(Socks5Error::Version(ver));
     }
-    let Some(&n) = buf.get(1) else { return Ok(None) };
+    let Some(&n) = buf.get(1) else {
+        return Ok(None);
+    };
     if n == 0 {
         return Err(Socks5Error::NoMethods);
     }
     let end = 2 + n as usize;
-    let Some(methods) = buf.get(2..end) else { return Ok(None) };
+    let Some(methods) = buf.get(2..end) else {
+        return Ok(None);
+    };
     Ok(Some((
         Greeting {
             no_auth: methods.contains(&METHOD_NO_AUTH),
@@ -112,19 +118,29 @@ impl std::fmt::Debug for Credentials {
 }
 
 pub fn parse_user_pass(buf: &[u8]) -> Result<Option<(Credentials, usize)>, Socks5Error> {
-    let Some(&ver) = buf.first() else { return Ok(None) };
+    let Some(&ver) = buf.first() else {
+        return Ok(None);
+    };
     if ver != USER_PASS_VERSION {
         return Err(Socks5Error::AuthVersion(ver));
     }
-    let Some(&ulen) = buf.get(1) else { return Ok(None) };
+    let Some(&ulen) = buf.get(1) else {
+        return Ok(None);
+    };
     if ulen == 0 {
         return Err(Socks5Error::EmptyUser);
     }
     let uend = 2 + ulen as usize;
-    let Some(user) = buf.get(2..uend) else { return Ok(None) };
-    let Some(&plen) = buf.get(uend) else { return Ok(None) };
+    let Some(user) = buf.get(2..uend) else {
+        return Ok(None);
+    };
+    let Some(&plen) = buf.get(uend) else {
+        return Ok(None);
+    };
     let pend = uend + 1 + plen as usize;
-    let Some(password) = buf.get(uend + 1..pend) else { return Ok(None) };
+    let Some(password) = buf.get(uend + 1..pend) else {
+        return Ok(None);
+    };
     Ok(Some((
         Credentials {
             user: user.to_vec(),
@@ -146,24 +162,36 @@ pub struct Request {
 }
 
 pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, Socks5Error> {
-    let Some(&ver) = buf.first() else { return Ok(None) };
+    let Some(&ver) = buf.first() else {
+        return Ok(None);
+    };
     if ver != VERSION {
         return Err(Socks5Error::Version(ver));
     }
-    let Some(&cmd) = buf.get(1) else { return Ok(None) };
-    let Some(&rsv) = buf.get(2) else { return Ok(None) };
-    let Some(&atyp) = buf.get(3) else { return Ok(None) };
+    let Some(&cmd) = buf.get(1) else {
+        return Ok(None);
+    };
+    let Some(&rsv) = buf.get(2) else {
+        return Ok(None);
+    };
+    let Some(&atyp) = buf.get(3) else {
+        return Ok(None);
+    };
     // The address type is checked before the command so that a client learns the most
     // specific reply code; both are client errors.
     let (target, end) = match atyp {
         1 => {
-            let Some(b) = buf.get(4..10) else { return Ok(None) };
+            let Some(b) = buf.get(4..10) else {
+                return Ok(None);
+            };
             let ip = Ipv4Addr::new(b[0], b[1], b[2], b[3]);
             let port = u16::from_be_bytes([b[4], b[5]]);
             (TargetAddr::Ip(SocketAddr::new(IpAddr::V4(ip), port)), 10)
         }
         4 => {
-            let Some(b) = buf.get(4..22) else { return Ok(None) };
+            let Some(b) = buf.get(4..22) else {
+                return Ok(None);
+            };
             let mut octets = [0u8; 16];
             octets.copy_from_slice(&b[..16]);
             let port = u16::from_be_bytes([b[16], b[17]]);
@@ -173,9 +201,13 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, Socks5Error
             )
         }
         3 => {
-            let Some(&len) = buf.get(4) else { return Ok(None) };
+            let Some(&len) = buf.get(4) else {
+                return Ok(None);
+            };
             let end = 5 + len as usize + 2;
-            let Some(b) = buf.get(5..end) else { return Ok(None) };
+            let Some(b) = buf.get(5..end) else {
+                return Ok(None);
+            };
             let (host, port) = b.split_at(len as usize);
             if !valid_host_name(host) {
                 return Err(Socks5Error::HostName);
@@ -250,10 +282,23 @@ mod tests {
             assert_eq!(parse_user_pass(&msg[..cut]), Ok(None), "cut {cut}");
         }
         let (c, n) = parse_user_pass(&msg).unwrap().unwrap();
-        assert_eq!((c.user.as_slice(), c.password.as_slice(), n), (&b"alice"[..], &b"pwd"[..], 11));
+        assert_eq!(
+            (c.user.as_slice(), c.password.as_slice(), n),
+            (&b"alice"[..], &b"pwd"[..], 11)
+        );
         assert!(!format!("{c:?}").contains("pwd"));
-        assert_eq!(parse_user_pass(&[1, 1, b'a', 0]).unwrap().unwrap().0.password, b"");
-        assert_eq!(parse_user_pass(&[2, 1, b'a', 0]), Err(Socks5Error::AuthVersion(2)));
+        assert_eq!(
+            parse_user_pass(&[1, 1, b'a', 0])
+                .unwrap()
+                .unwrap()
+                .0
+                .password,
+            b""
+        );
+        assert_eq!(
+            parse_user_pass(&[2, 1, b'a', 0]),
+            Err(Socks5Error::AuthVersion(2))
+        );
         assert_eq!(parse_user_pass(&[1, 0, 0]), Err(Socks5Error::EmptyUser));
     }
 
@@ -281,13 +326,31 @@ mod tests {
         let (r, _) = parse_request(&d).unwrap().unwrap();
         assert_eq!(r.target, TargetAddr::Domain("example.com".into(), 443));
 
-        assert_eq!(parse_request(&[5, 9, 0, 1, 1, 2, 3, 4, 0, 80]), Err(Socks5Error::Command(9)));
-        assert_eq!(parse_request(&[5, 1, 0, 7]), Err(Socks5Error::AddressType(7)));
-        assert_eq!(parse_request(&[5, 1, 1, 1, 1, 2, 3, 4, 0, 80]), Err(Socks5Error::Reserved));
-        assert_eq!(parse_request(&[5, 1, 0, 3, 0, 0, 80]), Err(Socks5Error::HostName));
-        assert_eq!(parse_request(&[5, 1, 0, 3, 2, b'a', b' ', 0, 80]), Err(Socks5Error::HostName));
+        assert_eq!(
+            parse_request(&[5, 9, 0, 1, 1, 2, 3, 4, 0, 80]),
+            Err(Socks5Error::Command(9))
+        );
+        assert_eq!(
+            parse_request(&[5, 1, 0, 7]),
+            Err(Socks5Error::AddressType(7))
+        );
+        assert_eq!(
+            parse_request(&[5, 1, 1, 1, 1, 2, 3, 4, 0, 80]),
+            Err(Socks5Error::Reserved)
+        );
+        assert_eq!(
+            parse_request(&[5, 1, 0, 3, 0, 0, 80]),
+            Err(Socks5Error::HostName)
+        );
+        assert_eq!(
+            parse_request(&[5, 1, 0, 3, 2, b'a', b' ', 0, 80]),
+            Err(Socks5Error::HostName)
+        );
         assert_eq!(Socks5Error::Command(9).reply(), Reply::CommandNotSupported);
-        assert_eq!(Socks5Error::AddressType(7).reply(), Reply::AddressTypeNotSupported);
+        assert_eq!(
+            Socks5Error::AddressType(7).reply(),
+            Reply::AddressTypeNotSupported
+        );
     }
 
     #[test]

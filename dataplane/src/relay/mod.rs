@@ -75,7 +75,13 @@ struct Direction<'a> {
 }
 
 impl<'a> Direction<'a> {
-    fn new(src: &'a TcpStream, dst: &'a TcpStream, src_side: Side, env: &'a RelayEnv<'a>, limit: u64) -> Self {
+    fn new(
+        src: &'a TcpStream,
+        dst: &'a TcpStream,
+        src_side: Side,
+        env: &'a RelayEnv<'a>,
+        limit: u64,
+    ) -> Self {
         let bytes = match src_side {
             Side::Client => &env.metrics.bytes_client_to_upstream,
             Side::Upstream => &env.metrics.bytes_upstream_to_client,
@@ -205,7 +211,10 @@ impl Tunnel<'_> {
                 }
                 Ok(n) => {
                     pipe.buffered = n;
-                    if let Err(e) = self.drain(&mut pipe, dir.dst, dst, dir.src_side.other()).await {
+                    if let Err(e) = self
+                        .drain(&mut pipe, dir.dst, dst, dir.src_side.other())
+                        .await
+                    {
                         result = Err(e);
                         break;
                     }

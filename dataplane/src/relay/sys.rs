@@ -83,6 +83,9 @@ pub fn is_spurious(e: &io::Error) -> bool {
 pub fn is_reset(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::ECONNRESET) | Some(libc::EPIPE) | Some(libc::ECONNABORTED) | Some(libc::ETIMEDOUT)
+        Some(libc::ECONNRESET)
+            | Some(libc::EPIPE)
+            | Some(libc::ECONNABORTED)
+            | Some(libc::ETIMEDOUT)
     )
 }

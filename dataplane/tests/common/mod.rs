@@ -58,7 +58,10 @@ impl ProxyBuilder {
     }
     /// Lets the proxy reach upstream servers on loopback (denied by default).
     pub fn allow_loopback(self) -> Self {
-        self.arg("--allow-destination").arg("127.0.0.0/8").arg("--allow-destination").arg("::1/128")
+        self.arg("--allow-destination")
+            .arg("127.0.0.0/8")
+            .arg("--allow-destination")
+            .arg("::1/128")
     }
     pub fn config(mut self, toml: &str) -> Self {
         self.config = Some(toml.to_string());
@@ -73,7 +76,11 @@ impl ProxyBuilder {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = self.config.map(|text| {
-            let path = std::env::temp_dir().join(format!("zcproxy-test-{}-{}.toml", std::process::id(), addr.port()));
+            let path = std::env::temp_dir().join(format!(
+                "zcproxy-test-{}-{}.toml",
+                std::process::id(),
+                addr.port()
+            ));
             std::fs::write(&path, text).unwrap();
             tempfile_path::TempPath(path)
         });
@@ -85,16 +92,26 @@ impl ProxyBuilder {
             }
             None => Command::new(bin()),
         };
-        cmd.arg("--listen").arg(addr.to_string()).arg("--admin").arg(admin.to_string());
+        cmd.arg("--listen")
+            .arg(addr.to_string())
+            .arg("--admin")
+            .arg(admin.to_string());
         if let Some(c) = &config {
             cmd.arg("--config").arg(&c.0);
         }
-        cmd.args(&self.args).stdin(Stdio::null()).stdout(Stdio::null());
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
         if std::env::var_os("ZCPROXY_TEST_LOG").is_none() {
             cmd.stderr(Stdio::null());
         }
         let child = cmd.spawn().expect("start zcproxy");
-        let proxy = Proxy { child, addr, admin, _config: config };
+        let proxy = Proxy {
+            child,
+            addr,
+            admin,
+            _config: config,
+        };
         proxy.wait_ready();
         proxy
     }
@@ -102,12 +119,20 @@ impl ProxyBuilder {
 
 impl Proxy {
     pub fn builder() -> ProxyBuilder {
-        ProxyBuilder { args: vec![], config: None, prefix: vec![] }
+        ProxyBuilder {
+            args: vec![],
+            config: None,
+            prefix: vec![],
+        }
     }
 
     /// A proxy with two cores that may reach loopback upstreams.
     pub fn start_default() -> Proxy {
-        Proxy::builder().arg("--cores").arg("2").allow_loopback().start()
+        Proxy::builder()
+            .arg("--cores")
+            .arg("2")
+            .allow_loopback()
+            .start()
     }
 
     pub fn pid(&self) -> u32 {
@@ -142,7 +167,10 @@ impl Proxy {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "proxy did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "proxy did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -150,7 +178,10 @@ impl Proxy {
     /// Open descriptors of the proxy process, as (sockets, pipes, total).
     pub fn fd_counts(&self) -> (usize, usize, usize) {
         let (mut sockets, mut pipes, mut total) = (0, 0, 0);
-        for entry in std::fs::read_dir(format!("/proc/{}/fd", self.pid())).unwrap().flatten() {
+        for entry in std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .flatten()
+        {
             total += 1;
             if let Ok(target) = std::fs::read_link(entry.path()) {
                 let t = target.to_string_lossy();
@@ -191,7 +222,8 @@ pub fn sum_metric(text: &str, name: &str, labels: &[&str]) -> f64 {
                 Some((n, rest)) => (n, rest),
                 None => (series, ""),
             };
-            (n == name && labels.iter().all(|lab| rest.contains(lab))).then(|| value.parse::<f64>().ok())?
+            (n == name && labels.iter().all(|lab| rest.contains(lab)))
+                .then(|| value.parse::<f64>().ok())?
         })
         .sum()
 }
@@ -200,7 +232,11 @@ pub fn sum_metric(text: &str, name: &str, labels: &[&str]) -> f64 {
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let status = text.split(' ').nth(1)?.parse().ok()?;
@@ -229,7 +265,12 @@ pub enum Dest<'a> {
 
 /// SOCKS5 handshake by hand. Err(reply code) when the proxy refuses (0xff: no method,
 /// 0xfe: bad credentials).
-pub fn socks5(proxy: SocketAddr, dest: Dest<'_>, creds: Option<(&str, &str)>, cmd: u8) -> Result<(TcpStream, SocketAddr), u8> {
+pub fn socks5(
+    proxy: SocketAddr,
+    dest: Dest<'_>,
+    creds: Option<(&str, &str)>,
+    cmd: u8,
+) -> Result<(TcpStream, SocketAddr), u8> {
     let mut s = TcpStream::connect(proxy).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let method = if creds.is_some() { 2 } else { 0 };

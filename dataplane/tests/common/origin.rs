@@ -24,7 +24,12 @@ pub fn start(ip: &str) -> Origin {
 }
 
 fn read_body(r: &mut BufReader<TcpStream>, headers: &[(String, String)]) -> Option<Vec<u8>> {
-    let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
     if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
         let mut body = Vec::new();
         loop {
@@ -76,17 +81,26 @@ fn serve(stream: TcpStream) {
                 headers.push((k.trim().to_string(), v.trim().to_string()));
             }
         }
-        let Some(body) = read_body(&mut r, &headers) else { return };
+        let Some(body) = read_body(&mut r, &headers) else {
+            return;
+        };
         let mut parts = request_line.split_whitespace();
         let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        let close = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"));
-        let ok = match (method, path.split('/').nth(1).unwrap_or(""), path.split('/').nth(2)) {
+        let close = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"));
+        let ok = match (
+            method,
+            path.split('/').nth(1).unwrap_or(""),
+            path.split('/').nth(2),
+        ) {
             ("GET", "hello", _) => respond(&mut w, b"hello\n"),
             ("GET", "headers", _) => respond(&mut w, head.as_bytes()),
             ("POST", "echo", _) | ("PUT", "echo", _) => respond(&mut w, &body),
             ("GET", "bytes", Some(n)) => {
                 let n: u64 = n.parse().unwrap_or(0);
-                write!(w, "HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n").is_ok() && stream_pattern(&mut w, n)
+                write!(w, "HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n").is_ok()
+                    && stream_pattern(&mut w, n)
             }
             ("GET", "chunked", Some(n)) => {
                 let n: usize = n.parse().unwrap_or(0);
