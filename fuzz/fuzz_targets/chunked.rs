@@ -1,0 +1,29 @@
+//! The chunked-body boundary finder: feeding the input in two pieces finds the same end as
+//! feeding it at once.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use zcproxy::proto::chunked::ChunkedDecoder;
+
+fuzz_target!(|input: (u16, &[u8])| {
+    let (split, data) = input;
+    let mut whole = ChunkedDecoder::default();
+    let whole_result = whole.feed(data);
+    let split = (split as usize).min(data.len());
+    let mut parts = ChunkedDecoder::default();
+    let first = parts.feed(&data[..split]);
+    match (whole_result, first) {
+        (Ok(n), Ok(a)) if a == split && !parts.is_done() => {
+            let b = parts.feed(&data[split..]);
+            if let Ok(b) = b {
+                assert_eq!(n, a + b);
+                assert_eq!(whole.is_done(), parts.is_done());
+            }
+        }
+        (Ok(n), Ok(a)) if parts.is_done() => {
+            assert_eq!(n, a);
+            assert!(whole.is_done());
+        }
+        _ => {}
+    }
+});

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs the whole zcproxy test suite on a fresh machine: installs what the tests need when it
+# is missing, then formatting, lints, unit and integration tests, and a short run of every
+# fuzz target. Usage: scripts/test.sh [--no-fuzz]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fuzz=1
+[[ "${1:-}" == "--no-fuzz" ]] && fuzz=0
+FUZZ_SECONDS="${FUZZ_SECONDS:-10}"
+
+apt_updated=0
+ensure_cmd() { # ensure_cmd COMMAND DEBIAN-PACKAGE
+    command -v "$1" >/dev/null 2>&1 && return 0
+    echo "== installing $2 (for $1)"
+    if [[ $apt_updated == 0 ]]; then
+        apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
+
+ensure_cmd curl curl
+ensure_cmd openssl openssl
+ensure_cmd prlimit util-linux
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "== cargo test"
+cargo test --workspace
+
+if [[ $fuzz == 1 ]]; then
+    if ! command -v cargo-fuzz >/dev/null 2>&1; then
+        echo "== installing cargo-fuzz"
+        cargo install cargo-fuzz --locked --quiet
+    fi
+    # cargo-fuzz needs unstable compiler flags; the stable toolchain allows them this way.
+    export RUSTC_BOOTSTRAP=1
+    echo "== fuzz: build"
+    (cd fuzz && cargo fuzz build --dev)
+    for target in $(cd fuzz && cargo fuzz list); do
+        echo "== fuzz: $target for ${FUZZ_SECONDS}s"
+        mkdir -p "fuzz/corpus/$target"
+        (cd fuzz && cargo fuzz run --dev "$target" "corpus/$target" -- \
+            -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -print_final_stats=0 2>&1 | tail -n 3)
+    done
+fi
+echo "== all tests passed"
