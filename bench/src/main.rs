@@ -1,0 +1,161 @@
+//! `zcbench`: zcproxy, a direct connection and peer proxies measured side by side in one run
+//! on loopback. See docs/benchmarks.md for how to read the table.
+
+mod load;
+mod peers;
+mod procstat;
+mod servers;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use peers::{Handshake, Running, ZcOptions};
+
+#[derive(Parser)]
+#[command(about = "Side-by-side proxy benchmark on loopback")]
+struct Args {
+    /// zcproxy binary (build with cargo build --release).
+    #[arg(long, default_value = "target/release/zcproxy")]
+    zcproxy: PathBuf,
+    /// Shards for zcproxy.
+    #[arg(long, default_value_t = 2)]
+    cores: usize,
+    /// Bytes per throughput run.
+    #[arg(long, default_value_t = 2 << 30)]
+    bytes: u64,
+    /// Seconds of the tunnels-per-second run.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrency of the tunnels-per-second run.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Idle tunnels for the memory measurement.
+    #[arg(long, default_value_t = 9000)]
+    idle: usize,
+    /// Contenders, comma-separated.
+    #[arg(long, default_value = "direct,zcproxy-socks5,zcproxy-connect,zcproxy-copy,danted,microsocks,squid,tinyproxy")]
+    only: String,
+    /// First port to use (each contender takes two after it; all below 32768).
+    #[arg(long, default_value_t = 26000)]
+    base_port: u16,
+}
+
+struct Row {
+    name: String,
+    gbps_1: f64,
+    gbps_8: f64,
+    cpu_s_per_gb: Option<f64>,
+    tunnels: load::Rate,
+    rtt: (f64, f64),
+    idle_open: usize,
+    idle_kib_each: Option<f64>,
+}
+
+fn raise_nofile() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on our own process with a valid struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
+
+fn start(args: &Args, dir: &std::path::Path, name: &str, port: u16) -> Option<Running> {
+    let zc = |config, hs, label| {
+        let opts = ZcOptions { bin: &args.zcproxy, cores: args.cores, config };
+        peers::zcproxy(dir, &opts, port, port + 1, hs, label)
+    };
+    match name {
+        "direct" => Some(peers::direct()),
+        "zcproxy-socks5" => zc(None, Handshake::Socks5, "zcproxy (SOCKS5, splice)"),
+        "zcproxy-connect" => zc(None, Handshake::Connect, "zcproxy (CONNECT, splice)"),
+        "zcproxy-copy" => zc(Some("relay = \"copy\"\n"), Handshake::Socks5, "zcproxy (SOCKS5, copy)"),
+        "danted" => peers::danted(dir, port),
+        "microsocks" => peers::microsocks(port),
+        "squid" => peers::squid(dir, port),
+        "tinyproxy" => peers::tinyproxy(dir, port),
+        other => {
+            eprintln!("zcbench: unknown contender {other}");
+            None
+        }
+    }
+}
+
+fn measure(args: &Args, via: &Running, source: std::net::SocketAddr, echo: std::net::SocketAddr) -> Option<Row> {
+    let gib = args.bytes as f64 / 1e9;
+    let cpu0 = via.pid().map(procstat::cpu_seconds);
+    let t1 = load::download(via, source, args.bytes, 1).map_err(|e| eprintln!("{}: 1 stream: {e}", via.name)).ok()?;
+    let t8 = load::download(via, source, args.bytes, 8).map_err(|e| eprintln!("{}: 8 streams: {e}", via.name)).ok()?;
+    let cpu = cpu0.zip(via.pid().map(procstat::cpu_seconds)).map(|(a, b)| (b - a) / (2.0 * gib));
+    let tunnels = load::tunnels_per_second(via, echo, args.concurrency, Duration::from_secs(args.seconds), 1_000_000);
+    let rtt = load::ping_pong(via, echo, 5000).unwrap_or((f64::NAN, f64::NAN));
+    let before = via.pid().map(procstat::pss_kib);
+    let idle = load::idle_tunnels(via, echo, args.idle, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(300));
+    let after = via.pid().map(procstat::pss_kib);
+    let idle_open = idle.len();
+    drop(idle);
+    Some(Row {
+        name: via.name.clone(),
+        gbps_1: args.bytes as f64 * 8.0 / t1 / 1e9,
+        gbps_8: args.bytes as f64 * 8.0 / t8 / 1e9,
+        cpu_s_per_gb: cpu,
+        tunnels,
+        rtt,
+        idle_open,
+        idle_kib_each: before.zip(after).filter(|_| idle_open > 0).map(|(b, a)| a.saturating_sub(b) as f64 / idle_open as f64),
+    })
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".into(), |x| format!("{x:.digits$}"))
+}
+
+fn main() {
+    let args = Args::parse();
+    raise_nofile();
+    let dir = std::env::temp_dir().join(format!("zcbench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    // Peers that drop privileges must be able to read their config.
+    let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    let source = servers::source(args.base_port - 2);
+    let echo = servers::echo(args.base_port - 1);
+    let mut rows = Vec::new();
+    for (i, name) in args.only.split(',').map(str::trim).enumerate() {
+        let port = args.base_port + 2 * i as u16;
+        let Some(running) = start(&args, &dir, name, port) else { continue };
+        eprintln!("zcbench: measuring {}", running.name);
+        if let Some(row) = measure(&args, &running, source, echo) {
+            rows.push(row);
+        }
+        drop(running);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let direct = rows.iter().find(|r| r.name == "direct").map(|r| r.gbps_1);
+    println!(
+        "| contender | 1 stream Gbit/s | vs direct | 8 streams Gbit/s | proxy CPU s/GB | tunnels/s @{} | tunnel p50/p99 ms | 64 B RTT p50/p99 µs | idle tunnels held | KiB per idle tunnel |",
+        args.concurrency
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {:.2} | {} | {:.2} | {} | {:.0}{} | {:.2} / {:.2} | {:.0} / {:.0} | {} | {} |",
+            r.name,
+            r.gbps_1,
+            opt(direct.map(|d| r.gbps_1 / d), 2),
+            r.gbps_8,
+            opt(r.cpu_s_per_gb, 3),
+            r.tunnels.per_second,
+            if r.tunnels.failures > 0 { format!(" ({} failed)", r.tunnels.failures) } else { String::new() },
+            r.tunnels.p50_ms,
+            r.tunnels.p99_ms,
+            r.rtt.0,
+            r.rtt.1,
+            r.idle_open,
+            opt(r.idle_kib_each, 1),
+        );
+    }
+}
