@@ -22,14 +22,23 @@ pub fn open(via: &Running, target: SocketAddr) -> io::Result<TcpStream> {
     match via.handshake {
         Handshake::None => {}
         Handshake::Socks5 => {
-            let mut msg = vec![5, 1, 0, 5, 1, 0, 1];
+            // Greeting first, request after the method selection: some servers (microsocks)
+            // do not accept a pipelined request.
+            s.write_all(&[5, 1, 0])?;
+            let mut method = [0u8; 2];
+            s.read_exact(&mut method)?;
+            if method != [5, 0] {
+                return Err(io::Error::other(format!(
+                    "SOCKS5 method refused: {method:?}"
+                )));
+            }
+            let mut msg = vec![5, 1, 0, 1];
             msg.extend_from_slice(&t.ip().octets());
             msg.extend_from_slice(&t.port().to_be_bytes());
-            // Greeting and request in one write, as curl and most clients do.
             s.write_all(&msg)?;
-            let mut reply = [0u8; 12];
+            let mut reply = [0u8; 10];
             s.read_exact(&mut reply)?;
-            if reply[1] != 0 || reply[3] != 0 {
+            if reply[1] != 0 || reply[3] != 1 {
                 return Err(io::Error::other(format!("SOCKS5 refused: {reply:?}")));
             }
         }
@@ -44,7 +53,9 @@ pub fn open(via: &Running, target: SocketAddr) -> io::Result<TcpStream> {
                 head.push(b[0]);
             }
             if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
-                return Err(io::Error::other(String::from_utf8_lossy(&head).into_owned()));
+                return Err(io::Error::other(
+                    String::from_utf8_lossy(&head).into_owned(),
+                ));
             }
         }
     }
@@ -78,7 +89,13 @@ pub fn download(via: &Running, source: SocketAddr, bytes: u64, streams: usize) -
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("panicked")))).collect()
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("panicked")))
+            })
+            .collect()
     });
     let secs = started.elapsed().as_secs_f64();
     for r in results {
@@ -105,7 +122,13 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 /// Tunnels per second: open, 64-byte echo, close, by `workers` threads until `duration`
 /// passes or `max_total` tunnels are done.
-pub fn tunnels_per_second(via: &Running, echo: SocketAddr, workers: usize, duration: Duration, max_total: usize) -> Rate {
+pub fn tunnels_per_second(
+    via: &Running,
+    echo: SocketAddr,
+    workers: usize,
+    duration: Duration,
+    max_total: usize,
+) -> Rate {
     let deadline = Instant::now() + duration;
     let per_worker = max_total / workers;
     let started = Instant::now();
@@ -134,11 +157,13 @@ pub fn tunnels_per_second(via: &Running, echo: SocketAddr, workers: usize, durat
                 })
             })
             .collect();
-        handles.into_iter().fold((Vec::new(), 0), |(mut all, f), h| {
-            let (t, fl) = h.join().unwrap_or_default();
-            all.extend(t);
-            (all, f + fl)
-        })
+        handles
+            .into_iter()
+            .fold((Vec::new(), 0), |(mut all, f), h| {
+                let (t, fl) = h.join().unwrap_or_default();
+                all.extend(t);
+                (all, f + fl)
+            })
     });
     let secs = started.elapsed().as_secs_f64();
     times.sort_by(|a, b| a.total_cmp(b));
@@ -168,7 +193,12 @@ pub fn ping_pong(via: &Running, echo: SocketAddr, rounds: usize) -> io::Result<(
 
 /// Opens up to `count` idle tunnels (stops at the first failure or after `limit`);
 /// returns them so the caller can measure while they are open.
-pub fn idle_tunnels(via: &Running, echo: SocketAddr, count: usize, limit: Duration) -> Vec<TcpStream> {
+pub fn idle_tunnels(
+    via: &Running,
+    echo: SocketAddr,
+    count: usize,
+    limit: Duration,
+) -> Vec<TcpStream> {
     let deadline = Instant::now() + limit;
     let mut out = Vec::with_capacity(count);
     while out.len() < count && Instant::now() < deadline {

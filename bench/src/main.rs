@@ -34,7 +34,10 @@ struct Args {
     #[arg(long, default_value_t = 9000)]
     idle: usize,
     /// Contenders, comma-separated.
-    #[arg(long, default_value = "direct,zcproxy-socks5,zcproxy-connect,zcproxy-copy,danted,microsocks,squid,tinyproxy")]
+    #[arg(
+        long,
+        default_value = "direct,zcproxy-socks5,zcproxy-connect,zcproxy-copy,danted,microsocks,squid,tinyproxy"
+    )]
     only: String,
     /// First port to use (each contender takes two after it; all below 32768).
     #[arg(long, default_value_t = 26000)]
@@ -53,7 +56,10 @@ struct Row {
 }
 
 fn raise_nofile() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit on our own process with a valid struct.
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
@@ -64,14 +70,22 @@ fn raise_nofile() {
 
 fn start(args: &Args, dir: &std::path::Path, name: &str, port: u16) -> Option<Running> {
     let zc = |config, hs, label| {
-        let opts = ZcOptions { bin: &args.zcproxy, cores: args.cores, config };
+        let opts = ZcOptions {
+            bin: &args.zcproxy,
+            cores: args.cores,
+            config,
+        };
         peers::zcproxy(dir, &opts, port, port + 1, hs, label)
     };
     match name {
         "direct" => Some(peers::direct()),
         "zcproxy-socks5" => zc(None, Handshake::Socks5, "zcproxy (SOCKS5, splice)"),
         "zcproxy-connect" => zc(None, Handshake::Connect, "zcproxy (CONNECT, splice)"),
-        "zcproxy-copy" => zc(Some("relay = \"copy\"\n"), Handshake::Socks5, "zcproxy (SOCKS5, copy)"),
+        "zcproxy-copy" => zc(
+            Some("relay = \"copy\"\n"),
+            Handshake::Socks5,
+            "zcproxy (SOCKS5, copy)",
+        ),
         "danted" => peers::danted(dir, port),
         "microsocks" => peers::microsocks(port),
         "squid" => peers::squid(dir, port),
@@ -83,13 +97,30 @@ fn start(args: &Args, dir: &std::path::Path, name: &str, port: u16) -> Option<Ru
     }
 }
 
-fn measure(args: &Args, via: &Running, source: std::net::SocketAddr, echo: std::net::SocketAddr) -> Option<Row> {
+fn measure(
+    args: &Args,
+    via: &Running,
+    source: std::net::SocketAddr,
+    echo: std::net::SocketAddr,
+) -> Option<Row> {
     let gib = args.bytes as f64 / 1e9;
     let cpu0 = via.pid().map(procstat::cpu_seconds);
-    let t1 = load::download(via, source, args.bytes, 1).map_err(|e| eprintln!("{}: 1 stream: {e}", via.name)).ok()?;
-    let t8 = load::download(via, source, args.bytes, 8).map_err(|e| eprintln!("{}: 8 streams: {e}", via.name)).ok()?;
-    let cpu = cpu0.zip(via.pid().map(procstat::cpu_seconds)).map(|(a, b)| (b - a) / (2.0 * gib));
-    let tunnels = load::tunnels_per_second(via, echo, args.concurrency, Duration::from_secs(args.seconds), 1_000_000);
+    let t1 = load::download(via, source, args.bytes, 1)
+        .map_err(|e| eprintln!("{}: 1 stream: {e}", via.name))
+        .ok()?;
+    let t8 = load::download(via, source, args.bytes, 8)
+        .map_err(|e| eprintln!("{}: 8 streams: {e}", via.name))
+        .ok()?;
+    let cpu = cpu0
+        .zip(via.pid().map(procstat::cpu_seconds))
+        .map(|(a, b)| (b - a) / (2.0 * gib));
+    let tunnels = load::tunnels_per_second(
+        via,
+        echo,
+        args.concurrency,
+        Duration::from_secs(args.seconds),
+        1_000_000,
+    );
     let rtt = load::ping_pong(via, echo, 5000).unwrap_or((f64::NAN, f64::NAN));
     let before = via.pid().map(procstat::pss_kib);
     let idle = load::idle_tunnels(via, echo, args.idle, Duration::from_secs(60));
@@ -105,7 +136,10 @@ fn measure(args: &Args, via: &Running, source: std::net::SocketAddr, echo: std::
         tunnels,
         rtt,
         idle_open,
-        idle_kib_each: before.zip(after).filter(|_| idle_open > 0).map(|(b, a)| a.saturating_sub(b) as f64 / idle_open as f64),
+        idle_kib_each: before
+            .zip(after)
+            .filter(|_| idle_open > 0)
+            .map(|(b, a)| a.saturating_sub(b) as f64 / idle_open as f64),
     })
 }
 
@@ -125,7 +159,9 @@ fn main() {
     let mut rows = Vec::new();
     for (i, name) in args.only.split(',').map(str::trim).enumerate() {
         let port = args.base_port + 2 * i as u16;
-        let Some(running) = start(&args, &dir, name, port) else { continue };
+        let Some(running) = start(&args, &dir, name, port) else {
+            continue;
+        };
         eprintln!("zcbench: measuring {}", running.name);
         if let Some(row) = measure(&args, &running, source, echo) {
             rows.push(row);
@@ -149,7 +185,11 @@ fn main() {
             r.gbps_8,
             opt(r.cpu_s_per_gb, 3),
             r.tunnels.per_second,
-            if r.tunnels.failures > 0 { format!(" ({} failed)", r.tunnels.failures) } else { String::new() },
+            if r.tunnels.failures > 0 {
+                format!(" ({} failed)", r.tunnels.failures)
+            } else {
+                String::new()
+            },
             r.tunnels.p50_ms,
             r.tunnels.p99_ms,
             r.rtt.0,

@@ -57,7 +57,12 @@ fn wait_listening(addr: SocketAddr) -> bool {
 }
 
 fn spawn(name: &str, handshake: Handshake, addr: SocketAddr, cmd: &mut Command) -> Option<Running> {
-    let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
     let running = Running {
         name: name.to_string(),
         handshake,
@@ -94,14 +99,32 @@ pub struct ZcOptions<'a> {
     pub config: Option<&'a str>,
 }
 
-pub fn zcproxy(dir: &Path, opts: &ZcOptions<'_>, port: u16, admin: u16, handshake: Handshake, label: &str) -> Option<Running> {
+pub fn zcproxy(
+    dir: &Path,
+    opts: &ZcOptions<'_>,
+    port: u16,
+    admin: u16,
+    handshake: Handshake,
+    label: &str,
+) -> Option<Running> {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut cmd = Command::new(opts.bin);
-    cmd.args(["--listen", &addr.to_string(), "--admin", &format!("127.0.0.1:{admin}")])
-        .args(["--cores", &opts.cores.to_string(), "--allow-destination", "127.0.0.0/8"])
-        .env("RUST_LOG", "warn");
+    cmd.args([
+        "--listen",
+        &addr.to_string(),
+        "--admin",
+        &format!("127.0.0.1:{admin}"),
+    ])
+    .args([
+        "--cores",
+        &opts.cores.to_string(),
+        "--allow-destination",
+        "127.0.0.0/8",
+    ])
+    .env("RUST_LOG", "warn");
     if let Some(text) = opts.config {
-        cmd.arg("--config").arg(write(dir, &format!("zcproxy-{port}.toml"), text));
+        cmd.arg("--config")
+            .arg(write(dir, &format!("zcproxy-{port}.toml"), text));
     }
     spawn(label, handshake, addr, &mut cmd)
 }
@@ -121,7 +144,11 @@ pub fn danted(dir: &Path, port: u16) -> Option<Running> {
         "danted (SOCKS5)",
         Handshake::Socks5,
         ([127, 0, 0, 1], port).into(),
-        Command::new("danted").arg("-f").arg(conf).arg("-p").arg(pid),
+        Command::new("danted")
+            .arg("-f")
+            .arg(conf)
+            .arg("-p")
+            .arg(pid),
     )
 }
 

@@ -42,7 +42,10 @@ pub fn cpu_seconds(root: u32) -> f64 {
         .filter_map(stat_fields)
         .map(|f| {
             // utime, stime, cutime, cstime are fields 14-17 (1-based), i.e. 11..15 here.
-            f[11..15].iter().filter_map(|v| v.parse::<f64>().ok()).sum::<f64>()
+            f[11..15]
+                .iter()
+                .filter_map(|v| v.parse::<f64>().ok())
+                .sum::<f64>()
         })
         .sum::<f64>()
         / hz
