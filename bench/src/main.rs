@@ -39,6 +39,9 @@ struct Args {
         default_value = "direct,zcproxy-socks5,zcproxy-connect,zcproxy-copy,danted,microsocks,squid,tinyproxy"
     )]
     only: String,
+    /// Extra TOML for every zcproxy contender, e.g. '[limits]\npipe_size = 1048576'.
+    #[arg(long)]
+    zc_config: Option<String>,
     /// First port to use (each contender takes two after it; all below 32768).
     #[arg(long, default_value_t = 26000)]
     base_port: u16,
@@ -50,6 +53,7 @@ struct Row {
     gbps_8: f64,
     cpu_s_per_gb: Option<f64>,
     tunnels: load::Rate,
+    cpu_us_per_tunnel: Option<f64>,
     rtt: (f64, f64),
     idle_open: usize,
     idle_kib_each: Option<f64>,
@@ -114,6 +118,7 @@ fn measure(
     let cpu = cpu0
         .zip(via.pid().map(procstat::cpu_seconds))
         .map(|(a, b)| (b - a) / (2.0 * gib));
+    let cpu_t0 = via.pid().map(procstat::cpu_seconds);
     let tunnels = load::tunnels_per_second(
         via,
         echo,
@@ -121,6 +126,11 @@ fn measure(
         Duration::from_secs(args.seconds),
         1_000_000,
     );
+    let done = tunnels.per_second * args.seconds as f64;
+    let cpu_us_per_tunnel = cpu_t0
+        .zip(via.pid().map(procstat::cpu_seconds))
+        .filter(|_| done > 0.0)
+        .map(|(a, b)| (b - a) * 1e6 / done);
     let rtt = load::ping_pong(via, echo, 5000).unwrap_or((f64::NAN, f64::NAN));
     let before = via.pid().map(procstat::pss_kib);
     let idle = load::idle_tunnels(via, echo, args.idle, Duration::from_secs(60));
@@ -134,6 +144,7 @@ fn measure(
         gbps_8: args.bytes as f64 * 8.0 / t8 / 1e9,
         cpu_s_per_gb: cpu,
         tunnels,
+        cpu_us_per_tunnel,
         rtt,
         idle_open,
         idle_kib_each: before
@@ -172,13 +183,13 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     let direct = rows.iter().find(|r| r.name == "direct").map(|r| r.gbps_1);
     println!(
-        "| contender | 1 stream Gbit/s | vs direct | 8 streams Gbit/s | proxy CPU s/GB | tunnels/s @{} | tunnel p50/p99 ms | 64 B RTT p50/p99 µs | idle tunnels held | KiB per idle tunnel |",
+        "| contender | 1 stream Gbit/s | vs direct | 8 streams Gbit/s | proxy CPU s/GB | tunnels/s @{} | proxy CPU µs/tunnel | tunnel p50/p99 ms | 64 B RTT p50/p99 µs | idle tunnels held | KiB per idle tunnel |",
         args.concurrency
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {:.2} | {} | {:.2} | {} | {:.0}{} | {:.2} / {:.2} | {:.0} / {:.0} | {} | {} |",
+            "| {} | {:.2} | {} | {:.2} | {} | {:.0}{} | {} | {:.2} / {:.2} | {:.0} / {:.0} | {} | {} |",
             r.name,
             r.gbps_1,
             opt(direct.map(|d| r.gbps_1 / d), 2),
@@ -190,6 +201,7 @@ fn main() {
             } else {
                 String::new()
             },
+            opt(r.cpu_us_per_tunnel, 0),
             r.tunnels.p50_ms,
             r.tunnels.p99_ms,
             r.rtt.0,

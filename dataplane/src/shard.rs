@@ -86,10 +86,13 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: flume::Receiver<()>) {
     let max = shard.shared.config.limits.max_connections_per_core;
     let mut last_warning: Option<Instant> = None;
+    // One stop future for the shard's life: registering a fresh channel waiter on every
+    // accept would take the channel's lock once per connection.
+    let mut stopped = std::pin::pin!(stop.recv_async());
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
-            _ = stop.recv_async() => break,
+            _ = &mut stopped => break,
         };
         match accepted {
             Ok((stream, peer)) => {
