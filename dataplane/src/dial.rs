@@ -162,17 +162,35 @@ mod tests {
     #[test]
     fn errors_map_to_protocol_codes() {
         let from = |errno| DialError::from_io(io::Error::from_raw_os_error(errno));
-        assert_eq!(from(libc::ECONNREFUSED).socks5_reply(), Reply::ConnectionRefused);
-        assert_eq!(from(libc::ENETUNREACH).socks5_reply(), Reply::NetworkUnreachable);
-        assert_eq!(from(libc::EHOSTUNREACH).socks5_reply(), Reply::HostUnreachable);
+        assert_eq!(
+            from(libc::ECONNREFUSED).socks5_reply(),
+            Reply::ConnectionRefused
+        );
+        assert_eq!(
+            from(libc::ENETUNREACH).socks5_reply(),
+            Reply::NetworkUnreachable
+        );
+        assert_eq!(
+            from(libc::EHOSTUNREACH).socks5_reply(),
+            Reply::HostUnreachable
+        );
         assert_eq!(from(libc::ETIMEDOUT).socks5_reply(), Reply::TtlExpired);
         assert_eq!(from(libc::EACCES).socks5_reply(), Reply::GeneralFailure);
-        assert_eq!(DialError::Denied(DenyReason::Default).socks5_reply(), Reply::NotAllowed);
-        assert_eq!(DialError::Resolve("x".into()).socks5_reply(), Reply::HostUnreachable);
+        assert_eq!(
+            DialError::Denied(DenyReason::Default).socks5_reply(),
+            Reply::NotAllowed
+        );
+        assert_eq!(
+            DialError::Resolve("x".into()).socks5_reply(),
+            Reply::HostUnreachable
+        );
         assert_eq!(from(libc::ETIMEDOUT).http_status(), 504);
         assert_eq!(from(libc::ECONNREFUSED).http_status(), 502);
         assert_eq!(DialError::Denied(DenyReason::Default).http_status(), 403);
-        assert_eq!(from(libc::ENETUNREACH).proxy_status(), "destination_ip_unroutable");
+        assert_eq!(
+            from(libc::ENETUNREACH).proxy_status(),
+            "destination_ip_unroutable"
+        );
     }
 
     #[test]
@@ -184,8 +202,14 @@ mod tests {
             host: Some("mixed.example"),
             port: 80,
         };
-        let addrs: Vec<SocketAddr> = vec!["10.0.0.1:80".parse().unwrap(), "93.184.216.34:80".parse().unwrap()];
-        assert_eq!(permitted(&policy, None, &req, &addrs).unwrap(), vec![addrs[1]]);
+        let addrs: Vec<SocketAddr> = vec![
+            "10.0.0.1:80".parse().unwrap(),
+            "93.184.216.34:80".parse().unwrap(),
+        ];
+        assert_eq!(
+            permitted(&policy, None, &req, &addrs).unwrap(),
+            vec![addrs[1]]
+        );
         assert!(matches!(
             permitted(&policy, None, &req, &addrs[..1]),
             Err(DialError::Denied(DenyReason::Protected(_)))

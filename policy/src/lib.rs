@@ -8,6 +8,7 @@ pub mod acl;
 pub mod address;
 pub mod compiled;
 pub mod error;
+pub mod event;
 pub mod model;
 pub mod password;
 
