@@ -1,0 +1,181 @@
+//! The OpenAPI 3 document served at /openapi.json. It is checked against the real service by
+//! schemathesis in the test suite and against the route table by a unit test.
+
+use actix_web::HttpResponse;
+use serde_json::{json, Value};
+
+fn problem(description: &str) -> Value {
+    json!({"description": description, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
+}
+
+fn ok(description: &str, schema: &str) -> (&'static str, Value) {
+    (
+        "200",
+        json!({"description": description, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}}),
+    )
+}
+
+fn created(schema: &str) -> (&'static str, Value) {
+    ("201", ok("Created", schema).1)
+}
+
+fn body(schema: &str) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+/// Error responses every authenticated operation may give.
+fn errors(write: bool) -> Vec<(&'static str, Value)> {
+    let mut v = vec![
+        ("400", problem("Malformed request")),
+        ("401", problem("Missing or invalid API key")),
+        ("403", problem("API key role may not do this")),
+        ("404", problem("Not found")),
+        ("503", problem("Database unavailable")),
+    ];
+    if write {
+        v.push(("409", problem("Conflict")));
+        v.push(("413", problem("Body too large")));
+        v.push(("422", problem("Validation failed")));
+    }
+    v
+}
+
+fn op(summary: &str, success: (&str, Value), write: bool, extra: Value) -> Value {
+    let mut responses = serde_json::Map::new();
+    responses.insert(success.0.to_string(), success.1);
+    for (code, v) in errors(write) {
+        responses.insert(code.to_string(), v);
+    }
+    let mut o = json!({"summary": summary, "security": [{"bearer": []}], "responses": responses});
+    if let Value::Object(m) = extra {
+        for (k, v) in m {
+            o[k] = v;
+        }
+    }
+    o
+}
+
+fn path_param(name: &str, kind: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": kind}})
+}
+
+pub fn spec() -> Value {
+    let user = path_param("name", "string");
+    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "format": "int64"}});
+    let no_content = ("204", json!({"description": "Done"}));
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "zcproxy control plane", "version": env!("CARGO_PKG_VERSION")},
+        "paths": {
+            "/healthz": {"get": {"summary": "Process is up", "security": [], "responses": {"200": {"description": "ok", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/readyz": {"get": {"summary": "Database reachable", "security": [], "responses": {"200": {"description": "ready", "content": {"text/plain": {"schema": {"type": "string"}}}}, "503": problem("Database unavailable")}}},
+            "/v1/users": {
+                "get": op("List users", ok("A page of users", "UserPage"), false, json!({"parameters": [
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                    {"name": "after", "in": "query", "schema": {"type": "string"}},
+                    {"name": "prefix", "in": "query", "schema": {"type": "string"}},
+                    {"name": "enabled", "in": "query", "schema": {"type": "boolean"}}]})),
+                "post": op("Create a user", created("User"), true, json!({"requestBody": body("NewUser")}))
+            },
+            "/v1/users/{name}": {
+                "parameters": [user],
+                "get": op("Get a user", ok("The user", "User"), false, json!({})),
+                "patch": op("Change password, enabled or limits", ok("The user", "User"), true, json!({"requestBody": body("UserPatch")})),
+                "delete": op("Delete a user (their tunnels close)", no_content.clone(), true, json!({}))
+            },
+            "/v1/users/{name}/rules": {
+                "parameters": [user],
+                "get": op("List the user's rules", ok("Rules in order", "RuleList"), false, json!({})),
+                "post": op("Add a rule", created("RuleView"), true, json!({"requestBody": body("Rule"), "parameters": [{"name": "position", "in": "query", "schema": {"type": "integer", "minimum": 0}}]}))
+            },
+            "/v1/users/{name}/rules/order": {
+                "parameters": [user],
+                "put": op("Reorder the user's rules", ok("Rules in order", "RuleList"), true, json!({"requestBody": body("Order")}))
+            },
+            "/v1/users/{name}/rules/{id}": {
+                "parameters": [user, id],
+                "get": op("Get a rule", ok("The rule", "RuleView"), false, json!({})),
+                "put": op("Replace a rule", ok("The rule", "RuleView"), true, json!({"requestBody": body("Rule")})),
+                "delete": op("Delete a rule", no_content.clone(), true, json!({}))
+            },
+            "/v1/rules": {
+                "get": op("List global rules", ok("Rules in order", "RuleList"), false, json!({})),
+                "post": op("Add a global rule", created("RuleView"), true, json!({"requestBody": body("Rule"), "parameters": [{"name": "position", "in": "query", "schema": {"type": "integer", "minimum": 0}}]}))
+            },
+            "/v1/rules/order": {"put": op("Reorder global rules", ok("Rules in order", "RuleList"), true, json!({"requestBody": body("Order")}))},
+            "/v1/rules/{id}": {
+                "parameters": [id],
+                "get": op("Get a global rule", ok("The rule", "RuleView"), false, json!({})),
+                "put": op("Replace a global rule", ok("The rule", "RuleView"), true, json!({"requestBody": body("Rule")})),
+                "delete": op("Delete a global rule", no_content.clone(), true, json!({}))
+            },
+            "/v1/api-keys": {
+                "get": op("List API keys", ok("Keys", "ApiKeyList"), false, json!({})),
+                "post": op("Create an API key (secret shown once)", created("NewApiKeyResult"), true, json!({"requestBody": body("NewApiKey")}))
+            },
+            "/v1/api-keys/{id}": {"parameters": [id], "delete": op("Revoke an API key", no_content, true, json!({}))},
+            "/v1/policy/snapshot": {"get": op("The whole policy at one revision", ok("Snapshot", "Snapshot"), false, json!({}))},
+            "/v1/audit": {"get": op("Audit log, newest first", ok("A page of entries", "AuditPage"), false, json!({"parameters": [
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                {"name": "before", "in": "query", "schema": {"type": "integer", "format": "int64"}}]}))}
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas()
+        }
+    })
+}
+
+fn schemas() -> Value {
+    let cidr = json!({"type": "string", "description": "IPv4 or IPv6 CIDR"});
+    json!({
+        "Problem": {"type": "object", "required": ["type", "title", "status", "detail"], "properties": {
+            "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
+            "errors": {"type": "array", "items": {"type": "object", "required": ["field", "message"], "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}}},
+        "User": {"type": "object", "required": ["name", "enabled", "created_at", "updated_at"], "properties": {
+            "name": {"type": "string"}, "enabled": {"type": "boolean"}, "max_tunnels": {"type": "integer", "minimum": 1},
+            "created_at": {"type": "string", "format": "date-time"}, "updated_at": {"type": "string", "format": "date-time"}}},
+        "UserPage": {"type": "object", "required": ["items", "next"], "properties": {
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/User"}}, "next": {"type": "string", "nullable": true}}},
+        "NewUser": {"type": "object", "additionalProperties": false, "required": ["name", "password"], "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9._@-]{1,64}$"}, "password": {"type": "string", "minLength": 1, "maxLength": 255},
+            "enabled": {"type": "boolean"}, "max_tunnels": {"type": "integer", "minimum": 1, "maximum": 2147483647}}},
+        "UserPatch": {"type": "object", "additionalProperties": false, "properties": {
+            "password": {"type": "string", "minLength": 1, "maxLength": 255}, "enabled": {"type": "boolean"},
+            "max_tunnels": {"type": "integer", "minimum": 1, "maximum": 2147483647, "nullable": true}}},
+        "Rule": {"type": "object", "additionalProperties": false, "required": ["action"], "properties": {
+            "action": {"type": "string", "enum": ["allow", "deny"]},
+            "hosts": {"type": "array", "items": {"type": "string", "description": "example.com or *.example.com"}},
+            "destinations": {"type": "array", "items": cidr},
+            "ports": {"type": "array", "items": {"type": "string", "description": "N or LOW-HIGH"}},
+            "protocols": {"type": "array", "items": {"type": "string", "enum": ["socks5", "socks4", "http", "connect"]}},
+            "sources": {"type": "array", "items": cidr}}},
+        "RuleView": {"allOf": [{"$ref": "#/components/schemas/Rule"}, {"type": "object", "required": ["id", "position"], "properties": {
+            "id": {"type": "integer", "format": "int64"}, "position": {"type": "integer"}}}]},
+        "RuleList": {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/RuleView"}}}},
+        "Order": {"type": "object", "additionalProperties": false, "required": ["ids"], "properties": {"ids": {"type": "array", "items": {"type": "integer", "format": "int64"}}}},
+        "ApiKey": {"type": "object", "required": ["id", "name", "role", "prefix", "created_at"], "properties": {
+            "id": {"type": "integer", "format": "int64"}, "name": {"type": "string"}, "role": {"type": "string", "enum": ["admin", "reader"]},
+            "prefix": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"}, "revoked_at": {"type": "string", "format": "date-time"}}},
+        "ApiKeyList": {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/ApiKey"}}}},
+        "NewApiKey": {"type": "object", "additionalProperties": false, "required": ["name", "role"], "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 128}, "role": {"type": "string", "enum": ["admin", "reader"]}}},
+        "NewApiKeyResult": {"allOf": [{"$ref": "#/components/schemas/ApiKey"}, {"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}}}]},
+        "Snapshot": {"type": "object", "required": ["revision", "default_action", "users", "rules"], "properties": {
+            "revision": {"type": "integer"}, "default_action": {"type": "string", "enum": ["allow", "deny"]},
+            "anonymous_clients": {"type": "array", "items": cidr},
+            "users": {"type": "array", "items": {"type": "object", "required": ["name", "password_hash", "enabled", "rules"], "properties": {
+                "name": {"type": "string"}, "password_hash": {"type": "string"}, "enabled": {"type": "boolean"},
+                "max_tunnels": {"type": "integer"}, "rules": {"type": "array", "items": {"$ref": "#/components/schemas/Rule"}}}}},
+            "rules": {"type": "array", "items": {"$ref": "#/components/schemas/Rule"}}}},
+        "AuditEntry": {"type": "object", "required": ["id", "at", "actor", "action", "target", "details"], "properties": {
+            "id": {"type": "integer", "format": "int64"}, "at": {"type": "string", "format": "date-time"}, "actor": {"type": "string"},
+            "action": {"type": "string"}, "target": {"type": "string"}, "revision": {"type": "integer", "format": "int64"}, "details": {"type": "object"}}},
+        "AuditPage": {"type": "object", "required": ["items", "next"], "properties": {
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEntry"}}, "next": {"type": "integer", "format": "int64", "nullable": true}}}
+    })
+}
+
+pub async fn document() -> HttpResponse {
+    HttpResponse::Ok().json(spec())
+}

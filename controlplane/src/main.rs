@@ -1,0 +1,164 @@
+//! `zcproxy-control`: serve, migrate, create-api-key.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::Service;
+use actix_web::{web, App, HttpServer};
+use clap::Parser;
+use controlplane::api::{self, AppState};
+use controlplane::db::{self, keys};
+use controlplane::metrics::{Metrics, RequestLabels, RouteLabels};
+use controlplane::publisher;
+use controlplane::settings::{Cli, Command};
+use futures_util::FutureExt;
+use tokio::sync::Notify;
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(
+    pool: deadpool_postgres::Pool,
+    listen: std::net::SocketAddr,
+    nats_url: String,
+    bootstrap: Option<String>,
+    workers: Option<usize>,
+) -> Result<(), String> {
+    if let Some(secret) = bootstrap {
+        let client = pool.get().await.map_err(|e| e.to_string())?;
+        keys::ensure_bootstrap(&**client, &secret)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let metrics = Arc::new(Metrics::default());
+    let wake = Arc::new(Notify::new());
+    tokio::spawn(publisher::run(
+        pool.clone(),
+        nats_url,
+        wake.clone(),
+        metrics.clone(),
+    ));
+    let state = web::Data::new(AppState {
+        pool,
+        publisher: wake,
+        metrics: metrics.clone(),
+    });
+    let mut server = HttpServer::new(move || {
+        let metrics = metrics.clone();
+        App::new()
+            .app_data(state.clone())
+            .wrap_fn(move |req, srv| {
+                let started = Instant::now();
+                let method = req.method().to_string();
+                let metrics = metrics.clone();
+                srv.call(req).map(move |res| {
+                    if let Ok(res) = &res {
+                        let route = res
+                            .request()
+                            .match_pattern()
+                            .unwrap_or_else(|| "unmatched".into());
+                        metrics
+                            .requests
+                            .get_or_create(&RequestLabels {
+                                method,
+                                route: route.clone(),
+                                status: res.status().as_u16(),
+                            })
+                            .inc();
+                        metrics
+                            .latency
+                            .get_or_create(&RouteLabels { route })
+                            .observe(started.elapsed().as_secs_f64());
+                    }
+                    res
+                })
+            })
+            .configure(api::configure)
+    })
+    .bind(listen)
+    .map_err(|e| format!("listen {listen}: {e}"))?;
+    if let Some(w) = workers {
+        server = server.workers(w);
+    }
+    tracing::info!(%listen, "zcproxy-control serving");
+    server.run().await.map_err(|e| e.to_string())
+}
+
+async fn migrate(pool: &deadpool_postgres::Pool) -> Result<(), String> {
+    let applied = db::migrate::run(pool).await?;
+    tracing::info!(?applied, "migrations applied");
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve {
+            db,
+            listen,
+            nats_url,
+            bootstrap_api_key,
+            workers,
+            log_format,
+        } => {
+            init_logging(&log_format);
+            let pool = db::pool(&db.url()?, db.db_pool_size)?;
+            migrate(&pool).await?;
+            serve(pool, listen, nats_url, bootstrap_api_key, workers).await
+        }
+        Command::Migrate { db } => {
+            init_logging("text");
+            let pool = db::pool(&db.url()?, 2)?;
+            migrate(&pool).await
+        }
+        Command::CreateApiKey { db, name, role } => {
+            let pool = db::pool(&db.url()?, 2)?;
+            migrate(&pool).await?;
+            let role = if role == "reader" {
+                keys::Role::Reader
+            } else {
+                keys::Role::Admin
+            };
+            let secret = keys::generate();
+            let client = pool.get().await.map_err(|e| e.to_string())?;
+            keys::insert(&**client, &name, role, &secret)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{secret}");
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("zcproxy-control: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // actix-web needs a LocalSet-aware system; run it inside actix's runtime.
+    let result = actix_web::rt::System::with_tokio_rt(move || rt).block_on(run(cli));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zcproxy-control: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
