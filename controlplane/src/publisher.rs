@@ -107,6 +107,18 @@ async fn cycle(
     Ok(rows.len())
 }
 
+/// Keeps the backlog gauge true while nothing can be published.
+async fn refresh_backlog(pool: &Pool, metrics: &Metrics) {
+    if let Ok(client) = pool.get().await {
+        if let Ok(row) = client
+            .query_one("SELECT count(*) FROM outbox WHERE sent_at IS NULL", &[])
+            .await
+        {
+            metrics.outbox_backlog.set(row.get(0));
+        }
+    }
+}
+
 /// Runs forever: reconnects to NATS with backoff, publishes whenever woken or every 500 ms.
 pub async fn run(pool: Pool, nats_url: String, wake: Arc<Notify>, metrics: Arc<Metrics>) {
     let mut backoff = Duration::from_millis(200);
@@ -118,6 +130,7 @@ pub async fn run(pool: Pool, nats_url: String, wake: Arc<Notify>, metrics: Arc<M
             }
             Err(e) => {
                 metrics.publish_failures.inc();
+                refresh_backlog(&pool, &metrics).await;
                 tracing::warn!(error = %e, "NATS unavailable; changes stay in the outbox");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -133,6 +146,7 @@ pub async fn run(pool: Pool, nats_url: String, wake: Arc<Notify>, metrics: Arc<M
                 }
                 Err(CycleError::Nats(e)) => {
                     metrics.publish_failures.inc();
+                    refresh_backlog(&pool, &metrics).await;
                     tracing::warn!(error = %e, "publish failed; reconnecting");
                     tokio::time::sleep(backoff).await;
                     break;

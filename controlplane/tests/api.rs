@@ -1,0 +1,437 @@
+//! Every route against the real service, real PostgreSQL and a private NATS: success,
+//! validation, authentication, authorisation, conflicts and not-found.
+
+mod common;
+
+use common::{Control, Nats, ScratchDb, ADMIN_KEY};
+use serde_json::json;
+
+fn setup() -> (ScratchDb, Nats, Control) {
+    let db = ScratchDb::new();
+    let nats = Nats::start();
+    let control = Control::start(&db.url(), &nats.url());
+    (db, nats, control)
+}
+
+fn is_problem(r: &(u16, serde_json::Value, String), status: u16) -> bool {
+    r.0 == status && r.2.starts_with("application/problem+json") && r.1["status"] == status
+}
+
+#[test]
+fn users_lifecycle_with_validation_and_pagination() {
+    let (db, _nats, c) = setup();
+    let r = c.send(
+        "POST",
+        ADMIN_KEY,
+        "/v1/users",
+        r#"{"name":"alice","password":"s3cret","max_tunnels":3}"#,
+    );
+    assert_eq!(r.0, 201, "{:?}", r.1);
+    assert_eq!(r.1["name"], "alice");
+    assert!(
+        r.1.get("password").is_none() && r.1.get("password_hash").is_none(),
+        "no secrets returned"
+    );
+    // Duplicate name: 409.
+    let r = c.send(
+        "POST",
+        ADMIN_KEY,
+        "/v1/users",
+        r#"{"name":"alice","password":"x"}"#,
+    );
+    assert!(is_problem(&r, 409), "{r:?}");
+    // Field-level validation: 422 with every offending field.
+    let r = c.send(
+        "POST",
+        ADMIN_KEY,
+        "/v1/users",
+        r#"{"name":"bad name","password":"","max_tunnels":0}"#,
+    );
+    assert!(is_problem(&r, 422), "{r:?}");
+    let fields: Vec<&str> = r.1["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["name", "password", "max_tunnels"]);
+    // Unknown fields, wrong types, broken JSON, huge bodies.
+    assert!(is_problem(
+        &c.send(
+            "POST",
+            ADMIN_KEY,
+            "/v1/users",
+            r#"{"name":"b","password":"x","admin":true}"#
+        ),
+        422
+    ));
+    assert!(is_problem(
+        &c.send(
+            "POST",
+            ADMIN_KEY,
+            "/v1/users",
+            r#"{"name":5,"password":"x"}"#
+        ),
+        422
+    ));
+    assert!(is_problem(
+        &c.send("POST", ADMIN_KEY, "/v1/users", r#"{"name":"#),
+        400
+    ));
+    let huge = format!(r#"{{"name":"h","password":"{}"}}"#, "x".repeat(100_000));
+    assert!(is_problem(
+        &c.send("POST", ADMIN_KEY, "/v1/users", &huge),
+        413
+    ));
+    // The password is stored only as an Argon2id hash.
+    let stored = db.value("SELECT password_hash FROM users WHERE name = 'alice'");
+    assert!(stored.starts_with("$argon2id$") && !stored.contains("s3cret"));
+
+    for n in ["bob", "carol", "dave", "erin"] {
+        assert_eq!(
+            c.send(
+                "POST",
+                ADMIN_KEY,
+                "/v1/users",
+                &format!(
+                    r#"{{"name":"{n}","password":"pw","enabled":{}}}"#,
+                    n != "dave"
+                )
+            )
+            .0,
+            201
+        );
+    }
+    let page = c.get(ADMIN_KEY, "/v1/users?limit=2");
+    assert_eq!(page.0, 200);
+    assert_eq!(page.1["items"].as_array().unwrap().len(), 2);
+    assert_eq!(page.1["next"], "bob");
+    let page2 = c.get(ADMIN_KEY, "/v1/users?limit=2&after=bob");
+    assert_eq!(page2.1["items"][0]["name"], "carol");
+    let disabled = c.get(ADMIN_KEY, "/v1/users?enabled=false");
+    assert_eq!(disabled.1["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        c.get(ADMIN_KEY, "/v1/users?prefix=er").1["items"][0]["name"],
+        "erin"
+    );
+    assert!(is_problem(&c.get(ADMIN_KEY, "/v1/users?limit=0"), 422));
+    assert!(is_problem(&c.get(ADMIN_KEY, "/v1/users?limit=abc"), 400));
+
+    // Update: password, enabled, limit (null clears it).
+    let r = c.send(
+        "PATCH",
+        ADMIN_KEY,
+        "/v1/users/alice",
+        r#"{"enabled":false,"max_tunnels":null}"#,
+    );
+    assert_eq!(r.0, 200, "{r:?}");
+    assert_eq!(r.1["enabled"], false);
+    assert!(r.1.get("max_tunnels").is_none());
+    let before = db.value("SELECT password_hash FROM users WHERE name = 'alice'");
+    assert_eq!(
+        c.send(
+            "PATCH",
+            ADMIN_KEY,
+            "/v1/users/alice",
+            r#"{"password":"new"}"#
+        )
+        .0,
+        200
+    );
+    assert_ne!(
+        db.value("SELECT password_hash FROM users WHERE name = 'alice'"),
+        before
+    );
+    assert!(is_problem(
+        &c.send(
+            "PATCH",
+            ADMIN_KEY,
+            "/v1/users/nobody",
+            r#"{"enabled":true}"#
+        ),
+        404
+    ));
+    assert!(is_problem(
+        &c.send("PATCH", ADMIN_KEY, "/v1/users/alice", r#"{"password":""}"#),
+        422
+    ));
+    assert_eq!(c.get(ADMIN_KEY, "/v1/users/alice").1["enabled"], false);
+    assert!(is_problem(&c.get(ADMIN_KEY, "/v1/users/nobody"), 404));
+    assert_eq!(c.delete(ADMIN_KEY, "/v1/users/bob").0, 204);
+    assert!(is_problem(&c.delete(ADMIN_KEY, "/v1/users/bob"), 404));
+    assert!(is_problem(&c.get(ADMIN_KEY, "/v1/nowhere"), 404));
+}
+
+#[test]
+fn keys_roles_and_authentication() {
+    let (_db, _nats, c) = setup();
+    // No key, bad key, wrong scheme: 401 with WWW-Authenticate.
+    assert!(is_problem(&c.get_anon("/v1/users"), 401));
+    assert!(is_problem(&c.get("wrong", "/v1/users"), 401));
+    let r = c.send(
+        "POST",
+        ADMIN_KEY,
+        "/v1/api-keys",
+        r#"{"name":"dataplane","role":"reader"}"#,
+    );
+    assert_eq!(r.0, 201, "{r:?}");
+    let reader = r.1["key"].as_str().unwrap().to_string();
+    let reader_id = r.1["id"].as_i64().unwrap();
+    assert!(reader.starts_with("zcp_"));
+    // A reader reads, but may not write: 403.
+    assert_eq!(c.get(&reader, "/v1/users").0, 200);
+    assert_eq!(c.get(&reader, "/v1/policy/snapshot").0, 200);
+    assert!(is_problem(
+        &c.send(
+            "POST",
+            &reader,
+            "/v1/users",
+            r#"{"name":"x","password":"y"}"#
+        ),
+        403
+    ));
+    assert!(is_problem(&c.get(&reader, "/v1/api-keys"), 403));
+    // Listing never shows secrets.
+    let list = c.get(ADMIN_KEY, "/v1/api-keys");
+    assert!(!list.1.to_string().contains(&reader));
+    assert_eq!(list.1["items"].as_array().unwrap().len(), 2);
+    assert!(is_problem(
+        &c.send(
+            "POST",
+            ADMIN_KEY,
+            "/v1/api-keys",
+            r#"{"name":"x","role":"root"}"#
+        ),
+        422
+    ));
+    assert!(is_problem(
+        &c.send(
+            "POST",
+            ADMIN_KEY,
+            "/v1/api-keys",
+            r#"{"name":"","role":"admin"}"#
+        ),
+        422
+    ));
+    // Revoked keys stop working at once.
+    assert_eq!(
+        c.delete(ADMIN_KEY, &format!("/v1/api-keys/{reader_id}")).0,
+        204
+    );
+    assert!(is_problem(&c.get(&reader, "/v1/users"), 401));
+    assert!(is_problem(&c.delete(ADMIN_KEY, "/v1/api-keys/999999"), 404));
+    // Health endpoints need no key.
+    assert_eq!(c.get_anon("/healthz").0, 200);
+    assert_eq!(c.get_anon("/readyz").0, 200);
+    assert_eq!(c.get_anon("/openapi.json").1["openapi"], "3.0.3");
+}
+
+#[test]
+fn rules_ordered_per_scope_with_reorder() {
+    let (_db, _nats, c) = setup();
+    let add = |path: &str, body: &str| c.send("POST", ADMIN_KEY, path, body);
+    let a = add("/v1/rules", r#"{"action":"deny","ports":["25"]}"#);
+    assert_eq!(a.0, 201, "{a:?}");
+    let b = add(
+        "/v1/rules",
+        r#"{"action":"allow","destinations":["10.0.0.0/8"],"protocols":["connect"]}"#,
+    );
+    let first = add(
+        "/v1/rules?position=0",
+        r#"{"action":"deny","hosts":["*.ads.example"]}"#,
+    );
+    let ids: Vec<i64> = c.get(ADMIN_KEY, "/v1/rules").1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            first.1["id"].as_i64().unwrap(),
+            a.1["id"].as_i64().unwrap(),
+            b.1["id"].as_i64().unwrap()
+        ]
+    );
+    // Invalid rules are 422 with the reason.
+    for bad in [
+        r#"{"action":"maybe"}"#,
+        r#"{"action":"deny","ports":["0"]}"#,
+        r#"{"action":"deny","hosts":["*."]}"#,
+        r#"{"action":"deny","destinations":["300.0.0.0/8"]}"#,
+        r#"{"action":"deny","colour":"red"}"#,
+    ] {
+        assert!(is_problem(&add("/v1/rules", bad), 422), "{bad}");
+    }
+    let id = a.1["id"].as_i64().unwrap();
+    let r = c.send(
+        "PUT",
+        ADMIN_KEY,
+        &format!("/v1/rules/{id}"),
+        r#"{"action":"deny","ports":["25","465"]}"#,
+    );
+    assert_eq!(r.0, 200);
+    assert_eq!(
+        c.get(ADMIN_KEY, &format!("/v1/rules/{id}")).1["ports"],
+        json!(["25", "465"])
+    );
+    let reversed: Vec<i64> = ids.iter().rev().copied().collect();
+    let r = c.send(
+        "PUT",
+        ADMIN_KEY,
+        "/v1/rules/order",
+        &json!({"ids": reversed}).to_string(),
+    );
+    assert_eq!(r.0, 200, "{r:?}");
+    let now: Vec<i64> = r.1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(now, reversed);
+    assert!(is_problem(
+        &c.send(
+            "PUT",
+            ADMIN_KEY,
+            "/v1/rules/order",
+            &json!({"ids": [ids[0]]}).to_string()
+        ),
+        422
+    ));
+    assert_eq!(c.delete(ADMIN_KEY, &format!("/v1/rules/{id}")).0, 204);
+    assert!(is_problem(
+        &c.get(ADMIN_KEY, &format!("/v1/rules/{id}")),
+        404
+    ));
+    assert!(is_problem(
+        &c.delete(ADMIN_KEY, &format!("/v1/rules/{id}")),
+        404
+    ));
+
+    // Per-user rules live in the user's scope and show up in the snapshot.
+    assert_eq!(
+        c.send(
+            "POST",
+            ADMIN_KEY,
+            "/v1/users",
+            r#"{"name":"alice","password":"pw"}"#
+        )
+        .0,
+        201
+    );
+    let u = add(
+        "/v1/users/alice/rules",
+        r#"{"action":"allow","ports":["22"]}"#,
+    );
+    assert_eq!(u.0, 201);
+    let uid = u.1["id"].as_i64().unwrap();
+    assert_eq!(
+        c.get(ADMIN_KEY, "/v1/users/alice/rules").1["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // A global rule id is not reachable through a user's scope.
+    assert!(is_problem(
+        &c.get(ADMIN_KEY, &format!("/v1/users/alice/rules/{}", ids[0])),
+        404
+    ));
+    assert_eq!(
+        c.send(
+            "PUT",
+            ADMIN_KEY,
+            &format!("/v1/users/alice/rules/{uid}"),
+            r#"{"action":"deny"}"#
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        c.send(
+            "PUT",
+            ADMIN_KEY,
+            "/v1/users/alice/rules/order",
+            &json!({"ids": [uid]}).to_string()
+        )
+        .0,
+        200
+    );
+    assert!(is_problem(
+        &add("/v1/users/nobody/rules", r#"{"action":"deny"}"#),
+        404
+    ));
+    let snap = c.get(ADMIN_KEY, "/v1/policy/snapshot");
+    assert_eq!(snap.1["users"][0]["rules"][0]["action"], "deny");
+    assert_eq!(snap.1["rules"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        c.delete(ADMIN_KEY, &format!("/v1/users/alice/rules/{uid}"))
+            .0,
+        204
+    );
+}
+
+#[test]
+fn every_change_bumps_the_revision_and_is_audited() {
+    let (db, nats, c) = setup();
+    c.send(
+        "POST",
+        ADMIN_KEY,
+        "/v1/users",
+        r#"{"name":"alice","password":"pw"}"#,
+    );
+    c.send(
+        "PATCH",
+        ADMIN_KEY,
+        "/v1/users/alice",
+        r#"{"enabled":false}"#,
+    );
+    c.send(
+        "POST",
+        ADMIN_KEY,
+        "/v1/rules",
+        r#"{"action":"deny","ports":["25"]}"#,
+    );
+    c.delete(ADMIN_KEY, "/v1/users/alice");
+    let snap = c.get(ADMIN_KEY, "/v1/policy/snapshot");
+    assert_eq!(snap.1["revision"], 4);
+    let audit = c.get(ADMIN_KEY, "/v1/audit");
+    let actions: Vec<&str> = audit.1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["user.delete", "rule.create", "user.update", "user.create"]
+    );
+    assert_eq!(audit.1["items"][0]["actor"], "api-key:1:bootstrap");
+    assert_eq!(
+        c.get(ADMIN_KEY, "/v1/audit?limit=1").1["next"],
+        audit.1["items"][0]["id"]
+    );
+    // Append-only: the database itself refuses to rewrite history.
+    let out = std::process::Command::new("psql")
+        .args([&db.url(), "-c", "DELETE FROM audit_log"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("append-only"));
+    // Every change reached NATS, in revision order, with the versioned format.
+    common::eventually(10, "4 events in the stream", || {
+        common::stream_events(&nats.url()).len() == 4
+    });
+    let events = common::stream_events(&nats.url());
+    let revs: Vec<i64> = events
+        .iter()
+        .map(|e| e["revision"].as_i64().unwrap())
+        .collect();
+    assert_eq!(revs, [1, 2, 3, 4]);
+    assert_eq!(events[0]["kind"], "user_upserted");
+    assert_eq!(events[0]["version"], 1);
+    assert_eq!(events[3]["kind"], "user_deleted");
+    assert!(c.metric("zcproxy_control_events_published_total") >= 4.0);
+    assert!(c.metric("zcproxy_control_http_requests_total") >= 5.0);
+}

@@ -1,0 +1,326 @@
+//! Harness: a scratch PostgreSQL database, a private nats-server with JetStream, and the real
+//! `zcproxy-control` binary, all started and cleaned up by the test.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 14000 + (std::process::id() % 60) as u16 * 100;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 100;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn psql(db: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args([
+            &format!("{PG}/{db}"),
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("psql is installed");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn psql_value(db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([&format!("{PG}/{db}"), "-At", "-c", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A database created for one test and dropped afterwards.
+pub struct ScratchDb {
+    pub name: String,
+}
+
+impl ScratchDb {
+    pub fn new() -> ScratchDb {
+        static N: AtomicU16 = AtomicU16::new(0);
+        let name = format!(
+            "zc_test_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        psql("postgres", &format!("DROP DATABASE IF EXISTS {name}"));
+        psql("postgres", &format!("CREATE DATABASE {name}"));
+        ScratchDb { name }
+    }
+    pub fn url(&self) -> String {
+        format!("{PG}/{}", self.name)
+    }
+    pub fn value(&self, sql: &str) -> String {
+        psql_value(&self.name, sql)
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                &format!("{PG}/postgres"),
+                "-q",
+                "-c",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
+}
+
+/// A nats-server with JetStream owned by the test (so the test may kill it).
+pub struct Nats {
+    pub port: u16,
+    pub store: PathBuf,
+    child: Option<Child>,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        let port = free_port();
+        let store = std::env::temp_dir().join(format!("zc-nats-{}-{port}", std::process::id()));
+        let mut n = Nats {
+            port,
+            store,
+            child: None,
+        };
+        n.restart();
+        n
+    }
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+    pub fn restart(&mut self) {
+        let child = Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server is installed");
+        self.child = Some(child);
+        wait_port(self.port);
+    }
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} did not open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct Control {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Control {
+    pub fn start(db_url: &str, nats_url: &str) -> Control {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zcproxy-control"));
+        cmd.arg("serve")
+            .env("ZCPROXY_DATABASE_URL", db_url)
+            .env("ZCPROXY_NATS_URL", nats_url)
+            .env("ZCPROXY_LISTEN", addr.to_string())
+            .env("ZCPROXY_BOOTSTRAP_API_KEY", ADMIN_KEY)
+            .env("ZCPROXY_WORKERS", "2")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        if std::env::var_os("ZCPROXY_TEST_LOG").is_none() {
+            cmd.stderr(Stdio::null());
+        }
+        let child = cmd.spawn().expect("start zcproxy-control");
+        let c = Control { addr, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(addr).is_err() || c.get_anon("/healthz").0 != 200 {
+            assert!(Instant::now() < deadline, "control plane did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(20)))
+            .build()
+            .into()
+    }
+
+    fn finish(
+        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> (u16, serde_json::Value, String) {
+        let mut resp = resp.expect("HTTP exchange");
+        let status = resp.status().as_u16();
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        (status, json, ctype)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn get_anon(&self, path: &str) -> (u16, serde_json::Value, String) {
+        Self::finish(Self::agent().get(&self.url(path)).call())
+    }
+
+    pub fn get(&self, key: &str, path: &str) -> (u16, serde_json::Value, String) {
+        Self::finish(
+            Self::agent()
+                .get(&self.url(path))
+                .header("Authorization", &format!("Bearer {key}"))
+                .call(),
+        )
+    }
+
+    pub fn delete(&self, key: &str, path: &str) -> (u16, serde_json::Value, String) {
+        Self::finish(
+            Self::agent()
+                .delete(&self.url(path))
+                .header("Authorization", &format!("Bearer {key}"))
+                .call(),
+        )
+    }
+
+    pub fn send(
+        &self,
+        method: &str,
+        key: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value, String) {
+        let agent = Self::agent();
+        let auth = format!("Bearer {key}");
+        let req = match method {
+            "POST" => agent.post(&self.url(path)),
+            "PUT" => agent.put(&self.url(path)),
+            "PATCH" => agent.patch(&self.url(path)),
+            other => panic!("method {other}"),
+        };
+        Self::finish(
+            req.header("Authorization", &auth)
+                .header("Content-Type", "application/json")
+                .send(body),
+        )
+    }
+
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = ureq::get(&self.url("/metrics"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads every event in the JetStream stream, in stream order, as (revision, json).
+pub fn stream_events(nats_url: &str) -> Vec<serde_json::Value> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use futures_util::StreamExt;
+        let client = async_nats::connect(nats_url)
+            .await
+            .expect("connect to test NATS");
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js
+            .get_stream("ZCPROXY_POLICY")
+            .await
+            .expect("stream exists");
+        let count = stream.info().await.unwrap().state.messages;
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        let mut out = Vec::new();
+        while (out.len() as u64) < count {
+            match tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
+                Ok(Some(Ok(m))) => out.push(serde_json::from_slice(&m.payload).unwrap()),
+                _ => break,
+            }
+        }
+        out
+    })
+}
+
+/// Waits until `f` holds or panics after `secs`.
+pub fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
