@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole zcproxy test suite on a fresh machine: installs what the tests need when it
-# is missing, then formatting, lints, unit and integration tests, and a short run of every
-# fuzz target. Usage: scripts/test.sh [--no-fuzz]
+# is missing (curl, openssl, PostgreSQL, NATS, schemathesis, cargo-fuzz), then formatting,
+# lints, unit and integration tests, API fuzzing from the OpenAPI document, and a short run
+# of every fuzz target. Usage: scripts/test.sh [--no-fuzz]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,8 @@ ensure_cmd() { # ensure_cmd COMMAND DEBIAN-PACKAGE
 ensure_cmd curl curl
 ensure_cmd openssl openssl
 ensure_cmd prlimit util-linux
+# PostgreSQL and NATS for the control plane tests.
+./scripts/services.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -32,6 +35,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace
+
+echo "== API fuzzing from the OpenAPI document (schemathesis)"
+./scripts/api-fuzz.sh "${API_FUZZ_EXAMPLES:-50}" | tail -n 15
 
 if [[ $fuzz == 1 ]]; then
     if ! command -v cargo-fuzz >/dev/null 2>&1; then

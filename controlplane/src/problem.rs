@@ -27,6 +27,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// Carries the `Allow` header value.
+    #[error("method not allowed on this path")]
+    MethodNotAllowed(&'static str),
     #[error("request body too large")]
     PayloadTooLarge,
     #[error("dependency unavailable: {0}")]
@@ -51,6 +54,7 @@ impl ApiError {
             ApiError::Forbidden => "forbidden",
             ApiError::NotFound(_) => "not-found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::MethodNotAllowed(_) => "method-not-allowed",
             ApiError::PayloadTooLarge => "payload-too-large",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -67,6 +71,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -94,6 +99,9 @@ impl ResponseError for ApiError {
         }
         let mut resp = HttpResponse::build(status);
         resp.content_type("application/problem+json");
+        if let ApiError::MethodNotAllowed(allow) = self {
+            resp.insert_header(("Allow", *allow));
+        }
         if let ApiError::Unauthorized = self {
             resp.insert_header(("WWW-Authenticate", "Bearer realm=\"zcproxy-control\""));
         }

@@ -298,7 +298,7 @@ fn rules_ordered_per_scope_with_reorder() {
             "/v1/rules/order",
             &json!({"ids": [ids[0]]}).to_string()
         ),
-        422
+        409
     ));
     assert_eq!(c.delete(ADMIN_KEY, &format!("/v1/rules/{id}")).0, 204);
     assert!(is_problem(

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Admin;
+use super::body::Body;
 use super::AppState;
 use crate::db::change;
 use crate::db::keys::{self, Role};
@@ -20,7 +21,7 @@ pub struct NewKey {
 pub async fn create(
     state: web::Data<AppState>,
     Admin(caller): Admin,
-    body: web::Json<NewKey>,
+    body: Body<NewKey>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     if body.name.trim().is_empty()

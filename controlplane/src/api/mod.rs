@@ -18,6 +18,8 @@ use tokio::sync::Notify;
 use crate::metrics::Metrics;
 use crate::problem::{ApiError, FieldError};
 
+pub mod body;
+
 /// Largest JSON body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
 
@@ -50,8 +52,16 @@ fn json_error(err: JsonPayloadError) -> ApiError {
     }
 }
 
+/// A path whose other methods answer 405 with `Allow` rather than 404.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed(allow))
+    }))
+}
+
 /// Mounts every route on `cfg`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    use web::{delete, get, patch, post, put};
     cfg.app_data(
         web::JsonConfig::default()
             .limit(MAX_BODY)
@@ -65,43 +75,57 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::PathConfig::default()
             .error_handler(|e: PathError, _| ApiError::NotFound(e.to_string()).into()),
     )
-    .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz))
-    .route("/metrics", web::get().to(health::metrics))
-    .route("/openapi.json", web::get().to(openapi::document))
+    .service(resource("/healthz", "GET").route(get().to(health::healthz)))
+    .service(resource("/readyz", "GET").route(get().to(health::readyz)))
+    .service(resource("/metrics", "GET").route(get().to(health::metrics)))
+    .service(resource("/openapi.json", "GET").route(get().to(openapi::document)))
     .service(
         web::scope("/v1")
-            .route("/users", web::get().to(users::list))
-            .route("/users", web::post().to(users::create))
-            .route("/users/{name}", web::get().to(users::get))
-            .route("/users/{name}", web::patch().to(users::update))
-            .route("/users/{name}", web::delete().to(users::delete))
-            .route("/users/{name}/rules", web::get().to(rules::list_user))
-            .route("/users/{name}/rules", web::post().to(rules::create_user))
-            .route(
-                "/users/{name}/rules/order",
-                web::put().to(rules::reorder_user),
+            .service(
+                resource("/users", "GET, POST")
+                    .route(get().to(users::list))
+                    .route(post().to(users::create)),
             )
-            .route("/users/{name}/rules/{id}", web::get().to(rules::get_user))
-            .route(
-                "/users/{name}/rules/{id}",
-                web::put().to(rules::replace_user),
+            .service(
+                resource("/users/{name}", "GET, PATCH, DELETE")
+                    .route(get().to(users::get))
+                    .route(patch().to(users::update))
+                    .route(delete().to(users::delete)),
             )
-            .route(
-                "/users/{name}/rules/{id}",
-                web::delete().to(rules::delete_user),
+            .service(
+                resource("/users/{name}/rules", "GET, POST")
+                    .route(get().to(rules::list_user))
+                    .route(post().to(rules::create_user)),
             )
-            .route("/rules", web::get().to(rules::list_global))
-            .route("/rules", web::post().to(rules::create_global))
-            .route("/rules/order", web::put().to(rules::reorder_global))
-            .route("/rules/{id}", web::get().to(rules::get_global))
-            .route("/rules/{id}", web::put().to(rules::replace_global))
-            .route("/rules/{id}", web::delete().to(rules::delete_global))
-            .route("/api-keys", web::get().to(keys::list))
-            .route("/api-keys", web::post().to(keys::create))
-            .route("/api-keys/{id}", web::delete().to(keys::revoke))
-            .route("/policy/snapshot", web::get().to(policy::snapshot))
-            .route("/audit", web::get().to(policy::audit)),
+            .service(
+                resource("/users/{name}/rules/order", "PUT").route(put().to(rules::reorder_user)),
+            )
+            .service(
+                resource("/users/{name}/rules/{id}", "GET, PUT, DELETE")
+                    .route(get().to(rules::get_user))
+                    .route(put().to(rules::replace_user))
+                    .route(delete().to(rules::delete_user)),
+            )
+            .service(
+                resource("/rules", "GET, POST")
+                    .route(get().to(rules::list_global))
+                    .route(post().to(rules::create_global)),
+            )
+            .service(resource("/rules/order", "PUT").route(put().to(rules::reorder_global)))
+            .service(
+                resource("/rules/{id}", "GET, PUT, DELETE")
+                    .route(get().to(rules::get_global))
+                    .route(put().to(rules::replace_global))
+                    .route(delete().to(rules::delete_global)),
+            )
+            .service(
+                resource("/api-keys", "GET, POST")
+                    .route(get().to(keys::list))
+                    .route(post().to(keys::create)),
+            )
+            .service(resource("/api-keys/{id}", "DELETE").route(delete().to(keys::revoke)))
+            .service(resource("/policy/snapshot", "GET").route(get().to(policy::snapshot)))
+            .service(resource("/audit", "GET").route(get().to(policy::audit))),
     )
     .default_service(web::to(|| async {
         Err::<actix_web::HttpResponse, _>(ApiError::NotFound("route".into()))

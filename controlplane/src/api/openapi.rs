@@ -30,12 +30,12 @@ fn errors(write: bool) -> Vec<(&'static str, Value)> {
         ("401", problem("Missing or invalid API key")),
         ("403", problem("API key role may not do this")),
         ("404", problem("Not found")),
+        ("422", problem("Validation failed")),
         ("503", problem("Database unavailable")),
     ];
     if write {
         v.push(("409", problem("Conflict")));
         v.push(("413", problem("Body too large")));
-        v.push(("422", problem("Validation failed")));
     }
     v
 }
@@ -55,12 +55,15 @@ fn op(summary: &str, success: (&str, Value), write: bool, extra: Value) -> Value
     o
 }
 
-fn path_param(name: &str, kind: &str) -> Value {
-    json!({"name": name, "in": "path", "required": true, "schema": {"type": kind}})
+/// PostgreSQL text cannot hold NUL: such strings are not valid input anywhere.
+const NO_NUL: &str = "^[^\\x00]*$";
+
+fn path_param(name: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "pattern": NO_NUL}})
 }
 
 pub fn spec() -> Value {
-    let user = path_param("name", "string");
+    let user = path_param("name");
     let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "format": "int64"}});
     let no_content = ("204", json!({"description": "Done"}));
     json!({
@@ -72,8 +75,8 @@ pub fn spec() -> Value {
             "/v1/users": {
                 "get": op("List users", ok("A page of users", "UserPage"), false, json!({"parameters": [
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                    {"name": "after", "in": "query", "schema": {"type": "string"}},
-                    {"name": "prefix", "in": "query", "schema": {"type": "string"}},
+                    {"name": "after", "in": "query", "schema": {"type": "string", "pattern": NO_NUL}},
+                    {"name": "prefix", "in": "query", "schema": {"type": "string", "pattern": NO_NUL}},
                     {"name": "enabled", "in": "query", "schema": {"type": "boolean"}}]})),
                 "post": op("Create a user", created("User"), true, json!({"requestBody": body("NewUser")}))
             },
@@ -86,7 +89,7 @@ pub fn spec() -> Value {
             "/v1/users/{name}/rules": {
                 "parameters": [user],
                 "get": op("List the user's rules", ok("Rules in order", "RuleList"), false, json!({})),
-                "post": op("Add a rule", created("RuleView"), true, json!({"requestBody": body("Rule"), "parameters": [{"name": "position", "in": "query", "schema": {"type": "integer", "minimum": 0}}]}))
+                "post": op("Add a rule", created("RuleView"), true, json!({"requestBody": body("Rule"), "parameters": [{"name": "position", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}}]}))
             },
             "/v1/users/{name}/rules/order": {
                 "parameters": [user],
@@ -100,7 +103,7 @@ pub fn spec() -> Value {
             },
             "/v1/rules": {
                 "get": op("List global rules", ok("Rules in order", "RuleList"), false, json!({})),
-                "post": op("Add a global rule", created("RuleView"), true, json!({"requestBody": body("Rule"), "parameters": [{"name": "position", "in": "query", "schema": {"type": "integer", "minimum": 0}}]}))
+                "post": op("Add a global rule", created("RuleView"), true, json!({"requestBody": body("Rule"), "parameters": [{"name": "position", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}}]}))
             },
             "/v1/rules/order": {"put": op("Reorder global rules", ok("Rules in order", "RuleList"), true, json!({"requestBody": body("Order")}))},
             "/v1/rules/{id}": {
@@ -126,7 +129,15 @@ pub fn spec() -> Value {
     })
 }
 
+const OCTET: &str = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+const HOST: &str = "^(\\*\\.)?([a-z0-9][a-z0-9-]{0,20}\\.){0,4}[a-z0-9][a-z0-9-]{0,20}$";
+const PORT: &str =
+    "^([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$";
+
 fn schemas() -> Value {
+    let v4 = format!("{OCTET}\\.{OCTET}\\.{OCTET}\\.{OCTET}/(3[0-2]|[12]?[0-9])");
+    let v6 = "([0-9a-f]{1,4}:){7}[0-9a-f]{1,4}/(12[0-8]|1[01][0-9]|[1-9]?[0-9])";
+    let cidr_re = format!("^({v4}|{v6})$");
     let cidr = json!({"type": "string", "description": "IPv4 or IPv6 CIDR"});
     json!({
         "Problem": {"type": "object", "required": ["type", "title", "status", "detail"], "properties": {
@@ -139,18 +150,30 @@ fn schemas() -> Value {
             "items": {"type": "array", "items": {"$ref": "#/components/schemas/User"}}, "next": {"type": "string", "nullable": true}}},
         "NewUser": {"type": "object", "additionalProperties": false, "required": ["name", "password"], "properties": {
             "name": {"type": "string", "pattern": "^[A-Za-z0-9._@-]{1,64}$"}, "password": {"type": "string", "minLength": 1, "maxLength": 255},
-            "enabled": {"type": "boolean"}, "max_tunnels": {"type": "integer", "minimum": 1, "maximum": 2147483647}}},
+            "enabled": {"type": "boolean"}, "max_tunnels": {"type": "integer", "minimum": 1, "maximum": 2147483647, "nullable": true}}},
         "UserPatch": {"type": "object", "additionalProperties": false, "properties": {
             "password": {"type": "string", "minLength": 1, "maxLength": 255}, "enabled": {"type": "boolean"},
             "max_tunnels": {"type": "integer", "minimum": 1, "maximum": 2147483647, "nullable": true}}},
+        // Requests: patterns tight enough that anything matching them is accepted.
         "Rule": {"type": "object", "additionalProperties": false, "required": ["action"], "properties": {
             "action": {"type": "string", "enum": ["allow", "deny"]},
-            "hosts": {"type": "array", "items": {"type": "string", "description": "example.com or *.example.com"}},
-            "destinations": {"type": "array", "items": cidr},
-            "ports": {"type": "array", "items": {"type": "string", "description": "N or LOW-HIGH"}},
+            "hosts": {"type": "array", "items": {"type": "string", "maxLength": 200, "pattern": HOST,
+                "description": "example.com or *.example.com"}},
+            "destinations": {"type": "array", "items": {"type": "string", "pattern": cidr_re,
+                "description": "IPv4 or IPv6 CIDR (any IPv6 notation is accepted; the pattern shows the full one)"}},
+            "ports": {"type": "array", "items": {"type": "string", "pattern": PORT,
+                "description": "N or LOW-HIGH (ranges accepted; the pattern shows single ports)"}},
             "protocols": {"type": "array", "items": {"type": "string", "enum": ["socks5", "socks4", "http", "connect"]}},
-            "sources": {"type": "array", "items": cidr}}},
-        "RuleView": {"allOf": [{"$ref": "#/components/schemas/Rule"}, {"type": "object", "required": ["id", "position"], "properties": {
+            "sources": {"type": "array", "items": {"type": "string", "pattern": cidr_re}}}},
+        // Responses: the stored, normalised form.
+        "RuleOut": {"type": "object", "required": ["action"], "properties": {
+            "action": {"type": "string", "enum": ["allow", "deny"]},
+            "hosts": {"type": "array", "items": {"type": "string"}},
+            "destinations": {"type": "array", "items": {"type": "string"}},
+            "ports": {"type": "array", "items": {"type": "string"}},
+            "protocols": {"type": "array", "items": {"type": "string", "enum": ["socks5", "socks4", "http", "connect"]}},
+            "sources": {"type": "array", "items": {"type": "string"}}}},
+        "RuleView": {"allOf": [{"$ref": "#/components/schemas/RuleOut"}, {"type": "object", "required": ["id", "position"], "properties": {
             "id": {"type": "integer", "format": "int64"}, "position": {"type": "integer"}}}]},
         "RuleList": {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/RuleView"}}}},
         "Order": {"type": "object", "additionalProperties": false, "required": ["ids"], "properties": {"ids": {"type": "array", "items": {"type": "integer", "format": "int64"}}}},
@@ -159,15 +182,15 @@ fn schemas() -> Value {
             "prefix": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"}, "revoked_at": {"type": "string", "format": "date-time"}}},
         "ApiKeyList": {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/ApiKey"}}}},
         "NewApiKey": {"type": "object", "additionalProperties": false, "required": ["name", "role"], "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": 128}, "role": {"type": "string", "enum": ["admin", "reader"]}}},
+            "name": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$"}, "role": {"type": "string", "enum": ["admin", "reader"]}}},
         "NewApiKeyResult": {"allOf": [{"$ref": "#/components/schemas/ApiKey"}, {"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}}}]},
         "Snapshot": {"type": "object", "required": ["revision", "default_action", "users", "rules"], "properties": {
             "revision": {"type": "integer"}, "default_action": {"type": "string", "enum": ["allow", "deny"]},
             "anonymous_clients": {"type": "array", "items": cidr},
             "users": {"type": "array", "items": {"type": "object", "required": ["name", "password_hash", "enabled", "rules"], "properties": {
                 "name": {"type": "string"}, "password_hash": {"type": "string"}, "enabled": {"type": "boolean"},
-                "max_tunnels": {"type": "integer"}, "rules": {"type": "array", "items": {"$ref": "#/components/schemas/Rule"}}}}},
-            "rules": {"type": "array", "items": {"$ref": "#/components/schemas/Rule"}}}},
+                "max_tunnels": {"type": "integer"}, "rules": {"type": "array", "items": {"$ref": "#/components/schemas/RuleOut"}}}}},
+            "rules": {"type": "array", "items": {"$ref": "#/components/schemas/RuleOut"}}}},
         "AuditEntry": {"type": "object", "required": ["id", "at", "actor", "action", "target", "details"], "properties": {
             "id": {"type": "integer", "format": "int64"}, "at": {"type": "string", "format": "date-time"}, "actor": {"type": "string"},
             "action": {"type": "string"}, "target": {"type": "string"}, "revision": {"type": "integer", "format": "int64"}, "details": {"type": "object"}}},

@@ -9,6 +9,7 @@ use serde_json::json;
 use tokio_postgres::Transaction;
 
 use super::auth::{Admin, Reader};
+use super::body::Body;
 use super::AppState;
 use crate::db::keys::Caller;
 use crate::db::{change, rules, users};
@@ -119,6 +120,12 @@ async fn create(
     position: Option<usize>,
     rule: Rule,
 ) -> Result<HttpResponse, ApiError> {
+    if position.is_some_and(|p| p > MAX_RULES) {
+        return Err(ApiError::field(
+            "position",
+            format!("must be at most {MAX_RULES}"),
+        ));
+    }
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let scope = scope_id(&tx, user).await?;
@@ -228,7 +235,7 @@ pub async fn create_global(
     state: web::Data<AppState>,
     Admin(c): Admin,
     q: web::Query<Position>,
-    rule: web::Json<Rule>,
+    rule: Body<Rule>,
 ) -> Result<HttpResponse, ApiError> {
     create(state, c, None, q.position, rule.into_inner()).await
 }
@@ -237,7 +244,7 @@ pub async fn create_user(
     Admin(c): Admin,
     name: web::Path<String>,
     q: web::Query<Position>,
-    rule: web::Json<Rule>,
+    rule: Body<Rule>,
 ) -> Result<HttpResponse, ApiError> {
     create(state, c, Some(&name), q.position, rule.into_inner()).await
 }
@@ -245,7 +252,7 @@ pub async fn replace_global(
     state: web::Data<AppState>,
     Admin(c): Admin,
     id: web::Path<i64>,
-    rule: web::Json<Rule>,
+    rule: Body<Rule>,
 ) -> Result<HttpResponse, ApiError> {
     replace(state, c, None, *id, rule.into_inner()).await
 }
@@ -253,7 +260,7 @@ pub async fn replace_user(
     state: web::Data<AppState>,
     Admin(c): Admin,
     path: web::Path<(String, i64)>,
-    rule: web::Json<Rule>,
+    rule: Body<Rule>,
 ) -> Result<HttpResponse, ApiError> {
     replace(state, c, Some(&path.0), path.1, rule.into_inner()).await
 }
@@ -274,7 +281,7 @@ pub async fn delete_user(
 pub async fn reorder_global(
     state: web::Data<AppState>,
     Admin(c): Admin,
-    order: web::Json<Order>,
+    order: Body<Order>,
 ) -> Result<HttpResponse, ApiError> {
     reorder(state, c, None, order.into_inner().ids).await
 }
@@ -282,7 +289,7 @@ pub async fn reorder_user(
     state: web::Data<AppState>,
     Admin(c): Admin,
     name: web::Path<String>,
-    order: web::Json<Order>,
+    order: Body<Order>,
 ) -> Result<HttpResponse, ApiError> {
     reorder(state, c, Some(&name), order.into_inner().ids).await
 }

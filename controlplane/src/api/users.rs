@@ -6,6 +6,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
 use super::auth::{Admin, Reader};
+use super::body::Body;
 use super::AppState;
 use crate::db::{change, users};
 use crate::problem::{ApiError, FieldError};
@@ -71,7 +72,7 @@ fn yes() -> bool {
 pub async fn create(
     state: web::Data<AppState>,
     Admin(caller): Admin,
-    body: web::Json<NewUser>,
+    body: Body<NewUser>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let mut errors = Vec::new();
@@ -154,6 +155,11 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(row.view))
 }
 
+/// Absent: None; null: an error (only `max_tunnels` may be null).
+fn not_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
     Option::<u32>::deserialize(d).map(Some)
 }
@@ -161,7 +167,9 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Er
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
+    #[serde(default, deserialize_with = "not_null")]
     password: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
     enabled: Option<bool>,
     /// Absent: unchanged; null: no limit.
     #[serde(default, deserialize_with = "present")]
@@ -172,7 +180,7 @@ pub async fn update(
     state: web::Data<AppState>,
     Admin(caller): Admin,
     name: web::Path<String>,
-    body: web::Json<UserPatch>,
+    body: Body<UserPatch>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let mut errors = Vec::new();

@@ -46,13 +46,23 @@ impl From<tokio_postgres::Error> for ApiError {
             Some(c) if *c == SqlState::UNIQUE_VIOLATION => {
                 ApiError::Conflict("already exists".into())
             }
+            // A NUL or unencodable character in client text: the client's fault.
+            Some(c)
+                if *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE
+                    || *c == SqlState::UNTRANSLATABLE_CHARACTER =>
+            {
+                ApiError::BadRequest("text contains a NUL or unencodable character".into())
+            }
             Some(c)
                 if *c == SqlState::T_R_SERIALIZATION_FAILURE
                     || *c == SqlState::T_R_DEADLOCK_DETECTED =>
             {
                 ApiError::Unavailable("concurrent change, retry".into())
             }
-            Some(_) => ApiError::Internal(e.to_string()),
+            Some(_) => ApiError::Internal(match e.as_db_error() {
+                Some(db) => format!("{}: {}", db.code().code(), db.message()),
+                None => e.to_string(),
+            }),
             // No SQL state: the connection itself failed.
             None => ApiError::Unavailable(format!("database: {e}")),
         }

@@ -110,9 +110,9 @@ pub async fn reorder<C: GenericClient>(
     current.sort_unstable();
     wanted.sort_unstable();
     if current != wanted {
-        return Err(ApiError::field(
-            "ids",
-            "must list every rule of this scope exactly once",
+        // Well-formed, but it does not match the scope as it is now.
+        return Err(ApiError::Conflict(
+            "ids must list every rule of this scope exactly once".into(),
         ));
     }
     renumber(db, ids).await
