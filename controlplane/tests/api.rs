@@ -435,3 +435,37 @@ fn every_change_bumps_the_revision_and_is_audited() {
     assert!(c.metric("zcproxy_control_events_published_total") >= 4.0);
     assert!(c.metric("zcproxy_control_http_requests_total") >= 5.0);
 }
+
+#[test]
+fn openapi_document_matches_the_routes() {
+    let (_db, _nats, c) = setup();
+    let spec = c.get_anon("/openapi.json").1;
+    let paths = spec["paths"].as_object().unwrap();
+    let mut checked = 0;
+    for (path, item) in paths {
+        let concrete = path.replace("{name}", "nobody").replace("{id}", "999999");
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            let r = match method {
+                "get" => c.get(ADMIN_KEY, &concrete),
+                "delete" => c.delete(ADMIN_KEY, &concrete),
+                m => c.send(&m.to_uppercase(), ADMIN_KEY, &concrete, "{}"),
+            };
+            assert_ne!(r.0, 405, "{method} {path} is documented but not routed");
+            assert_ne!(
+                r.1["detail"], "route not found",
+                "{method} {path} is documented but not routed"
+            );
+            let documented = item[method]["responses"].as_object().unwrap();
+            assert!(
+                documented.contains_key(&r.0.to_string()),
+                "{method} {path} answered undocumented {}",
+                r.0
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 24, "every operation of the API is in the document");
+}

@@ -5,7 +5,7 @@ use policy::{Action, PolicyDoc};
 use tokio_postgres::types::Json;
 use tokio_postgres::IsolationLevel;
 
-use super::{rules, users};
+use super::rules;
 use crate::problem::ApiError;
 
 pub async fn load(client: &mut Client) -> Result<PolicyDoc, ApiError> {
@@ -39,16 +39,30 @@ pub async fn load(client: &mut Client) -> Result<PolicyDoc, ApiError> {
             .map(|r| r.rule)
             .collect(),
     };
-    let ids: Vec<String> = tx
-        .query("SELECT name FROM users ORDER BY name", &[])
+    // Two queries for all users and all their rules, not one pair per user.
+    let mut by_user: std::collections::HashMap<i64, Vec<policy::Rule>> =
+        std::collections::HashMap::new();
+    for r in tx
+        .query("SELECT user_id, rule FROM acl_rules WHERE user_id IS NOT NULL ORDER BY user_id, position, id", &[])
         .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    for name in ids {
-        if let Some(row) = users::get(&*tx, &name).await? {
-            doc.users.push(users::policy_user(&*tx, &row).await?);
-        }
+    {
+        let Json(rule): Json<policy::Rule> = r.get(1);
+        by_user.entry(r.get(0)).or_default().push(rule);
+    }
+    for r in tx
+        .query(
+            "SELECT id, name, password_hash, enabled, max_tunnels FROM users ORDER BY name",
+            &[],
+        )
+        .await?
+    {
+        doc.users.push(policy::User {
+            name: r.get(1),
+            password_hash: r.get(2),
+            enabled: r.get(3),
+            max_tunnels: r.get::<_, Option<i32>>(4).map(|v| v as u32),
+            rules: by_user.remove(&r.get::<_, i64>(0)).unwrap_or_default(),
+        });
     }
     tx.commit().await?;
     Ok(doc)
