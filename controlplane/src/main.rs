@@ -11,7 +11,7 @@ use controlplane::api::{self, AppState};
 use controlplane::db::{self, keys};
 use controlplane::metrics::{Metrics, RequestLabels, RouteLabels};
 use controlplane::publisher;
-use controlplane::settings::{Cli, Command};
+use controlplane::settings::{self, Cli, Command, FileConfig};
 use futures_util::FutureExt;
 use tokio::sync::Notify;
 
@@ -103,26 +103,22 @@ async fn migrate(pool: &deadpool_postgres::Pool) -> Result<(), String> {
 
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Serve {
-            db,
-            listen,
-            nats_url,
-            bootstrap_api_key,
-            workers,
-            log_format,
-        } => {
-            init_logging(&log_format);
-            let pool = db::pool(&db.url()?, db.db_pool_size)?;
+        command @ Command::Serve { .. } => {
+            let s = settings::serve_settings(command)?;
+            init_logging(&s.log_format);
+            let pool = db::pool(&s.db.url, s.db.pool_size)?;
             migrate(&pool).await?;
-            serve(pool, listen, nats_url, bootstrap_api_key, workers).await
+            serve(pool, s.listen, s.nats_url, s.bootstrap_api_key, s.workers).await
         }
         Command::Migrate { db } => {
             init_logging("text");
-            let pool = db::pool(&db.url()?, 2)?;
+            let file = FileConfig::load(db.config.as_deref())?;
+            let pool = db::pool(&db.resolve(&file)?.url, 2)?;
             migrate(&pool).await
         }
         Command::CreateApiKey { db, name, role } => {
-            let pool = db::pool(&db.url()?, 2)?;
+            let file = FileConfig::load(db.config.as_deref())?;
+            let pool = db::pool(&db.resolve(&file)?.url, 2)?;
             migrate(&pool).await?;
             let role = if role == "reader" {
                 keys::Role::Reader

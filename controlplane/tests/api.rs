@@ -469,3 +469,48 @@ fn openapi_document_matches_the_routes() {
     }
     assert_eq!(checked, 24, "every operation of the API is in the document");
 }
+
+#[test]
+fn create_api_key_and_migrate_commands() {
+    let (db, _nats, c) = setup();
+    let bin = env!("CARGO_BIN_EXE_zcproxy-control");
+    let out = std::process::Command::new(bin)
+        .args(["migrate", "--database-url", &db.url()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(bin)
+        .args([
+            "create-api-key",
+            "--database-url",
+            &db.url(),
+            "--name",
+            "ops",
+            "--role",
+            "reader",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(key.starts_with("zcp_"));
+    assert_eq!(c.get(&key, "/v1/users").0, 200);
+    assert_eq!(
+        c.send("POST", &key, "/v1/users", r#"{"name":"x","password":"y"}"#)
+            .0,
+        403
+    );
+    // Without a database URL anywhere: a clear error, not a panic.
+    let out = std::process::Command::new(bin)
+        .arg("migrate")
+        .env_remove("DATABASE_URL")
+        .env_remove("ZCPROXY_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no database URL"));
+}
