@@ -10,30 +10,13 @@ secs="${1:-10}"
 command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
 cargo build -q --release -p zcproxy-control
 
-port=27100
-nats_port=27101
-db="zc_apibench_$$"
-key="bench-$$-$RANDOM$RANDOM"
-store=$(mktemp -d)
 work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    psql -q postgres://postgres@127.0.0.1:5432/postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-    rm -rf "$store" "$work"
-}
-trap cleanup EXIT
-
-psql -q postgres://postgres@127.0.0.1:5432/postgres -c "CREATE DATABASE $db"
-nats-server -a 127.0.0.1 -p "$nats_port" -js -sd "$store" >/dev/null 2>&1 &
-pids+=($!)
-ZCPROXY_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" ZCPROXY_NATS_URL="nats://127.0.0.1:$nats_port" \
-ZCPROXY_LISTEN="127.0.0.1:$port" ZCPROXY_BOOTSTRAP_API_KEY="$key" RUST_LOG=warn \
-    ./target/release/zcproxy-control serve >/dev/null 2>&1 &
-pids+=($!)
-for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-base="http://127.0.0.1:$port"
+# shellcheck source=scripts/control-sandbox.sh
+source scripts/control-sandbox.sh
+control_sandbox ./target/release/zcproxy-control 27100
+trap '_sandbox_cleanup; rm -rf "$work"' EXIT
+base="$CONTROL_URL"
+key="$CONTROL_KEY"
 auth="Authorization: Bearer $key"
 for i in $(seq 1 100); do
     curl -fsS -o /dev/null -H "$auth" -H 'Content-Type: application/json' -X POST "$base/v1/users" \

@@ -21,7 +21,7 @@ if ! pg_up; then
         echo "== installing PostgreSQL"
         apt_install postgresql postgresql-client
     fi
-    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    version=$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n 1)
     hba="/etc/postgresql/$version/main/pg_hba.conf"
     # Tests connect over loopback as postgres without a password.
     if ! grep -q "^host all all 127.0.0.1/32 trust" "$hba"; then

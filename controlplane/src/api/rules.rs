@@ -81,17 +81,25 @@ fn changed(
         .json(body)
 }
 
-async fn list(state: web::Data<AppState>, user: Option<&str>) -> Result<HttpResponse, ApiError> {
-    let client = state.pool.get().await?;
-    let scope = match user {
-        None => None,
-        Some(name) => Some(
-            users::get(&**client, name)
+/// The scope of a read: `None` for global, the user's id otherwise (404 if unknown).
+async fn read_scope(
+    client: &tokio_postgres::Client,
+    user: Option<&str>,
+) -> Result<Option<i64>, ApiError> {
+    match user {
+        None => Ok(None),
+        Some(name) => Ok(Some(
+            users::get(client, name)
                 .await?
                 .ok_or_else(|| ApiError::NotFound(format!("user {name:?}")))?
                 .id,
-        ),
-    };
+        )),
+    }
+}
+
+async fn list(state: web::Data<AppState>, user: Option<&str>) -> Result<HttpResponse, ApiError> {
+    let client = state.pool.get().await?;
+    let scope = read_scope(&client, user).await?;
     Ok(HttpResponse::Ok().json(json!({ "items": rules::list(&**client, scope).await? })))
 }
 
@@ -101,15 +109,7 @@ async fn get(
     id: i64,
 ) -> Result<HttpResponse, ApiError> {
     let client = state.pool.get().await?;
-    let scope = match user {
-        None => None,
-        Some(name) => Some(
-            users::get(&**client, name)
-                .await?
-                .ok_or_else(|| ApiError::NotFound(format!("user {name:?}")))?
-                .id,
-        ),
-    };
+    let scope = read_scope(&client, user).await?;
     Ok(HttpResponse::Ok().json(rules::get(&**client, scope, id).await?))
 }
 

@@ -6,10 +6,10 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use monoio::net::{TcpListener, TcpStream};
-use policy::{Protocol, Request, UserId};
+use policy::{Protocol, UserId};
 
-use super::upstream::OpenError;
-use crate::dial::{self, DialError};
+use super::upstream::{self, OpenError};
+use crate::dial::DialError;
 use crate::metrics::ErrorKind;
 use crate::proto::TargetAddr;
 use crate::shard::Shard;
@@ -42,32 +42,11 @@ pub async fn listen(
     target: &TargetAddr,
 ) -> Result<PendingBind, OpenError> {
     let policy = shard.policy();
-    let permit = match user {
-        Some(id) => {
-            let max = policy.user(id).and_then(|u| u.max_tunnels);
-            Some(
-                shard
-                    .shared
-                    .user_tunnels
-                    .acquire(id, max)
-                    .ok_or(OpenError::UserLimit)?,
-            )
-        }
-        None => None,
-    };
+    let permit = upstream::take_permit(shard, &policy, user)?;
     let deadline = Instant::now() + shard.shared.config.timeouts.connect();
-    let addrs = dial::resolve(target, deadline).await?;
-    let req = Request {
-        protocol,
-        client: client.ip(),
-        host: target.host_name(),
-        port: target.port(),
-    };
-    let allowed = dial::permitted(&policy, user, &req, &addrs).inspect_err(|e| {
-        if let DialError::Denied(_) = e {
-            shard.metrics().acl_denies.inc();
-        }
-    })?;
+    let allowed = upstream::permitted_addresses(&policy, user, protocol, client, target, deadline)
+        .await
+        .inspect_err(|e| upstream::count_dial_error(shard, e))?;
     let first = allowed[0];
     let ip = local_ip_towards(first).map_err(|e| OpenError::Dial(DialError::Other(e)))?;
     let listener = TcpListener::bind(SocketAddr::new(ip, 0))

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use monoio::net::TcpStream;
-use policy::{Protocol, Request, UserId};
+use policy::{CompiledPolicy, Protocol, Request, UserId};
 
 use crate::auth::{self, AuthError, CacheOutcome};
 use crate::dial::{self, DialError};
@@ -51,6 +51,50 @@ pub async fn authenticate(
     }
 }
 
+/// Takes one of the user's tunnel slots when the user has a limit.
+pub fn take_permit(
+    shard: &Shard,
+    policy: &CompiledPolicy,
+    user: Option<UserId>,
+) -> Result<Option<TunnelPermit>, OpenError> {
+    let Some(id) = user else { return Ok(None) };
+    let max = policy.user(id).and_then(|u| u.max_tunnels);
+    match shard.shared.user_tunnels.acquire(id, max) {
+        Some(p) => Ok(Some(p)),
+        None => {
+            shard.metrics().error(ErrorKind::UserLimit);
+            Err(OpenError::UserLimit)
+        }
+    }
+}
+
+/// Resolves `target` and keeps the addresses the policy lets this request use.
+pub async fn permitted_addresses(
+    policy: &CompiledPolicy,
+    user: Option<UserId>,
+    protocol: Protocol,
+    client: SocketAddr,
+    target: &TargetAddr,
+    deadline: Instant,
+) -> Result<Vec<SocketAddr>, DialError> {
+    let addrs = dial::resolve(target, deadline).await?;
+    let req = Request {
+        protocol,
+        client: client.ip(),
+        host: target.host_name(),
+        port: target.port(),
+    };
+    dial::permitted(policy, user, &req, &addrs)
+}
+
+/// Counts a failure to reach or admit an upstream under the right metric.
+pub fn count_dial_error(shard: &Shard, e: &DialError) {
+    match e.metric() {
+        Some(kind) => shard.metrics().error(kind),
+        None => shard.metrics().acl_denies.inc(),
+    }
+}
+
 /// Resolves `target`, applies the policy to every address and connects.
 pub async fn open(
     shard: &Shard,
@@ -60,32 +104,13 @@ pub async fn open(
     target: &TargetAddr,
 ) -> Result<Opened, OpenError> {
     let policy = shard.policy();
-    let permit = match user {
-        Some(id) => {
-            let max = policy.user(id).and_then(|u| u.max_tunnels);
-            match shard.shared.user_tunnels.acquire(id, max) {
-                Some(p) => Some(p),
-                None => {
-                    shard.metrics().error(ErrorKind::UserLimit);
-                    return Err(OpenError::UserLimit);
-                }
-            }
-        }
-        None => None,
-    };
+    let permit = take_permit(shard, &policy, user)?;
     let started = Instant::now();
     let deadline = started + shard.shared.config.timeouts.connect();
     let result = async {
-        let addrs = dial::resolve(target, deadline).await?;
-        let req = Request {
-            protocol,
-            client: client.ip(),
-            host: target.host_name(),
-            port: target.port(),
-        };
-        let allowed = dial::permitted(&policy, user, &req, &addrs)?;
-        let stream = dial::connect(&allowed, deadline).await?;
-        Ok::<_, DialError>(stream)
+        let allowed =
+            permitted_addresses(&policy, user, protocol, client, target, deadline).await?;
+        dial::connect(&allowed, deadline).await
     }
     .await;
     match result {
@@ -99,10 +124,7 @@ pub async fn open(
             })
         }
         Err(e) => {
-            match e.metric() {
-                Some(kind) => shard.metrics().error(kind),
-                None => shard.metrics().acl_denies.inc(),
-            }
+            count_dial_error(shard, &e);
             tracing::debug!(%client, %target, error = %e, "upstream not opened");
             Err(e.into())
         }
