@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 examples="${1:-50}"
 
 command -v schemathesis >/dev/null || pip install -q schemathesis
-cargo build -q -p zcproxy-control
+# Same build as `cargo test` (same feature set): nothing is rebuilt after the test run.
+cargo test -q --workspace --no-run 2>/dev/null
 
 # shellcheck source=scripts/control-sandbox.sh
 source scripts/control-sandbox.sh
