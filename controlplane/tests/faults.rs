@@ -10,6 +10,18 @@ use std::sync::{Arc, Mutex};
 
 use common::{eventually, stream_events, Control, Nats, ScratchDb, ADMIN_KEY};
 
+fn create_users(c: &Control, names: &[&str]) {
+    for n in names {
+        let r = c.send(
+            "POST",
+            ADMIN_KEY,
+            "/v1/users",
+            &format!(r#"{{"name":"{n}","password":"pw"}}"#),
+        );
+        assert_eq!(r.0, 201, "{r:?}");
+    }
+}
+
 fn revisions(nats: &Nats) -> Vec<i64> {
     stream_events(&nats.url())
         .iter()
@@ -22,33 +34,11 @@ fn nats_outage_loses_no_event_and_keeps_order() {
     let db = ScratchDb::new();
     let mut nats = Nats::start();
     let c = Control::start(&db.url(), &nats.url());
-    for n in ["u1", "u2"] {
-        assert_eq!(
-            c.send(
-                "POST",
-                ADMIN_KEY,
-                "/v1/users",
-                &format!(r#"{{"name":"{n}","password":"pw"}}"#)
-            )
-            .0,
-            201
-        );
-    }
+    create_users(&c, &["u1", "u2"]);
     eventually(10, "first events", || revisions(&nats) == [1, 2]);
     nats.kill();
     // The API keeps accepting changes: they wait in the outbox.
-    for n in ["u3", "u4", "u5"] {
-        assert_eq!(
-            c.send(
-                "POST",
-                ADMIN_KEY,
-                "/v1/users",
-                &format!(r#"{{"name":"{n}","password":"pw"}}"#)
-            )
-            .0,
-            201
-        );
-    }
+    create_users(&c, &["u3", "u4", "u5"]);
     assert_eq!(c.delete(ADMIN_KEY, "/v1/users/u1").0, 204);
     eventually(10, "backlog visible", || {
         c.metric("zcproxy_control_outbox_backlog") >= 4.0
@@ -70,18 +60,7 @@ fn killed_between_commit_and_publish_publishes_after_restart() {
     let mut nats = Nats::start();
     nats.kill(); // nothing can be published
     let c = Control::start(&db.url(), &nats.url());
-    for n in ["a", "b", "c"] {
-        assert_eq!(
-            c.send(
-                "POST",
-                ADMIN_KEY,
-                "/v1/users",
-                &format!(r#"{{"name":"{n}","password":"pw"}}"#)
-            )
-            .0,
-            201
-        );
-    }
+    create_users(&c, &["a", "b", "c"]);
     assert_eq!(
         db.value("SELECT count(*) FROM outbox WHERE sent_at IS NULL"),
         "3"
