@@ -24,6 +24,8 @@ ensure_cmd() { # ensure_cmd COMMAND DEBIAN-PACKAGE
 ensure_cmd curl curl
 ensure_cmd openssl openssl
 ensure_cmd prlimit util-linux
+# Python client libraries the proxy is tested with.
+python3 -c "import requests, socks" 2>/dev/null || pip install -q "requests[socks]"
 # PostgreSQL and NATS for the control plane tests.
 ./scripts/services.sh
 

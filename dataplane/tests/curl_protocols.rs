@@ -364,3 +364,33 @@ fn upstream_failures_map_to_502_and_socks_codes() {
         "unresolvable is host unreachable (4): {err}"
     );
 }
+
+/// Python client libraries (requests with PySocks, and raw PySocks sockets) as users run them.
+#[test]
+fn python_client_libraries() {
+    let origin = origin::start("127.0.0.1");
+    let proxy = Proxy::builder()
+        .arg("--cores")
+        .arg("2")
+        .allow_loopback()
+        .arg("--user")
+        .arg("pyuser:py pass")
+        .start();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/python_clients.py"
+    );
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(proxy.addr.to_string())
+        .arg(format!("http://{}", origin.addr))
+        .args(["pyuser", "py pass"])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
