@@ -82,11 +82,10 @@ pub enum ErrorKind {
     UserLimit,
     IdleTimeout,
     RelayReset,
-    Internal,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::ClientProtocol,
         ErrorKind::HandshakeTimeout,
         ErrorKind::UpstreamConnect,
@@ -98,7 +97,6 @@ impl ErrorKind {
         ErrorKind::UserLimit,
         ErrorKind::IdleTimeout,
         ErrorKind::RelayReset,
-        ErrorKind::Internal,
     ];
 
     pub fn label(self) -> &'static str {
@@ -114,7 +112,6 @@ impl ErrorKind {
             ErrorKind::UserLimit => "user_limit",
             ErrorKind::IdleTimeout => "idle_timeout",
             ErrorKind::RelayReset => "relay_reset",
-            ErrorKind::Internal => "internal",
         }
     }
 }

@@ -86,6 +86,9 @@ fn one_gib_each_way_byte_exact_with_splice() {
         spliced >= 2.0 * GIB as f64,
         "splice carried {spliced} bytes"
     );
+    // Pipes went back to the pool once the bytes were through.
+    assert!(proxy.metric("zcproxy_pipes_pooled", &[]) >= 1.0);
+    assert_eq!(proxy.metric("zcproxy_pipes_in_use", &[]), 0.0);
     assert!(proxy.metric("zcproxy_bytes_client_to_upstream_total", &[]) >= GIB as f64);
     assert!(proxy.metric("zcproxy_bytes_upstream_to_client_total", &[]) >= GIB as f64);
 }
@@ -223,7 +226,6 @@ fn nine_thousand_idle_tunnels_hold_no_pipes_and_little_memory() {
         per_tunnel < 20.0 * 1024.0,
         "{per_tunnel} bytes of RSS per idle tunnel"
     );
-    assert_eq!(proxy.metric("zcproxy_pipes_in_use", &[]), 0.0);
     // And they still work: a byte each way through a sample of them. The upstream does not
     // know which accepted socket belongs to which client, so it answers whoever speaks.
     for i in (0..TUNNELS).step_by(997) {
@@ -256,6 +258,14 @@ fn nine_thousand_idle_tunnels_hold_no_pipes_and_little_memory() {
         clients[i].read_exact(&mut b).unwrap();
         assert_eq!(&b, b"y");
     }
+    // The sample traffic used pipes and gave every one back; still no pipe per tunnel.
+    assert!(proxy.metric("zcproxy_pipes_pooled", &[]) >= 1.0);
+    assert_eq!(proxy.metric("zcproxy_pipes_in_use", &[]), 0.0);
+    let (_, pipes_after, _) = proxy.fd_counts();
+    assert!(
+        pipes_after <= 2 * 2 * 64,
+        "{pipes_after} pipe fds after traffic"
+    );
     eprintln!(
         "9000 idle tunnels: {per_tunnel:.0} bytes RSS each, {pipes} pipe fds, {sockets} sockets"
     );

@@ -189,8 +189,16 @@ impl Tunnel<'_> {
         }
     }
 
+    /// Publishes the pool's state to the shard's gauges.
+    fn pipe_gauges(&self) {
+        let pool = self.env.pipes.borrow();
+        self.env.metrics.pipes_in_use.set(pool.in_use() as i64);
+        self.env.metrics.pipes_pooled.set(pool.pooled() as i64);
+    }
+
     async fn splice_burst(&self, dir: &Direction<'_>) -> Result<Burst, RelayError> {
         let pipe = self.env.pipes.borrow_mut().take();
+        self.pipe_gauges();
         let mut pipe = match pipe {
             Ok(p) => p,
             // Out of descriptors or pipe pages: this burst goes through user space.
@@ -230,6 +238,7 @@ impl Tunnel<'_> {
             }
         }
         self.env.pipes.borrow_mut().give(pipe);
+        self.pipe_gauges();
         result
     }
 
