@@ -101,12 +101,17 @@ fn start(args: &Args, dir: &std::path::Path, name: &str, port: u16) -> Option<Ru
     }
 }
 
-fn measure(
-    args: &Args,
-    via: &Running,
+/// The upstreams every contender is measured against.
+struct Upstreams {
     source: std::net::SocketAddr,
+    /// Thread per connection: holds thousands of idle tunnels.
     echo: std::net::SocketAddr,
-) -> Option<Row> {
+    /// Fixed thread pool: tunnel churn and round trips without a thread spawn per tunnel.
+    echo_pool: std::net::SocketAddr,
+}
+
+fn measure(args: &Args, via: &Running, up: &Upstreams) -> Option<Row> {
+    let (source, echo) = (up.source, up.echo);
     let gib = args.bytes as f64 / 1e9;
     let cpu0 = via.pid().map(procstat::cpu_seconds);
     let t1 = load::download(via, source, args.bytes, 1)
@@ -121,7 +126,7 @@ fn measure(
     let cpu_t0 = via.pid().map(procstat::cpu_seconds);
     let tunnels = load::tunnels_per_second(
         via,
-        echo,
+        up.echo_pool,
         args.concurrency,
         Duration::from_secs(args.seconds),
         1_000_000,
@@ -131,7 +136,7 @@ fn measure(
         .zip(via.pid().map(procstat::cpu_seconds))
         .filter(|_| done > 0.0)
         .map(|(a, b)| (b - a) * 1e6 / done);
-    let rtt = load::ping_pong(via, echo, 5000).unwrap_or((f64::NAN, f64::NAN));
+    let rtt = load::ping_pong(via, up.echo_pool, 5000).unwrap_or((f64::NAN, f64::NAN));
     let before = via.pid().map(procstat::pss_kib);
     let idle = load::idle_tunnels(via, echo, args.idle, Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(300));
@@ -166,7 +171,11 @@ fn main() {
     // Peers that drop privileges must be able to read their config.
     let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755));
     let source = servers::source(args.base_port - 2);
-    let echo = servers::echo(args.base_port - 1);
+    let upstreams = Upstreams {
+        source,
+        echo: servers::echo(args.base_port - 1),
+        echo_pool: servers::echo_pool(args.base_port - 3, args.concurrency + 8),
+    };
     let mut rows = Vec::new();
     for (i, name) in args.only.split(',').map(str::trim).enumerate() {
         let port = args.base_port + 2 * i as u16;
@@ -174,7 +183,7 @@ fn main() {
             continue;
         };
         eprintln!("zcbench: measuring {}", running.name);
-        if let Some(row) = measure(&args, &running, source, echo) {
+        if let Some(row) = measure(&args, &running, &upstreams) {
             rows.push(row);
         }
         drop(running);

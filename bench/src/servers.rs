@@ -50,3 +50,25 @@ pub fn echo(port: u16) -> SocketAddr {
         }
     })
 }
+
+/// Echo served by a fixed pool of threads, each taking one connection at a time: no thread
+/// is created per tunnel, so the harness spends less of the shared cores than the proxy does.
+pub fn echo_pool(port: u16, workers: usize) -> SocketAddr {
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind bench server");
+    let addr = listener.local_addr().expect("local addr");
+    for _ in 0..workers {
+        let listener = listener.try_clone().expect("clone listener");
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 16384];
+            for mut s in listener.incoming().flatten() {
+                let _ = s.set_nodelay(true);
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+    }
+    addr
+}
