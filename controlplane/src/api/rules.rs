@@ -31,8 +31,12 @@ pub struct Order {
     ids: Vec<i64>,
 }
 
-/// The rule scope a request addresses: `None` for global, a user name otherwise.
-async fn scope_id(tx: &Transaction<'_>, user: Option<&str>) -> Result<Option<i64>, ApiError> {
+/// Locks the scope a write addresses: the global rules (`None`) or the user's row, which is
+/// returned so the event can be built without reading it again.
+async fn lock_scope(
+    tx: &Transaction<'_>,
+    user: Option<&str>,
+) -> Result<Option<users::UserRow>, ApiError> {
     match user {
         None => {
             // Serialise global rule edits the way user rows serialise per-user edits.
@@ -40,7 +44,7 @@ async fn scope_id(tx: &Transaction<'_>, user: Option<&str>) -> Result<Option<i64
                 .await?;
             Ok(None)
         }
-        Some(name) => Ok(Some(users::get_for_update(tx, name).await?.id)),
+        Some(name) => Ok(Some(users::get_for_update(tx, name).await?)),
     }
 }
 
@@ -48,7 +52,7 @@ async fn publish(
     tx: &Transaction<'_>,
     caller: &Caller,
     action: &str,
-    user: Option<&str>,
+    user: Option<&users::UserRow>,
     details: serde_json::Value,
 ) -> Result<u64, ApiError> {
     let (target, change) = match user {
@@ -60,10 +64,9 @@ async fn publish(
                 .collect();
             ("global".to_string(), Change::GlobalRulesReplaced { rules })
         }
-        Some(name) => {
-            let row = users::get_for_update(tx, name).await?;
-            let user = users::policy_user(tx, &row).await?;
-            (name.to_string(), Change::UserUpserted { user })
+        Some(row) => {
+            let user = users::policy_user(tx, row).await?;
+            (row.view.name.clone(), Change::UserUpserted { user })
         }
     };
     change::commit(tx, &caller.actor(), action, &target, change, details).await
@@ -128,7 +131,8 @@ async fn create(
     }
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    let scope = scope_id(&tx, user).await?;
+    let locked = lock_scope(&tx, user).await?;
+    let scope = locked.as_ref().map(|u| u.id);
     if rules::list(&*tx, scope).await?.len() >= MAX_RULES {
         return Err(ApiError::Conflict(format!(
             "a scope holds at most {MAX_RULES} rules"
@@ -136,7 +140,14 @@ async fn create(
     }
     let id = rules::insert(&*tx, scope, position, &rule).await?;
     let view = rules::get(&*tx, scope, id).await?;
-    let revision = publish(&tx, &caller, "rule.create", user, json!({"rule_id": id})).await?;
+    let revision = publish(
+        &tx,
+        &caller,
+        "rule.create",
+        locked.as_ref(),
+        json!({"rule_id": id}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(changed(
         &state,
@@ -155,10 +166,18 @@ async fn replace(
 ) -> Result<HttpResponse, ApiError> {
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    let scope = scope_id(&tx, user).await?;
+    let locked = lock_scope(&tx, user).await?;
+    let scope = locked.as_ref().map(|u| u.id);
     rules::replace(&*tx, scope, id, &rule).await?;
     let view = rules::get(&*tx, scope, id).await?;
-    let revision = publish(&tx, &caller, "rule.replace", user, json!({"rule_id": id})).await?;
+    let revision = publish(
+        &tx,
+        &caller,
+        "rule.replace",
+        locked.as_ref(),
+        json!({"rule_id": id}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(changed(
         &state,
@@ -176,9 +195,17 @@ async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    let scope = scope_id(&tx, user).await?;
+    let locked = lock_scope(&tx, user).await?;
+    let scope = locked.as_ref().map(|u| u.id);
     rules::delete(&*tx, scope, id).await?;
-    let revision = publish(&tx, &caller, "rule.delete", user, json!({"rule_id": id})).await?;
+    let revision = publish(
+        &tx,
+        &caller,
+        "rule.delete",
+        locked.as_ref(),
+        json!({"rule_id": id}),
+    )
+    .await?;
     tx.commit().await?;
     state.committed();
     Ok(HttpResponse::NoContent()
@@ -194,10 +221,18 @@ async fn reorder(
 ) -> Result<HttpResponse, ApiError> {
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    let scope = scope_id(&tx, user).await?;
+    let locked = lock_scope(&tx, user).await?;
+    let scope = locked.as_ref().map(|u| u.id);
     rules::reorder(&*tx, scope, &ids).await?;
     let items = rules::list(&*tx, scope).await?;
-    let revision = publish(&tx, &caller, "rule.reorder", user, json!({"ids": ids})).await?;
+    let revision = publish(
+        &tx,
+        &caller,
+        "rule.reorder",
+        locked.as_ref(),
+        json!({"ids": ids}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(changed(
         &state,

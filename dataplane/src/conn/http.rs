@@ -41,22 +41,23 @@ async fn respond(client: &mut BufStream, status: u16, extra: &[(&str, &str)], bo
         .await;
 }
 
-fn proxy_status(error: &str) -> String {
-    format!("zcproxy; error={error}")
+/// An error response carrying a `Proxy-Status` error type (RFC 9209).
+async fn respond_proxy_error(client: &mut BufStream, status: u16, error: &str, detail: &str) {
+    let proxy_status = format!("zcproxy; error={error}");
+    respond(
+        client,
+        status,
+        &[("Proxy-Status", &proxy_status)],
+        &format!("{detail}\n"),
+    )
+    .await
 }
 
 async fn respond_open_error(client: &mut BufStream, e: &OpenError) {
     match e {
         OpenError::UserLimit => respond(client, 429, &[], "tunnel limit reached\n").await,
         OpenError::Dial(d) => {
-            let status = proxy_status(d.proxy_status());
-            respond(
-                client,
-                d.http_status(),
-                &[("Proxy-Status", &status)],
-                &format!("{d}\n"),
-            )
-            .await
+            respond_proxy_error(client, d.http_status(), d.proxy_status(), &d.to_string()).await
         }
     }
 }
@@ -188,10 +189,7 @@ pub async fn serve(
             Ok(false) => return,
             Err(Abort::Close) => return,
             Err(Abort::Status(status, why)) => {
-                let extra = [("Proxy-Status", proxy_status(why))];
-                let extra: Vec<(&str, &str)> =
-                    extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                respond(&mut client, status, &extra, &format!("{why}\n")).await;
+                respond_proxy_error(&mut client, status, why, why).await;
                 return;
             }
         }
