@@ -55,7 +55,7 @@ fn handle(shared: &Shared, started: Instant, mut stream: TcpStream) {
         "/metrics" => {
             let ready = if shared.is_ready() { 1.0 } else { 0.0 };
             let uptime = started.elapsed().as_secs_f64();
-            let text = metrics::render(
+            let mut text = metrics::render(
                 &shared.metrics,
                 &[
                     (
@@ -71,6 +71,7 @@ fn handle(shared: &Shared, started: Instant, mut stream: TcpStream) {
                     ("zcproxy_uptime_seconds", "Seconds since start", uptime),
                 ],
             );
+            shared.policy_status.render(&mut text);
             respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &text);
         }
         "/healthz" => respond(&mut stream, "200 OK", "text/plain", "ok\n"),
@@ -82,7 +83,11 @@ fn handle(shared: &Shared, started: Instant, mut stream: TcpStream) {
                     &mut stream,
                     "503 Service Unavailable",
                     "text/plain",
-                    "not ready\n",
+                    if shared.policy_status.is_stale() {
+                        "not ready: policy stale\n"
+                    } else {
+                        "not ready\n"
+                    },
                 );
             }
         }

@@ -5,7 +5,7 @@
 //! user, password and stored hash (so a changed password misses the cache), which turns a
 //! burst of handshakes by one user into one Argon2 run per shard.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use policy::{CompiledPolicy, UserId};
@@ -25,7 +25,8 @@ pub enum AuthError {
 
 pub struct CredentialCache {
     key: [u8; 32],
-    verified: HashSet<[u8; 32]>,
+    /// Fingerprint -> user name, so one user's entries can be dropped when they change.
+    verified: HashMap<[u8; 32], Box<str>>,
     capacity: usize,
 }
 
@@ -36,7 +37,7 @@ impl CredentialCache {
         let _ = getrandom::getrandom(&mut key);
         CredentialCache {
             key,
-            verified: HashSet::new(),
+            verified: HashMap::new(),
             capacity,
         }
     }
@@ -51,19 +52,30 @@ impl CredentialCache {
     }
 
     fn contains(&self, fp: &[u8; 32]) -> bool {
-        self.verified.contains(fp)
+        self.verified.contains_key(fp)
     }
 
-    fn insert(&mut self, fp: [u8; 32]) {
+    fn insert(&mut self, fp: [u8; 32], user: &str) {
         if self.verified.len() >= self.capacity {
             // Crude but bounded: a full cache starts over rather than tracking recency.
             self.verified.clear();
         }
-        self.verified.insert(fp);
+        self.verified.insert(fp, user.into());
     }
 
-    pub fn clear(&mut self) {
-        self.verified.clear();
+    /// Forgets what was verified for these users (deleted, disabled or re-keyed).
+    pub fn forget(&mut self, users: &HashSet<&str>) {
+        if !users.is_empty() {
+            self.verified.retain(|_, u| !users.contains(&**u));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.verified.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.verified.is_empty()
     }
 }
 
@@ -104,7 +116,7 @@ pub async fn authenticate(
     let outcome = if cache.borrow().contains(&fp) {
         CacheOutcome::Hit
     } else if verify_off_shard(entry.password_hash.clone(), password.to_vec()).await? {
-        cache.borrow_mut().insert(fp);
+        cache.borrow_mut().insert(fp, &entry.name);
         CacheOutcome::Miss
     } else {
         return Err(AuthError::BadPassword);
@@ -132,9 +144,20 @@ mod tests {
     fn cache_is_bounded() {
         let mut c = CredentialCache::new(2);
         for i in 0..5u8 {
-            c.insert([i; 32]);
+            c.insert([i; 32], "u");
             assert!(c.verified.len() <= 2);
         }
         assert!(c.contains(&[4; 32]));
+    }
+
+    #[test]
+    fn forgetting_a_user_keeps_the_others() {
+        let mut c = CredentialCache::new(10);
+        c.insert([1; 32], "alice");
+        c.insert([2; 32], "alice");
+        c.insert([3; 32], "bob");
+        c.forget(&HashSet::from(["alice"]));
+        assert_eq!(c.len(), 1);
+        assert!(c.contains(&[3; 32]));
     }
 }

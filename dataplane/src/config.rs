@@ -1,7 +1,7 @@
 //! Proxy configuration: a TOML file, overridden by command-line flags, over built-in defaults.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use policy::{CompiledPolicy, PolicyDoc, PolicyError};
@@ -41,6 +41,8 @@ pub enum RelayMode {
     Splice,
     /// Plain recv/send through a user-space buffer (for comparison and odd sockets).
     Copy,
+    /// The io_uring SPLICE op (io-wq workers, blocking sockets); for comparison.
+    UringSplice,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,6 +115,100 @@ impl Default for Limits {
     }
 }
 
+/// What to serve when the control plane cannot be reached at start-up, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    /// The last snapshot written to `control.cache_file`.
+    Cache,
+    /// The `[policy]` of this config file.
+    Config,
+}
+
+/// Where live policy comes from. Without `url` the proxy runs on its static `[policy]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Control {
+    /// Control plane base URL, e.g. `http://zcproxy-control:8080`.
+    pub url: Option<String>,
+    /// A reader API key (prefer `api_key_file` or ZCPROXY_CONTROL_API_KEY).
+    pub api_key: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+    pub nats_url: String,
+    pub subject: String,
+    /// Last good snapshot, rewritten after every change (at most once a second).
+    pub cache_file: Option<PathBuf>,
+    pub fallback: Vec<Fallback>,
+    /// How long start-up waits for the first snapshot before falling back.
+    pub startup_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    /// The policy counts as stale once it has not been known current for this long.
+    pub stale_after_secs: u64,
+    /// Whether /readyz stays 200 while the policy is stale.
+    pub ready_while_stale: bool,
+    pub retry_min_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            url: None,
+            api_key: None,
+            api_key_file: None,
+            nats_url: "nats://127.0.0.1:4222".into(),
+            subject: policy::SUBJECT.into(),
+            cache_file: None,
+            fallback: vec![Fallback::Cache, Fallback::Config],
+            startup_timeout_ms: 5_000,
+            request_timeout_ms: 3_000,
+            stale_after_secs: 10,
+            ready_while_stale: true,
+            retry_min_ms: 100,
+            retry_max_ms: 5_000,
+        }
+    }
+}
+
+impl Control {
+    pub fn startup_timeout(&self) -> Duration {
+        Duration::from_millis(self.startup_timeout_ms)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    pub fn stale_after(&self) -> Duration {
+        Duration::from_secs(self.stale_after_secs)
+    }
+    pub fn retry(&self) -> (Duration, Duration) {
+        (
+            Duration::from_millis(self.retry_min_ms.max(1)),
+            Duration::from_millis(self.retry_max_ms.max(self.retry_min_ms.max(1))),
+        )
+    }
+
+    /// The API key: ZCPROXY_CONTROL_API_KEY, then `api_key_file`, then `api_key`.
+    pub fn resolve_api_key(&self) -> Result<String, ConfigError> {
+        if let Ok(k) = std::env::var("ZCPROXY_CONTROL_API_KEY") {
+            if !k.is_empty() {
+                return Ok(k);
+            }
+        }
+        if let Some(path) = &self.api_key_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            return Ok(text.trim().to_string());
+        }
+        self.api_key.clone().ok_or_else(|| {
+            ConfigError::Invalid(
+                "control.url is set but no API key: set ZCPROXY_CONTROL_API_KEY, control.api_key_file or control.api_key".into(),
+            )
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -132,6 +228,7 @@ pub struct Config {
     pub via_name: String,
     pub timeouts: Timeouts,
     pub limits: Limits,
+    pub control: Control,
     pub policy: PolicyDoc,
 }
 
@@ -148,6 +245,7 @@ impl Default for Config {
             via_name: "zcproxy".into(),
             timeouts: Timeouts::default(),
             limits: Limits::default(),
+            control: Control::default(),
             policy: PolicyDoc::default(),
         }
     }
@@ -192,6 +290,14 @@ impl Config {
         }
         if self.timeouts.handshake_ms == 0 || self.timeouts.connect_ms == 0 {
             return Err(ConfigError::Invalid("timeouts must be positive".into()));
+        }
+        if let Some(url) = &self.control.url {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(ConfigError::Invalid(format!(
+                    "control.url {url:?}: expected http:// or https://"
+                )));
+            }
+            self.control.resolve_api_key()?;
         }
         if self.admin == Some(self.listen) {
             return Err(ConfigError::Invalid("admin and listen must differ".into()));

@@ -9,8 +9,10 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
-use policy::{CompiledPolicy, Rule, User};
+use policy::{Rule, User};
 use zcproxy::config::{Config, LogFormat};
+use zcproxy::live::status::{PolicyStatus, Source};
+use zcproxy::live::{control, Compiler, PolicyBus};
 use zcproxy::shared::Shared;
 use zcproxy::{admin, shard};
 
@@ -42,6 +44,16 @@ struct Cli {
     /// Allow destinations in this network even if internal (repeatable).
     #[arg(long = "allow-destination", value_name = "CIDR")]
     allow_destinations: Vec<IpNet>,
+    /// Follow this control plane for users and rules (live, over NATS).
+    #[arg(long, env = "ZCPROXY_CONTROL_URL", value_name = "URL")]
+    control_url: Option<String>,
+    /// NATS server carrying the control plane's policy events.
+    #[arg(long, env = "ZCPROXY_NATS_URL", value_name = "URL")]
+    nats_url: Option<String>,
+    /// Where the last good policy snapshot is kept (used when the control plane is down at
+    /// start).
+    #[arg(long, env = "ZCPROXY_POLICY_CACHE", value_name = "FILE")]
+    policy_cache: Option<PathBuf>,
     /// Log format.
     #[arg(long, value_enum)]
     log_format: Option<LogFormatArg>,
@@ -74,6 +86,15 @@ fn load(cli: &Cli) -> Result<Config, String> {
     }
     if cli.cores.is_some() {
         cfg.cores = cli.cores;
+    }
+    if let Some(u) = &cli.control_url {
+        cfg.control.url = Some(u.clone());
+    }
+    if let Some(u) = &cli.nats_url {
+        cfg.control.nats_url = u.clone();
+    }
+    if let Some(p) = &cli.policy_cache {
+        cfg.control.cache_file = Some(p.clone());
     }
     if let Some(f) = cli.log_format {
         cfg.log_format = match f {
@@ -150,17 +171,55 @@ fn hash_password() -> ExitCode {
     }
 }
 
-fn run(cfg: Config, policy: CompiledPolicy) -> Result<(), String> {
+/// What the shards take their policy from, and the control thread feeding it (if any).
+type PolicySource = (
+    Arc<PolicyBus>,
+    Arc<PolicyStatus>,
+    Option<control::ControlThread>,
+);
+
+/// The policy bus the shards start from: fed by the control thread when a control plane is
+/// configured, or holding the static policy forever.
+fn policy_source(cfg: &Config) -> Result<PolicySource, String> {
+    let cores = cfg.core_count();
+    if cfg.control.url.is_none() {
+        let live = Compiler::new(cfg.own_endpoints())
+            .compile(&cfg.policy)
+            .map_err(|e| e.to_string())?;
+        let status = PolicyStatus::new(Source::Static, std::time::Duration::ZERO);
+        return Ok((
+            Arc::new(PolicyBus::new(cores, Arc::new(live))),
+            Arc::new(status),
+            None,
+        ));
+    }
+    let key = cfg.control.resolve_api_key().map_err(|e| e.to_string())?;
+    let status = Arc::new(PolicyStatus::new(
+        Source::Control,
+        cfg.control.stale_after(),
+    ));
+    let (bus, thread) = control::start(
+        cfg.control.clone(),
+        key,
+        cfg.own_endpoints(),
+        cfg.policy.clone(),
+        cores,
+        status.clone(),
+    )?;
+    Ok((bus, status, Some(thread)))
+}
+
+fn run(cfg: Config) -> Result<(), String> {
     raise_nofile_limit();
-    let users = cfg.policy.users.len();
-    let shared = Arc::new(Shared::new(cfg, users));
+    let (bus, status, _control) = policy_source(&cfg)?;
+    let shared = Arc::new(Shared::new(cfg, bus, status));
     let admin_listener = match shared.config.admin {
         Some(addr) => {
             Some(std::net::TcpListener::bind(addr).map_err(|e| format!("admin {addr}: {e}"))?)
         }
         None => None,
     };
-    let shard::Shards { handles, stop } = shard::start(shared.clone(), &policy)
+    let shard::Shards { handles, stop } = shard::start(shared.clone())
         .map_err(|e| format!("listen {}: {e}", shared.config.listen))?;
     if let Some(l) = admin_listener {
         admin::start(shared.clone(), l).map_err(|e| e.to_string())?;
@@ -233,15 +292,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let policy = match cfg.validate() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("zcproxy: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    if let Err(e) = cfg.validate() {
+        eprintln!("zcproxy: {e}");
+        return ExitCode::from(2);
+    }
     init_logging(&cfg);
-    match run(cfg, policy) {
+    match run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("zcproxy: {e}");

@@ -82,10 +82,12 @@ pub enum ErrorKind {
     UserLimit,
     IdleTimeout,
     RelayReset,
+    /// A policy change revoked the user or the destination of a live connection.
+    PolicyRevoked,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::ClientProtocol,
         ErrorKind::HandshakeTimeout,
         ErrorKind::UpstreamConnect,
@@ -97,6 +99,7 @@ impl ErrorKind {
         ErrorKind::UserLimit,
         ErrorKind::IdleTimeout,
         ErrorKind::RelayReset,
+        ErrorKind::PolicyRevoked,
     ];
 
     pub fn label(self) -> &'static str {
@@ -112,6 +115,7 @@ impl ErrorKind {
             ErrorKind::UserLimit => "user_limit",
             ErrorKind::IdleTimeout => "idle_timeout",
             ErrorKind::RelayReset => "relay_reset",
+            ErrorKind::PolicyRevoked => "policy_revoked",
         }
     }
 }
@@ -135,6 +139,7 @@ pub struct ShardMetrics {
     pub credential_cache_hits: Counter,
     pub errors: [Counter; ErrorKind::ALL.len()],
     pub policy_revision: Gauge,
+    pub sessions_revoked: Counter,
 }
 
 impl ShardMetrics {
@@ -159,7 +164,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 /// Renders every shard's block in the Prometheus text format (version 0.0.4).
 pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    let simple: [(&str, &str, &str, Getter); 11] = [
+    let simple: [(&str, &str, &str, Getter); 12] = [
         (
             "zcproxy_accepted_connections_total",
             "counter",
@@ -225,6 +230,12 @@ pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
             "gauge",
             "Policy revision in force on each core",
             |m| m.policy_revision.get() as f64,
+        ),
+        (
+            "zcproxy_sessions_revoked_total",
+            "counter",
+            "Live connections closed because a policy change no longer allowed them",
+            |m| m.sessions_revoked.get() as f64,
         ),
     ];
     for (name, kind, help, get) in simple {

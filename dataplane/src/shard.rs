@@ -3,6 +3,7 @@
 //! with another shard except the per-user tunnel counters (touched once per tunnel).
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -13,21 +14,23 @@ use std::time::{Duration, Instant};
 
 use monoio::blocking::DefaultThreadPool;
 use monoio::net::TcpListener;
-use policy::CompiledPolicy;
 
 use crate::auth::CredentialCache;
 use crate::conn;
+use crate::live::LivePolicy;
 use crate::metrics::{ErrorKind, ShardMetrics};
 use crate::relay::pipe_pool::PipePool;
 use crate::relay::RelayEnv;
+use crate::sessions::{PolicyRef, Sessions};
 use crate::shared::Shared;
 
 pub struct Shard {
     pub id: usize,
     pub shared: Arc<Shared>,
-    policy: RefCell<Rc<CompiledPolicy>>,
+    policy: RefCell<PolicyRef>,
     pub pipes: RefCell<PipePool>,
     pub creds: RefCell<CredentialCache>,
+    pub sessions: Sessions,
     active: Cell<usize>,
 }
 
@@ -36,9 +39,36 @@ impl Shard {
         &self.shared.metrics[self.id]
     }
 
-    /// The policy in force; a connection keeps the one it started with.
-    pub fn policy(&self) -> Rc<CompiledPolicy> {
+    /// The policy in force for new work; a session keeps the one it last refreshed to.
+    pub fn policy(&self) -> PolicyRef {
         self.policy.borrow().clone()
+    }
+
+    /// Puts `new` in force: later connections and requests use it, cached credentials of
+    /// users it changed are forgotten, and live sessions it no longer allows are closed.
+    fn install(&self, new: Arc<LivePolicy>) {
+        let old = self.policy();
+        let changed: HashSet<&str> = old
+            .users()
+            .filter(|u| {
+                new.user_by_name(&u.name)
+                    .is_none_or(|(_, n)| !n.enabled || n.password_hash != u.password_hash)
+            })
+            .map(|u| u.name.as_str())
+            .collect();
+        self.creds.borrow_mut().forget(&changed);
+        let revoked = self.sessions.revoke_disallowed(&new);
+        if revoked > 0 {
+            tracing::info!(
+                core = self.id,
+                revision = new.revision,
+                revoked,
+                "policy change closed live sessions"
+            );
+        }
+        self.metrics().sessions_revoked.add(revoked as u64);
+        self.metrics().policy_revision.set(new.revision as i64);
+        *self.policy.borrow_mut() = Rc::new(new);
     }
 
     pub fn relay_env(&self) -> RelayEnv<'_> {
@@ -81,6 +111,17 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
     )
+}
+
+/// Swaps in each policy the control thread publishes, as soon as the doorbell rings.
+async fn follow_policy(shard: Rc<Shard>) {
+    let mailbox = shard.shared.bus.mailbox(shard.id);
+    while mailbox.rung().await {
+        let latest = mailbox.latest();
+        if !Arc::ptr_eq(&latest, &shard.policy()) {
+            shard.install(latest);
+        }
+    }
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: flume::Receiver<()>) {
@@ -139,7 +180,6 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: flume::Recei
 fn run_shard(
     id: usize,
     shared: Arc<Shared>,
-    policy: CompiledPolicy,
     listener: std::net::TcpListener,
     stop: flume::Receiver<()>,
     pool: DefaultThreadPool,
@@ -147,9 +187,10 @@ fn run_shard(
     let limits = &shared.config.limits;
     let shard = Rc::new(Shard {
         id,
-        policy: RefCell::new(Rc::new(policy)),
+        policy: RefCell::new(Rc::new(shared.bus.mailbox(id).latest())),
         pipes: RefCell::new(PipePool::new(limits.pipe_pool_per_core, limits.pipe_size)),
         creds: RefCell::new(CredentialCache::new(limits.credential_cache_per_core)),
+        sessions: Sessions::default(),
         active: Cell::new(0),
         shared: shared.clone(),
     });
@@ -168,6 +209,7 @@ fn run_shard(
             .lifecycle
             .listening_shards
             .fetch_add(1, Ordering::AcqRel);
+        monoio::spawn(follow_policy(shard.clone()));
         accept_loop(shard, listener, stop).await;
         Ok(())
     })
@@ -181,7 +223,7 @@ pub struct Shards {
     pub stop: flume::Sender<()>,
 }
 
-pub fn start(shared: Arc<Shared>, policy: &CompiledPolicy) -> io::Result<Shards> {
+pub fn start(shared: Arc<Shared>) -> io::Result<Shards> {
     let (stop_tx, stop_rx) = flume::bounded::<()>(1);
     let listeners = (0..shared.cores)
         .map(|_| bind_listener(shared.config.listen))
@@ -190,12 +232,7 @@ pub fn start(shared: Arc<Shared>, policy: &CompiledPolicy) -> io::Result<Shards>
     let pool = DefaultThreadPool::new(shared.cores.max(2));
     let mut handles = Vec::with_capacity(shared.cores);
     for (id, listener) in listeners.into_iter().enumerate() {
-        let (shared, policy, stop, pool) = (
-            shared.clone(),
-            policy.clone(),
-            stop_rx.clone(),
-            pool.clone(),
-        );
+        let (shared, stop, pool) = (shared.clone(), stop_rx.clone(), pool.clone());
         let core = (shared.config.pin_cores && !core_ids.is_empty())
             .then(|| core_ids[id % core_ids.len()]);
         let handle = std::thread::Builder::new()
@@ -204,7 +241,7 @@ pub fn start(shared: Arc<Shared>, policy: &CompiledPolicy) -> io::Result<Shards>
                 if let Some(core) = core {
                     core_affinity::set_for_current(core);
                 }
-                run_shard(id, shared, policy, listener, stop, pool)
+                run_shard(id, shared, listener, stop, pool)
             })?;
         handles.push(handle);
     }

@@ -106,6 +106,10 @@ fn copy_mode_is_byte_exact_too() {
 
 #[test]
 fn half_close_is_propagated_both_ways() {
+    check_half_close(&Proxy::start_default());
+}
+
+fn check_half_close(proxy: &Proxy) {
     // The server reads until FIN, then answers with everything it got, then closes.
     let server = spawn_server("127.0.0.1", |mut s| {
         let mut got = Vec::new();
@@ -113,7 +117,6 @@ fn half_close_is_propagated_both_ways() {
         s.write_all(b"got:").unwrap();
         s.write_all(&got).unwrap();
     });
-    let proxy = Proxy::start_default();
     let (mut s, _) = socks5(proxy.addr, Dest::Addr(server), None, 1).unwrap();
     s.write_all(b"question").unwrap();
     s.shutdown(Shutdown::Write).unwrap();
@@ -141,6 +144,10 @@ fn half_close_is_propagated_both_ways() {
 
 #[test]
 fn upstream_reset_reaches_the_client_as_a_reset() {
+    check_upstream_reset(&Proxy::start_default());
+}
+
+fn check_upstream_reset(proxy: &Proxy) {
     let server = spawn_server("127.0.0.1", |mut s| {
         let mut b = [0u8; 4];
         s.read_exact(&mut b).unwrap();
@@ -148,7 +155,6 @@ fn upstream_reset_reaches_the_client_as_a_reset() {
         sock.set_linger(Some(Duration::ZERO)).unwrap();
         drop(s); // RST
     });
-    let proxy = Proxy::start_default();
     let (mut s, _) = socks5(proxy.addr, Dest::Addr(server), None, 1).unwrap();
     s.write_all(b"ping").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -174,6 +180,28 @@ fn client_data_sent_with_the_request_is_not_lost() {
     let mut echoed = [0u8; 10];
     s.read_exact(&mut echoed).unwrap();
     assert_eq!(&echoed, b"early bird");
+}
+
+/// The io_uring SPLICE-op relay keeps the relay's whole contract: byte-exact both ways, FIN
+/// and RST propagated, idle timeout.
+#[test]
+fn uring_splice_mode_keeps_the_relay_contract() {
+    let proxy = Proxy::builder()
+        .config("relay = \"uring-splice\"\ncores = 1\n[timeouts]\nidle_secs = 1\n[[policy.rules]]\naction = \"allow\"\ndestinations = [\"127.0.0.0/8\"]\n")
+        .start();
+    let len = 64 << 20;
+    bulk_through(&proxy, bulk_server(len), len);
+    assert!(proxy.metric("zcproxy_splice_bytes_total", &[]) >= 2.0 * len as f64);
+    assert_eq!(proxy.metric("zcproxy_copy_bytes_total", &[]), 0.0);
+    check_half_close(&proxy);
+    check_upstream_reset(&proxy);
+
+    // An idle tunnel is closed after idle_secs although both SPLICE ops are parked in io-wq.
+    let server = common::echo_server();
+    let (mut s, _) = socks5(proxy.addr, Dest::Addr(server), None, 1).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(s.read(&mut buf).expect("closed, not timed out"), 0);
 }
 
 fn raise_nofile() {

@@ -108,6 +108,10 @@ impl CompiledPolicy {
         Some((id, &self.users[id.0 as usize]))
     }
 
+    pub fn users(&self) -> impl Iterator<Item = &CompiledUser> {
+        self.users.iter()
+    }
+
     pub fn user(&self, id: UserId) -> Option<&CompiledUser> {
         self.users.get(id.0 as usize)
     }

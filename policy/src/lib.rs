@@ -15,4 +15,5 @@ pub mod password;
 pub use acl::{Action, HostPattern, PortRange, Protocol, Rule};
 pub use compiled::{CompiledPolicy, Decision, DenyReason, Request, UserId};
 pub use error::PolicyError;
+pub use event::{ApplyError, Change, PolicyEvent, EVENT_VERSION, SUBJECT};
 pub use model::{PolicyDoc, User};

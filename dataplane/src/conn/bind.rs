@@ -6,14 +6,15 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use monoio::net::{TcpListener, TcpStream};
-use policy::{Protocol, UserId};
+use policy::Protocol;
 
 use super::upstream::{self, OpenError};
 use crate::dial::DialError;
+use crate::live::TunnelPermit;
 use crate::metrics::ErrorKind;
 use crate::proto::TargetAddr;
+use crate::sessions::Session;
 use crate::shard::Shard;
-use crate::shared::TunnelPermit;
 
 pub struct PendingBind {
     listener: TcpListener,
@@ -36,12 +37,12 @@ fn local_ip_towards(peer: SocketAddr) -> io::Result<IpAddr> {
 /// Checks the policy for the host that is to connect in, and opens a listener for it.
 pub async fn listen(
     shard: &Shard,
-    user: Option<UserId>,
+    session: &Session,
     protocol: Protocol,
-    client: SocketAddr,
     target: &TargetAddr,
 ) -> Result<PendingBind, OpenError> {
-    let policy = shard.policy();
+    let policy = upstream::current_policy(shard, session)?;
+    let (user, client) = (session.user(), session.client);
     let permit = upstream::take_permit(shard, &policy, user)?;
     let deadline = Instant::now() + shard.shared.config.timeouts.connect();
     let allowed = upstream::permitted_addresses(&policy, user, protocol, client, target, deadline)

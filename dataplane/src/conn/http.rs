@@ -3,26 +3,29 @@
 //! splice; chunked bodies are scanned for their end and copied.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use policy::{Protocol, UserId};
+use policy::Protocol;
 
 use super::bufstream::{BufStream, ReadError};
 use super::upstream::{self, OpenError};
 use super::{left, run_tunnel, ProtocolGuard};
+use crate::live::TunnelPermit;
 use crate::metrics::ErrorKind;
 use crate::proto::chunked::ChunkedDecoder;
 use crate::proto::http::{self, BodyLength, RequestHead, MAX_HEAD};
 use crate::proto::TargetAddr;
 use crate::relay::{self, Side};
+use crate::sessions::Session;
 use crate::shard::Shard;
-use crate::shared::TunnelPermit;
 
 const PROXY_AUTHENTICATE: (&str, &str) = ("Proxy-Authenticate", "Basic realm=\"zcproxy\"");
 
 /// A kept-alive upstream connection and the destination it serves.
 struct Upstream {
     target: TargetAddr,
+    peer: SocketAddr,
     conn: BufStream,
     _permit: Option<TunnelPermit>,
 }
@@ -56,24 +59,31 @@ async fn respond_proxy_error(client: &mut BufStream, status: u16, error: &str, d
 async fn respond_open_error(client: &mut BufStream, e: &OpenError) {
     match e {
         OpenError::UserLimit => respond(client, 429, &[], "tunnel limit reached\n").await,
+        OpenError::Revoked => {
+            respond(
+                client,
+                407,
+                &[PROXY_AUTHENTICATE],
+                "proxy credentials revoked\n",
+            )
+            .await
+        }
         OpenError::Dial(d) => {
             respond_proxy_error(client, d.http_status(), d.proxy_status(), &d.to_string()).await
         }
     }
 }
 
-/// Identifies the client: Basic credentials, or anonymous where the policy allows it.
-async fn identify(
-    shard: &Shard,
-    head: &RequestHead,
-    peer: SocketAddr,
-) -> Result<Option<UserId>, ()> {
+/// Identifies the client of one request, under the policy in force now: Basic credentials,
+/// or anonymous where the policy allows it.
+async fn identify(shard: &Shard, session: &Session, head: &RequestHead) -> Result<(), ()> {
+    session.restart(shard.policy());
     match head.proxy_credentials() {
-        Ok(Some(creds)) => upstream::authenticate(shard, &creds.user, &creds.password)
+        Ok(Some(creds)) => upstream::authenticate(shard, session, &creds.user, &creds.password)
             .await
-            .map(Some)
-            .map_err(|_| ()),
-        Ok(None) if shard.policy().anonymous_allowed(peer.ip()) => Ok(None),
+            .map(drop)
+            .map_err(drop),
+        Ok(None) if session.policy().anonymous_allowed(session.client.ip()) => Ok(()),
         Ok(None) | Err(_) => {
             shard.metrics().auth_failures.inc();
             Err(())
@@ -126,8 +136,8 @@ async fn read_head(
 
 pub async fn serve(
     shard: &Shard,
+    session: &Session,
     mut client: BufStream,
-    peer: SocketAddr,
     started: Instant,
     deadline: Instant,
 ) {
@@ -148,7 +158,7 @@ pub async fn serve(
             Protocol::Http
         };
         let _open = ProtocolGuard::new(shard, protocol);
-        let Ok(user) = identify(shard, &head, peer).await else {
+        if identify(shard, session, &head).await.is_err() {
             respond(
                 &mut client,
                 407,
@@ -157,9 +167,9 @@ pub async fn serve(
             )
             .await;
             return;
-        };
+        }
         if head.is_connect() {
-            match upstream::open(shard, user, Protocol::Connect, peer, head.target_addr()).await {
+            match upstream::open(shard, session, Protocol::Connect, head.target_addr()).await {
                 Ok(opened) => {
                     if client
                         .write_all(http::simple_response(200, &[], "", false))
@@ -174,17 +184,7 @@ pub async fn serve(
             }
             return;
         }
-        match forward(
-            shard,
-            &mut client,
-            &head,
-            user,
-            peer,
-            &mut upstream,
-            started,
-        )
-        .await
-        {
+        match forward(shard, session, &mut client, &head, &mut upstream, started).await {
             Ok(true) => continue,
             Ok(false) => return,
             Err(Abort::Close) => return,
@@ -199,20 +199,26 @@ pub async fn serve(
 /// Forwards one request and its response. `Ok(keep_alive)`.
 async fn forward(
     shard: &Shard,
+    session: &Session,
     client: &mut BufStream,
     head: &RequestHead,
-    user: Option<UserId>,
-    peer: SocketAddr,
     slot: &mut Option<Upstream>,
     started: Instant,
 ) -> Result<bool, Abort> {
     let target = head.target_addr().clone();
-    if slot.as_ref().is_none_or(|u| u.target != target) {
+    let reusable = slot.as_ref().is_some_and(|u| {
+        u.target == target && upstream::may_reuse(session, Protocol::Http, &target, u.peer)
+    });
+    if let (true, Some(up)) = (reusable, slot.as_ref()) {
+        let fd = up.conn.stream.as_raw_fd();
+        session.established(Protocol::Http, target.host_name(), up.peer, fd);
+    } else {
         *slot = None;
-        match upstream::open(shard, user, Protocol::Http, peer, &target).await {
+        match upstream::open(shard, session, Protocol::Http, &target).await {
             Ok(opened) => {
                 *slot = Some(Upstream {
                     target: target.clone(),
+                    peer: opened.peer,
                     conn: BufStream::new(opened.stream),
                     _permit: opened.permit,
                 })

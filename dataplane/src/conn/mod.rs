@@ -8,6 +8,7 @@ pub mod socks5;
 pub mod upstream;
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
@@ -16,6 +17,7 @@ use policy::Protocol;
 use crate::metrics::ErrorKind;
 use crate::proto::sniff::{sniff, Sniffed};
 use crate::relay::{self, RelayError};
+use crate::sessions::Session;
 use crate::shard::Shard;
 use bufstream::BufStream;
 
@@ -43,8 +45,18 @@ impl Drop for ProtocolGuard<'_> {
     }
 }
 
-/// Serves one accepted client connection to the end.
+/// Serves one accepted client connection to the end, or until a policy change revokes it.
 pub async fn serve(shard: &Shard, stream: TcpStream, peer: SocketAddr) {
+    let session = shard.sessions.register(peer, shard.policy());
+    session.client_socket(stream.as_raw_fd());
+    monoio::select! {
+        _ = serve_session(shard, &session, stream) => {}
+        _ = session.revoked() => shard.metrics().error(ErrorKind::PolicyRevoked),
+    }
+}
+
+async fn serve_session(shard: &Shard, session: &Session, stream: TcpStream) {
+    let peer = session.client;
     let started = Instant::now();
     let deadline = started + shard.shared.config.timeouts.handshake();
     let mut client = BufStream::new(stream);
@@ -57,9 +69,9 @@ pub async fn serve(shard: &Shard, stream: TcpStream, peer: SocketAddr) {
         }
     }
     match sniff(&client.buf) {
-        Ok(Some(Sniffed::Socks5)) => socks5::serve(shard, client, peer, started, deadline).await,
-        Ok(Some(Sniffed::Socks4)) => socks4::serve(shard, client, peer, started, deadline).await,
-        Ok(Some(Sniffed::Http)) => http::serve(shard, client, peer, started, deadline).await,
+        Ok(Some(Sniffed::Socks5)) => socks5::serve(shard, session, client, started, deadline).await,
+        Ok(Some(Sniffed::Socks4)) => socks4::serve(shard, session, client, started, deadline).await,
+        Ok(Some(Sniffed::Http)) => http::serve(shard, session, client, started, deadline).await,
         Ok(Some(Sniffed::Tls)) => {
             tracing::debug!(%peer, "TLS to the proxy is not enabled on this listener");
             shard.metrics().error(ErrorKind::ClientProtocol);

@@ -2,6 +2,7 @@
 //! policy lets in anonymously.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use policy::Protocol;
@@ -12,6 +13,7 @@ use super::{bind, left, run_tunnel, ProtocolGuard};
 use crate::metrics::ErrorKind;
 use crate::proto::socks4::{self, Command, Reply};
 use crate::proto::socks5::UNSPECIFIED;
+use crate::sessions::Session;
 use crate::shard::Shard;
 
 const MAX_MESSAGE: usize = 8 + 2 * (socks4::MAX_FIELD + 1);
@@ -25,8 +27,8 @@ async fn reply(client: &mut BufStream, code: Reply, bound: SocketAddr) -> bool {
 
 pub async fn serve(
     shard: &Shard,
+    session: &Session,
     mut client: BufStream,
-    peer: SocketAddr,
     started: Instant,
     deadline: Instant,
 ) {
@@ -45,7 +47,8 @@ pub async fn serve(
             return;
         }
     };
-    if !shard.policy().anonymous_allowed(peer.ip()) {
+    let peer = session.client;
+    if !session.policy().anonymous_allowed(peer.ip()) {
         shard.metrics().auth_failures.inc();
         tracing::info!(%peer, "SOCKS4 refused: client may not connect anonymously");
         reply(&mut client, Reply::Rejected, UNSPECIFIED).await;
@@ -53,7 +56,7 @@ pub async fn serve(
     }
     match request.command {
         Command::Connect => {
-            match upstream::open(shard, None, Protocol::Socks4, peer, &request.target).await {
+            match upstream::open(shard, session, Protocol::Socks4, &request.target).await {
                 Ok(opened) => {
                     let bound = opened.stream.local_addr().unwrap_or(UNSPECIFIED);
                     if reply(&mut client, Reply::Granted, bound).await {
@@ -66,8 +69,7 @@ pub async fn serve(
             }
         }
         Command::Bind => {
-            let Ok(pending) =
-                bind::listen(shard, None, Protocol::Socks4, peer, &request.target).await
+            let Ok(pending) = bind::listen(shard, session, Protocol::Socks4, &request.target).await
             else {
                 reply(&mut client, Reply::Rejected, UNSPECIFIED).await;
                 return;
@@ -80,6 +82,8 @@ pub async fn serve(
                 .await
             {
                 Ok((inbound, from)) => {
+                    let host = request.target.host_name();
+                    session.established(Protocol::Socks4, host, from, inbound.as_raw_fd());
                     if reply(&mut client, Reply::Granted, from).await {
                         run_tunnel(shard, client, inbound, started).await;
                     }

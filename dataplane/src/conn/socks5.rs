@@ -1,6 +1,7 @@
 //! SOCKS5 driver: greeting, optional username/password, request, then CONNECT or BIND.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use policy::{Protocol, UserId};
@@ -10,6 +11,7 @@ use super::upstream::{self, OpenError};
 use super::{bind, left, run_tunnel, ProtocolGuard};
 use crate::metrics::ErrorKind;
 use crate::proto::socks5::{self, Command, Reply, Socks5Error};
+use crate::sessions::Session;
 use crate::shard::Shard;
 
 /// Bound on any single SOCKS5 message (the largest, user/password, is 513 bytes).
@@ -30,7 +32,7 @@ fn count_read_error(shard: &Shard, e: &ReadError<Socks5Error>) {
 
 fn open_reply(e: &OpenError) -> Reply {
     match e {
-        OpenError::UserLimit => Reply::NotAllowed,
+        OpenError::UserLimit | OpenError::Revoked => Reply::NotAllowed,
         OpenError::Dial(d) => d.socks5_reply(),
     }
 }
@@ -38,14 +40,15 @@ fn open_reply(e: &OpenError) -> Reply {
 /// Method selection and authentication. `Ok(None)`: anonymous.
 async fn authenticate(
     shard: &Shard,
+    session: &Session,
     client: &mut BufStream,
-    peer: SocketAddr,
 ) -> Result<Option<UserId>, ()> {
+    let peer = session.client;
     let greeting = client
         .read_message(MAX_MESSAGE, socks5::parse_greeting)
         .await
         .map_err(|e| count_read_error(shard, &e))?;
-    let policy = shard.policy();
+    let policy = session.policy();
     // Prefer credentials when the client has them and there are users: per-user rules and
     // limits then apply even to clients that could have gone anonymous.
     let method = if greeting.user_pass && policy.has_users() {
@@ -68,7 +71,7 @@ async fn authenticate(
                 .read_message(MAX_MESSAGE, socks5::parse_user_pass)
                 .await
                 .map_err(|e| count_read_error(shard, &e))?;
-            let result = upstream::authenticate(shard, &creds.user, &creds.password).await;
+            let result = upstream::authenticate(shard, session, &creds.user, &creds.password).await;
             let _ = client
                 .write_all(socks5::user_pass_status(result.is_ok()).to_vec())
                 .await;
@@ -83,14 +86,14 @@ async fn authenticate(
 
 pub async fn serve(
     shard: &Shard,
+    session: &Session,
     mut client: BufStream,
-    peer: SocketAddr,
     started: Instant,
     deadline: Instant,
 ) {
     let _open = ProtocolGuard::new(shard, Protocol::Socks5);
     let handshake = async {
-        let user = authenticate(shard, &mut client, peer).await?;
+        let user = authenticate(shard, session, &mut client).await?;
         let request = match client
             .read_message(MAX_MESSAGE, socks5::parse_request)
             .await
@@ -106,7 +109,7 @@ pub async fn serve(
         };
         Ok((user, request))
     };
-    let (user, request) = match monoio::time::timeout(left(deadline), handshake).await {
+    let (_user, request) = match monoio::time::timeout(left(deadline), handshake).await {
         Ok(Ok(v)) => v,
         Ok(Err(())) => return,
         Err(_) => {
@@ -116,7 +119,7 @@ pub async fn serve(
     };
     match request.command {
         Command::Connect => {
-            match upstream::open(shard, user, Protocol::Socks5, peer, &request.target).await {
+            match upstream::open(shard, session, Protocol::Socks5, &request.target).await {
                 Ok(opened) => {
                     let bound = opened.stream.local_addr().unwrap_or(socks5::UNSPECIFIED);
                     if reply(&mut client, Reply::Succeeded, bound).await {
@@ -131,7 +134,7 @@ pub async fn serve(
         }
         Command::Bind => {
             let pending =
-                match bind::listen(shard, user, Protocol::Socks5, peer, &request.target).await {
+                match bind::listen(shard, session, Protocol::Socks5, &request.target).await {
                     Ok(p) => p,
                     Err(e) => {
                         reply(&mut client, open_reply(&e), socks5::UNSPECIFIED).await;
@@ -144,6 +147,8 @@ pub async fn serve(
             let wait = shard.shared.config.timeouts.bind_accept();
             match pending.accept(shard, wait).await {
                 Ok((inbound, from)) => {
+                    let host = request.target.host_name();
+                    session.established(Protocol::Socks5, host, from, inbound.as_raw_fd());
                     if reply(&mut client, Reply::Succeeded, from).await {
                         run_tunnel(shard, client, inbound, started).await;
                     }

@@ -2,6 +2,7 @@
 //! on every resolved address, connect. Shared by every protocol.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use monoio::net::TcpStream;
@@ -9,15 +10,19 @@ use policy::{CompiledPolicy, Protocol, Request, UserId};
 
 use crate::auth::{self, AuthError, CacheOutcome};
 use crate::dial::{self, DialError};
+use crate::live::{LivePolicy, TunnelPermit};
 use crate::metrics::ErrorKind;
 use crate::proto::TargetAddr;
+use crate::sessions::Session;
 use crate::shard::Shard;
-use crate::shared::TunnelPermit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("user is at their tunnel limit")]
     UserLimit,
+    /// The user was deleted, disabled or re-keyed since they authenticated.
+    #[error("credentials revoked")]
+    Revoked,
     #[error(transparent)]
     Dial(#[from] DialError),
 }
@@ -29,18 +34,21 @@ pub struct Opened {
     pub permit: Option<TunnelPermit>,
 }
 
-/// Checks credentials and counts the outcome.
+/// Checks credentials against the session's policy, records who the session is, and counts
+/// the outcome.
 pub async fn authenticate(
     shard: &Shard,
+    session: &Session,
     user: &[u8],
     password: &[u8],
 ) -> Result<UserId, AuthError> {
-    let policy = shard.policy();
+    let policy = session.policy();
     match auth::authenticate(&policy, &shard.creds, user, password).await {
         Ok((id, outcome)) => {
             if let CacheOutcome::Hit = outcome {
                 shard.metrics().credential_cache_hits.inc();
             }
+            session.authenticated(id);
             Ok(id)
         }
         Err(e) => {
@@ -54,12 +62,11 @@ pub async fn authenticate(
 /// Takes one of the user's tunnel slots when the user has a limit.
 pub fn take_permit(
     shard: &Shard,
-    policy: &CompiledPolicy,
+    policy: &LivePolicy,
     user: Option<UserId>,
 ) -> Result<Option<TunnelPermit>, OpenError> {
     let Some(id) = user else { return Ok(None) };
-    let max = policy.user(id).and_then(|u| u.max_tunnels);
-    match shard.shared.user_tunnels.acquire(id, max) {
+    match policy.acquire(id) {
         Some(p) => Ok(Some(p)),
         None => {
             shard.metrics().error(ErrorKind::UserLimit);
@@ -95,15 +102,44 @@ pub fn count_dial_error(shard: &Shard, e: &DialError) {
     }
 }
 
+/// Moves the session onto the shard's current policy before it opens anything.
+pub fn current_policy(
+    shard: &Shard,
+    session: &Session,
+) -> Result<crate::sessions::PolicyRef, OpenError> {
+    session.refresh(&shard.policy()).map_err(|_| {
+        shard.metrics().auth_failures.inc();
+        OpenError::Revoked
+    })?;
+    Ok(session.policy())
+}
+
+/// Whether the session's policy still lets it use an upstream connection it already has
+/// (HTTP keep-alive reuse), without resolving again.
+pub fn may_reuse(
+    session: &Session,
+    protocol: Protocol,
+    target: &TargetAddr,
+    peer: SocketAddr,
+) -> bool {
+    let req = Request {
+        protocol,
+        client: session.client.ip(),
+        host: target.host_name(),
+        port: target.port(),
+    };
+    dial::permitted(&session.policy(), session.user(), &req, &[peer]).is_ok()
+}
+
 /// Resolves `target`, applies the policy to every address and connects.
 pub async fn open(
     shard: &Shard,
-    user: Option<UserId>,
+    session: &Session,
     protocol: Protocol,
-    client: SocketAddr,
     target: &TargetAddr,
 ) -> Result<Opened, OpenError> {
-    let policy = shard.policy();
+    let policy = current_policy(shard, session)?;
+    let (user, client) = (session.user(), session.client);
     let permit = take_permit(shard, &policy, user)?;
     let started = Instant::now();
     let deadline = started + shard.shared.config.timeouts.connect();
@@ -117,6 +153,7 @@ pub async fn open(
         Ok(stream) => {
             shard.metrics().connect_seconds.observe(started.elapsed());
             let peer = stream.peer_addr().map_err(DialError::Other)?;
+            session.established(protocol, target.host_name(), peer, stream.as_raw_fd());
             Ok(Opened {
                 stream,
                 peer,

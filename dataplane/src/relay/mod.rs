@@ -8,6 +8,7 @@
 
 pub mod pipe_pool;
 pub mod sys;
+mod uring_splice;
 
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
@@ -151,7 +152,11 @@ impl Tunnel<'_> {
     /// Moves bytes from `dir.src` to `dir.dst` until end of stream (then passes the FIN on
     /// when `forward_fin`) or until the byte budget is spent. Returns whether EOF was seen.
     async fn pump(&self, dir: &Direction<'_>, forward_fin: bool) -> Result<bool, RelayError> {
-        let mut mode = self.env.mode;
+        let mut mode = match self.env.mode {
+            // HTTP bodies are short-lived transfers: the readiness path serves them.
+            RelayMode::UringSplice => RelayMode::Splice,
+            m => m,
+        };
         loop {
             if dir.remaining() == 0 {
                 return Ok(false);
@@ -166,7 +171,7 @@ impl Tunnel<'_> {
                     }
                     other => other?,
                 },
-                RelayMode::Copy => self.copy_burst(dir).await?,
+                RelayMode::Copy | RelayMode::UringSplice => self.copy_burst(dir).await?,
             };
             match burst {
                 Burst::Eof => {
@@ -335,15 +340,19 @@ pub async fn relay(
     client: &TcpStream,
     upstream: &TcpStream,
 ) -> Result<(), RelayError> {
-    let tunnel = Tunnel {
-        env,
-        last_activity: Cell::new(Instant::now()),
+    let result = if env.mode == RelayMode::UringSplice {
+        uring_splice::relay(env, client, upstream).await
+    } else {
+        let tunnel = Tunnel {
+            env,
+            last_activity: Cell::new(Instant::now()),
+        };
+        let up_dir = Direction::new(client, upstream, Side::Client, env, u64::MAX);
+        let down_dir = Direction::new(upstream, client, Side::Upstream, env, u64::MAX);
+        let up = tunnel.pump(&up_dir, true);
+        let down = tunnel.pump(&down_dir, true);
+        join_fail_fast(async { up.await.map(drop) }, async { down.await.map(drop) }).await
     };
-    let up_dir = Direction::new(client, upstream, Side::Client, env, u64::MAX);
-    let down_dir = Direction::new(upstream, client, Side::Upstream, env, u64::MAX);
-    let up = tunnel.pump(&up_dir, true);
-    let down = tunnel.pump(&down_dir, true);
-    let result = join_fail_fast(async { up.await.map(drop) }, async { down.await.map(drop) }).await;
     match &result {
         Err(RelayError::Reset(side)) | Err(RelayError::Io(side, _)) => {
             let healthy = match side.other() {
