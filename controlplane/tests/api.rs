@@ -1,10 +1,8 @@
 //! Every route against the real service, real PostgreSQL and a private NATS: success,
 //! validation, authentication, authorisation, conflicts and not-found.
 
-mod common;
-
-use common::{Control, Nats, ScratchDb, ADMIN_KEY};
 use serde_json::json;
+use testkit::{Control, Nats, ScratchDb, ADMIN_KEY};
 
 fn setup() -> (ScratchDb, Nats, Control) {
     let db = ScratchDb::new();
@@ -420,10 +418,10 @@ fn every_change_bumps_the_revision_and_is_audited() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("append-only"));
     // Every change reached NATS, in revision order, with the versioned format.
-    common::eventually(10, "4 events in the stream", || {
-        common::stream_events(&nats.url()).len() == 4
+    testkit::eventually(10, "4 events in the stream", || {
+        testkit::stream_events(&nats.url()).len() == 4
     });
-    let events = common::stream_events(&nats.url());
+    let events = testkit::stream_events(&nats.url());
     let revs: Vec<i64> = events
         .iter()
         .map(|e| e["revision"].as_i64().unwrap())

@@ -1,14 +1,12 @@
 //! Faults: NATS down while changes are made, the service killed between commit and publish,
 //! PostgreSQL unreachable. Nothing is lost, nothing is half-written.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{eventually, stream_events, Control, Nats, ScratchDb, ADMIN_KEY};
+use testkit::{eventually, stream_events, Control, Nats, ScratchDb, ADMIN_KEY};
 
 fn create_users(c: &Control, names: &[&str]) {
     for n in names {
@@ -87,7 +85,7 @@ struct Cut {
 
 impl Cut {
     fn start() -> Cut {
-        let listener = TcpListener::bind(("127.0.0.1", common::free_port())).unwrap();
+        let listener = TcpListener::bind(("127.0.0.1", testkit::free_port())).unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
@@ -141,7 +139,7 @@ fn database_outage_gives_503_problems_and_no_partial_writes() {
     let cut = Cut::start();
     let url = format!(
         "{}/{}",
-        common::PG.replace("5432", &cut.port.to_string()),
+        testkit::PG.replace("5432", &cut.port.to_string()),
         db.name
     );
     let c = Control::start(&url, &nats.url());

@@ -69,12 +69,21 @@ impl PolicyDoc {
         }
         match &event.change {
             Change::UserUpserted { user } => {
-                match self.users.iter_mut().find(|u| u.name == user.name) {
-                    Some(existing) => *existing = user.clone(),
-                    None => self.users.push(user.clone()),
+                // Users stay in byte order of name, as the snapshot lists them, so a
+                // document built from events equals the snapshot of the same revision.
+                match self
+                    .users
+                    .binary_search_by(|u| u.name.as_str().cmp(&user.name))
+                {
+                    Ok(i) => self.users[i] = user.clone(),
+                    Err(i) => self.users.insert(i, user.clone()),
                 }
             }
-            Change::UserDeleted { name } => self.users.retain(|u| &u.name != name),
+            Change::UserDeleted { name } => {
+                if let Ok(i) = self.users.binary_search_by(|u| u.name.as_str().cmp(name)) {
+                    self.users.remove(i);
+                }
+            }
             Change::GlobalRulesReplaced { rules } => self.rules = rules.clone(),
             Change::SettingsChanged {
                 default_action,

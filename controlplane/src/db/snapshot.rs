@@ -51,7 +51,7 @@ pub async fn load(client: &mut Client) -> Result<PolicyDoc, ApiError> {
     }
     for r in tx
         .query(
-            "SELECT id, name, password_hash, enabled, max_tunnels FROM users ORDER BY name",
+            "SELECT id, name, password_hash, enabled, max_tunnels FROM users ORDER BY name COLLATE \"C\"",
             &[],
         )
         .await?

@@ -49,6 +49,7 @@ pub struct ProxyBuilder {
     args: Vec<String>,
     config: Option<String>,
     prefix: Vec<String>,
+    need_ready: bool,
 }
 
 impl ProxyBuilder {
@@ -65,6 +66,11 @@ impl ProxyBuilder {
     }
     pub fn config(mut self, toml: &str) -> Self {
         self.config = Some(toml.to_string());
+        self
+    }
+    /// Start-up waits for /healthz only (for proxies that are expected not to be ready).
+    pub fn unready(mut self) -> Self {
+        self.need_ready = false;
         self
     }
     /// Runs the proxy under a wrapper command (e.g. prlimit).
@@ -112,7 +118,11 @@ impl ProxyBuilder {
             admin,
             _config: config,
         };
-        proxy.wait_ready();
+        if self.need_ready {
+            proxy.wait_ready();
+        } else {
+            proxy.wait_for("/healthz");
+        }
         proxy
     }
 }
@@ -123,6 +133,7 @@ impl Proxy {
             args: vec![],
             config: None,
             prefix: vec![],
+            need_ready: true,
         }
     }
 
@@ -140,14 +151,18 @@ impl Proxy {
     }
 
     fn wait_ready(&self) {
+        self.wait_for("/readyz")
+    }
+
+    fn wait_for(&self, path: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Some((200, _)) = http_get(self.admin, "/readyz") {
+            if let Some((200, _)) = http_get(self.admin, path) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("proxy did not become ready");
+        panic!("proxy did not answer 200 on {path}");
     }
 
     pub fn metrics(&self) -> String {

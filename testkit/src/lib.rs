@@ -1,6 +1,6 @@
-//! Harness: a scratch PostgreSQL database, a private nats-server with JetStream, and the real
-//! `zcproxy-control` binary, all started and cleaned up by the test.
-#![allow(dead_code)]
+//! Harness shared by the integration tests: a scratch PostgreSQL database, a private
+//! nats-server with JetStream, and the real `zcproxy-control` binary, all started and cleaned
+//! up by the test.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -10,6 +10,29 @@ use std::time::{Duration, Instant};
 
 pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
+/// A binary of this workspace, next to the running test (`target/<profile>/`). `cargo test
+/// --workspace` builds every package's binaries before any test runs.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>-<hash>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test runs from target/<profile>/deps");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build -p {}` or `cargo test --workspace`",
+        bin.display(),
+        if name == "zcproxy-control" {
+            "zcproxy-control"
+        } else {
+            "zcproxy"
+        }
+    );
+    bin
+}
 
 pub fn free_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
@@ -76,6 +99,12 @@ impl ScratchDb {
     }
     pub fn value(&self, sql: &str) -> String {
         psql_value(&self.name, sql)
+    }
+}
+
+impl Default for ScratchDb {
+    fn default() -> Self {
+        ScratchDb::new()
     }
 }
 
@@ -157,13 +186,28 @@ fn wait_port(port: u16) {
 
 pub struct Control {
     pub addr: SocketAddr,
-    child: Child,
+    pub db_url: String,
+    child: Option<Child>,
 }
 
 impl Control {
     pub fn start(db_url: &str, nats_url: &str) -> Control {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zcproxy-control"));
+        Control::start_at(db_url, nats_url, addr)
+    }
+
+    /// An address where no control plane answers (for outage tests).
+    pub fn dummy() -> Control {
+        Control {
+            addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            db_url: String::new(),
+            child: None,
+        }
+    }
+
+    /// Starts the control plane on `addr` (e.g. to restart it where clients expect it).
+    pub fn start_at(db_url: &str, nats_url: &str, addr: SocketAddr) -> Control {
+        let mut cmd = Command::new(workspace_bin("zcproxy-control"));
         cmd.arg("serve")
             .env("ZCPROXY_DATABASE_URL", db_url)
             .env("ZCPROXY_NATS_URL", nats_url)
@@ -176,7 +220,11 @@ impl Control {
             cmd.stderr(Stdio::null());
         }
         let child = cmd.spawn().expect("start zcproxy-control");
-        let c = Control { addr, child };
+        let c = Control {
+            addr,
+            db_url: db_url.to_string(),
+            child: Some(child),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(addr).is_err() || c.get_anon("/healthz").0 != 200 {
             assert!(Instant::now() < deadline, "control plane did not start");
@@ -185,9 +233,41 @@ impl Control {
         c
     }
 
+    /// Creates an API key with `role` and returns its secret.
+    pub fn create_key(&self, role: &str) -> String {
+        let r = self.send(
+            "POST",
+            ADMIN_KEY,
+            "/v1/api-keys",
+            &format!(r#"{{"name":"key-{role}","role":"{role}"}}"#),
+        );
+        assert_eq!(r.0, 201, "{r:?}");
+        r.1["key"].as_str().expect("key in the answer").to_string()
+    }
+
+    /// The policy snapshot, as the data plane would load it.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let r = self.get(ADMIN_KEY, "/v1/policy/snapshot");
+        assert_eq!(r.0, 200, "{r:?}");
+        r.1
+    }
+
+    /// Sends a write and asserts it succeeded (2xx).
+    pub fn ok(&self, method: &str, path: &str, body: &str) -> serde_json::Value {
+        let r = if method == "DELETE" {
+            self.delete(ADMIN_KEY, path)
+        } else {
+            self.send(method, ADMIN_KEY, path, body)
+        };
+        assert!((200..300).contains(&r.0), "{method} {path}: {r:?}");
+        r.1
+    }
+
     pub fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     fn agent() -> ureq::Agent {
@@ -278,9 +358,34 @@ impl Control {
 
 impl Drop for Control {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
+}
+
+/// Publishes each JSON value on the policy subject, as a replaying broker would.
+pub fn publish_raw(nats_url: &str, events: &[serde_json::Value]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(nats_url)
+            .await
+            .expect("connect to test NATS");
+        for e in events {
+            client
+                .publish(
+                    "zcproxy.policy.events",
+                    serde_json::to_vec(e).unwrap().into(),
+                )
+                .await
+                .unwrap();
+        }
+        client.flush().await.unwrap();
+    })
 }
 
 /// Reads every event in the JetStream stream, in stream order, as (revision, json).

@@ -1,0 +1,432 @@
+//! Live policy end to end: real PostgreSQL, a private nats-server, the real control plane
+//! and the real proxy. Users and rules changed through the API reach every core of the
+//! proxy without a restart; revoked tunnels close; outages converge.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{curl, echo_server, origin, socks5, sum_metric, Dest, Proxy};
+use testkit::{eventually, Control, Nats, ScratchDb};
+
+const CORES: usize = 2;
+
+struct Stack {
+    control: Control,
+    nats: Nats,
+    reader: String,
+    cache: PathBuf,
+    _db: ScratchDb,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.cache);
+    }
+}
+
+fn stack() -> Stack {
+    let db = ScratchDb::new();
+    let nats = Nats::start();
+    let control = Control::start(&db.url(), &nats.url());
+    let reader = control.create_key("reader");
+    // Tests reach their upstreams on loopback, which is protected unless a rule names it.
+    control.ok(
+        "POST",
+        "/v1/rules",
+        r#"{"action":"allow","destinations":["127.0.0.0/8"]}"#,
+    );
+    let cache = std::env::temp_dir().join(format!(
+        "zcproxy-policy-{}-{}.json",
+        std::process::id(),
+        nats.port
+    ));
+    let _ = std::fs::remove_file(&cache);
+    Stack {
+        control,
+        nats,
+        reader,
+        cache,
+        _db: db,
+    }
+}
+
+impl Stack {
+    fn config(&self, extra: &str) -> String {
+        format!(
+            "cores = {CORES}\n[control]\nurl = \"http://{}\"\napi_key = \"{}\"\nnats_url = \"{}\"\ncache_file = \"{}\"\nstale_after_secs = 1\nstartup_timeout_ms = 1500\nretry_min_ms = 50\nretry_max_ms = 500\n{extra}",
+            self.control.addr,
+            self.reader,
+            self.nats.url(),
+            self.cache.display()
+        )
+    }
+
+    fn proxy(&self, extra: &str) -> Proxy {
+        Proxy::builder().config(&self.config(extra)).start()
+    }
+
+    fn create_user(&self, name: &str, password: &str) {
+        self.control.ok(
+            "POST",
+            "/v1/users",
+            &format!(r#"{{"name":"{name}","password":"{password}"}}"#),
+        );
+    }
+}
+
+fn core_revisions(proxy: &Proxy) -> Vec<u64> {
+    let text = proxy.metrics();
+    (0..CORES)
+        .map(|c| {
+            sum_metric(
+                &text,
+                "zcproxy_policy_revision",
+                &[&format!("core=\"{c}\"")],
+            ) as u64
+        })
+        .collect()
+}
+
+/// Waits until every core enforces the database's revision and the proxy's document (its
+/// snapshot cache) equals the control plane's snapshot, field for field.
+fn wait_converged(stack: &Stack, proxy: &Proxy) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let snapshot = stack.control.snapshot();
+        let want = snapshot["revision"].as_u64().unwrap();
+        let cores = core_revisions(proxy);
+        let cached: Option<serde_json::Value> = std::fs::read(&stack.cache)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if cores.iter().all(|&r| r == want) && cached.as_ref() == Some(&snapshot) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not converge: want revision {want}, cores {cores:?}, cache revision {:?}",
+            cached.map(|c| c["revision"].clone())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Connects as `user` until every core has served at least one of the connections; each
+/// must succeed.
+fn accepted_on_every_core(proxy: &Proxy, dest: SocketAddr, user: (&str, &str)) {
+    let before = proxy.metrics();
+    let count = |text: &str, c: usize| {
+        sum_metric(
+            text,
+            "zcproxy_connections_total",
+            &[&format!("core=\"{c}\""), "protocol=\"socks5\""],
+        )
+    };
+    for _ in 0..200 {
+        let (s, _) = socks5(proxy.addr, Dest::Addr(dest), Some(user), 1)
+            .unwrap_or_else(|code| panic!("{} refused with {code:#x}", user.0));
+        drop(s);
+        let now = proxy.metrics();
+        if (0..CORES).all(|c| count(&now, c) > count(&before, c)) {
+            return;
+        }
+    }
+    panic!("200 connections did not reach every core");
+}
+
+/// Whether the peer closed `s` (FIN or reset) within `secs`.
+fn closed_within(s: &mut TcpStream, secs: u64) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+fn echo_once(s: &mut TcpStream) {
+    s.write_all(b"ping").unwrap();
+    let mut b = [0u8; 4];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"ping");
+}
+
+#[test]
+fn api_changes_reach_every_core_and_revoke_live_tunnels() {
+    let stack = stack();
+    let proxy = stack.proxy("");
+    let echo = echo_server();
+    let web = origin::start("127.0.0.1");
+
+    // A new user is accepted on every core.
+    stack.create_user("alice", "one");
+    wait_converged(&stack, &proxy);
+    accepted_on_every_core(&proxy, echo, ("alice", "one"));
+    let (mut live, _) = socks5(proxy.addr, Dest::Addr(echo), Some(("alice", "one")), 1).unwrap();
+    echo_once(&mut live);
+
+    // A new password: the live tunnel is closed, the old password refused, the new accepted.
+    stack
+        .control
+        .ok("PATCH", "/v1/users/alice", r#"{"password":"two"}"#);
+    assert!(
+        closed_within(&mut live, 5),
+        "tunnel survived a password change"
+    );
+    wait_converged(&stack, &proxy);
+    assert_eq!(
+        socks5(proxy.addr, Dest::Addr(echo), Some(("alice", "one")), 1).err(),
+        Some(0xfe)
+    );
+    accepted_on_every_core(&proxy, echo, ("alice", "two"));
+
+    // A deny rule for the echo port: the live tunnel there closes, the other one stays, and
+    // new requests get "not allowed by ruleset" (SOCKS) and 403 (HTTP CONNECT).
+    let (mut to_echo, _) = socks5(proxy.addr, Dest::Addr(echo), Some(("alice", "two")), 1).unwrap();
+    let (mut to_web, _) =
+        socks5(proxy.addr, Dest::Addr(web.addr), Some(("alice", "two")), 1).unwrap();
+    stack.control.ok(
+        "POST",
+        "/v1/users/alice/rules",
+        &format!(r#"{{"action":"deny","ports":["{}"]}}"#, echo.port()),
+    );
+    assert!(closed_within(&mut to_echo, 5), "denied tunnel survived");
+    wait_converged(&stack, &proxy);
+    assert!(
+        !closed_within(&mut to_web, 1),
+        "an allowed tunnel was closed"
+    );
+    assert_eq!(
+        socks5(proxy.addr, Dest::Addr(echo), Some(("alice", "two")), 1).err(),
+        Some(2)
+    );
+    let (_, _, err) = curl(&[
+        "-sS",
+        "-p",
+        "-x",
+        &format!("http://alice:two@{}", proxy.addr),
+        &format!("http://{echo}/"),
+    ]);
+    assert!(err.contains("403"), "CONNECT to a denied port: {err}");
+
+    // An HTTP keep-alive connection of the user, then the user is deleted: every open
+    // connection of theirs closes and new ones are refused.
+    let mut keep = TcpStream::connect(proxy.addr).unwrap();
+    let auth = "Proxy-Authorization: Basic YWxpY2U6dHdv\r\n"; // alice:two
+    write!(
+        keep,
+        "GET http://{}/hello HTTP/1.1\r\nHost: {}\r\n{auth}\r\n",
+        web.addr, web.addr
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    keep.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    stack.control.ok("DELETE", "/v1/users/alice", "");
+    assert!(
+        closed_within(&mut to_web, 5),
+        "tunnel of a deleted user survived"
+    );
+    assert!(
+        closed_within(&mut keep, 5),
+        "keep-alive of a deleted user survived"
+    );
+    wait_converged(&stack, &proxy);
+    assert_eq!(
+        socks5(proxy.addr, Dest::Addr(web.addr), Some(("alice", "two")), 1).err(),
+        Some(0xfe)
+    );
+    let revoked = proxy.metric("zcproxy_errors_total", &["kind=\"policy_revoked\""]);
+    assert!(revoked >= 4.0, "revoked sessions counted: {revoked}");
+    assert_eq!(
+        proxy.metric("zcproxy_policy_source", &["source=\"control\""]),
+        1.0
+    );
+}
+
+#[test]
+fn outages_converge_to_the_database_state_and_replays_change_nothing() {
+    let mut stack = stack();
+    let proxy = stack.proxy("ready_while_stale = false");
+    let echo = echo_server();
+    stack.create_user("keep", "pw");
+    wait_converged(&stack, &proxy);
+
+    // NATS down: changes pile up in the control plane's outbox; the proxy keeps serving its
+    // last good policy and reports itself stale (and, as configured, not ready).
+    stack.nats.kill();
+    for i in 0..5 {
+        stack.create_user(&format!("late{i}"), "pw");
+    }
+    stack.control.ok("DELETE", "/v1/users/late0", "");
+    stack
+        .control
+        .ok("PATCH", "/v1/users/keep", r#"{"max_tunnels":3}"#);
+    eventually(10, "stale policy reported", || {
+        proxy.metric("zcproxy_policy_stale", &[]) == 1.0
+            && common::http_get(proxy.admin, "/readyz").map(|r| r.0) == Some(503)
+    });
+    let (s, _) = socks5(proxy.addr, Dest::Addr(echo), Some(("keep", "pw")), 1).unwrap();
+    drop(s);
+    stack.nats.restart();
+    wait_converged(&stack, &proxy);
+    eventually(10, "ready again", || {
+        common::http_get(proxy.admin, "/readyz").map(|r| r.0) == Some(200)
+    });
+    accepted_on_every_core(&proxy, echo, ("late3", "pw"));
+    assert!(proxy.metric("zcproxy_policy_resyncs_total", &["reason=\"reconnect\""]) >= 1.0);
+
+    // Control plane killed; a broker restart meanwhile makes the proxy want a snapshot it
+    // cannot get: it retries, keeps serving, and converges once the control plane is back.
+    let old = std::mem::replace(&mut stack.control, Control::dummy());
+    let (db_url, addr) = (old.db_url.clone(), old.addr);
+    old.kill9();
+    stack.nats.kill();
+    stack.nats.restart();
+    eventually(10, "failed snapshot retries", || {
+        proxy.metric("zcproxy_policy_resync_failures_total", &[]) >= 1.0
+    });
+    accepted_on_every_core(&proxy, echo, ("late4", "pw"));
+    stack.control = Control::start_at(&db_url, &stack.nats.url(), addr);
+    stack.create_user("after", "pw");
+    wait_converged(&stack, &proxy);
+    accepted_on_every_core(&proxy, echo, ("after", "pw"));
+
+    // Replayed and duplicated events: counted, and nothing changes.
+    let before = stack.control.snapshot();
+    let events = testkit::stream_events(&stack.nats.url());
+    assert!(events.len() >= 8, "events in the stream: {}", events.len());
+    let duplicates = proxy.metric("zcproxy_policy_events_total", &["outcome=\"duplicate\""]);
+    testkit::publish_raw(&stack.nats.url(), &events);
+    eventually(10, "replays seen", || {
+        proxy.metric("zcproxy_policy_events_total", &["outcome=\"duplicate\""])
+            >= duplicates + events.len() as f64
+    });
+    wait_converged(&stack, &proxy);
+    assert_eq!(stack.control.snapshot(), before);
+    assert_eq!(
+        socks5(proxy.addr, Dest::Addr(echo), Some(("late0", "pw")), 1).err(),
+        Some(0xfe),
+        "a replayed create must not resurrect a deleted user"
+    );
+}
+
+#[test]
+fn a_burst_of_a_thousand_users_ends_in_the_same_state_on_every_core() {
+    let stack = stack();
+    let proxy = stack.proxy("");
+    let echo = echo_server();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let stack = &stack;
+            scope.spawn(move || {
+                for i in (t..1000).step_by(4) {
+                    stack.create_user(&format!("u{i:04}"), "pw");
+                }
+            });
+        }
+    });
+    wait_converged(&stack, &proxy);
+    let snapshot = stack.control.snapshot();
+    assert_eq!(snapshot["users"].as_array().unwrap().len(), 1000);
+    for name in ["u0000", "u0517", "u0999"] {
+        accepted_on_every_core(&proxy, echo, (name, "pw"));
+    }
+    assert!(proxy.metric("zcproxy_policy_events_total", &["outcome=\"applied\""]) >= 1.0);
+}
+
+#[test]
+fn start_up_with_the_control_plane_down_uses_the_configured_fallback() {
+    let mut stack = stack();
+    let echo = echo_server();
+    stack.create_user("cached", "pw");
+    {
+        let proxy = stack.proxy("");
+        wait_converged(&stack, &proxy);
+    }
+    let old = std::mem::replace(&mut stack.control, Control::dummy());
+    let db_url = old.db_url.clone();
+    old.kill9();
+    // The proxy is pointed at the (empty) dummy address; the control plane comes back there.
+    let addr = stack.control.addr;
+
+    // From the cache: the user the proxy last knew works; the policy is reported stale.
+    let proxy = Proxy::builder()
+        .config(&stack.config("fallback = [\"cache\"]\nready_while_stale = false"))
+        .unready()
+        .start();
+    assert_eq!(
+        proxy.metric("zcproxy_policy_source", &["source=\"cache\""]),
+        1.0
+    );
+    let (s, _) = socks5(proxy.addr, Dest::Addr(echo), Some(("cached", "pw")), 1).unwrap();
+    drop(s);
+    assert_eq!(
+        common::http_get(proxy.admin, "/readyz").map(|r| r.0),
+        Some(503)
+    );
+    // The control plane comes back: the proxy converges and becomes ready.
+    stack.control = Control::start_at(&db_url, &stack.nats.url(), addr);
+    stack.create_user("fresh", "pw");
+    wait_converged(&stack, &proxy);
+    assert_eq!(
+        proxy.metric("zcproxy_policy_source", &["source=\"control\""]),
+        1.0
+    );
+    accepted_on_every_core(&proxy, echo, ("fresh", "pw"));
+    drop(proxy);
+
+    // From the config's own [policy]: its user works and nobody else's.
+    let down = Control::dummy();
+    let hash = policy::password::hash("local").unwrap();
+    let text = format!(
+        "cores = {CORES}\n[control]\nurl = \"http://{}\"\napi_key = \"k\"\nnats_url = \"{}\"\nstartup_timeout_ms = 300\nfallback = [\"config\"]\n[policy]\n[[policy.rules]]\naction = \"allow\"\ndestinations = [\"127.0.0.0/8\"]\n[[policy.users]]\nname = \"local\"\npassword_hash = \"{hash}\"\n",
+        down.addr,
+        stack.nats.url()
+    );
+    let proxy = Proxy::builder().config(&text).start();
+    assert_eq!(
+        proxy.metric("zcproxy_policy_source", &["source=\"config\""]),
+        1.0
+    );
+    socks5(proxy.addr, Dest::Addr(echo), Some(("local", "local")), 1).unwrap();
+    assert_eq!(
+        socks5(proxy.addr, Dest::Addr(echo), Some(("cached", "pw")), 1).err(),
+        Some(0xfe)
+    );
+    drop(proxy);
+
+    // No fallback allowed: start-up fails with a clear message instead of serving nothing.
+    let path = std::env::temp_dir().join(format!("zc-nofallback-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n[control]\nurl = \"http://{}\"\napi_key = \"k\"\nnats_url = \"{}\"\nstartup_timeout_ms = 300\nfallback = []\n",
+            common::free_port(),
+            common::free_port(),
+            down.addr,
+            stack.nats.url()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(common::bin())
+        .arg("--config")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no usable fallback"), "{err}");
+}
