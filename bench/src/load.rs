@@ -1,5 +1,6 @@
 //! Load generators. Every loop is bounded by a count and a deadline.
 
+use crate::stats::percentile;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -111,13 +112,6 @@ pub struct Rate {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub failures: u64,
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 /// Tunnels per second: open, 64-byte echo, close, by `workers` threads until `duration`

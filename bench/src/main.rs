@@ -5,6 +5,7 @@ mod load;
 mod peers;
 mod procstat;
 mod servers;
+mod stats;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -57,6 +58,8 @@ struct Row {
     rtt: (f64, f64),
     idle_open: usize,
     idle_kib_each: Option<f64>,
+    /// Threads of the proxy (its own and io-wq workers) while the idle tunnels are held.
+    idle_threads: Option<usize>,
 }
 
 fn raise_nofile() {
@@ -89,6 +92,11 @@ fn start(args: &Args, dir: &std::path::Path, name: &str, port: u16) -> Option<Ru
             Some("relay = \"copy\"\n"),
             Handshake::Socks5,
             "zcproxy (SOCKS5, copy)",
+        ),
+        "zcproxy-uring" => zc(
+            Some("relay = \"uring-splice\"\n"),
+            Handshake::Socks5,
+            "zcproxy (SOCKS5, io_uring SPLICE op)",
         ),
         "danted" => peers::danted(dir, port),
         "microsocks" => peers::microsocks(port),
@@ -141,6 +149,7 @@ fn measure(args: &Args, via: &Running, up: &Upstreams) -> Option<Row> {
     let idle = load::idle_tunnels(via, echo, args.idle, Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(300));
     let after = via.pid().map(procstat::pss_kib);
+    let idle_threads = via.pid().map(procstat::threads);
     let idle_open = idle.len();
     drop(idle);
     Some(Row {
@@ -156,6 +165,7 @@ fn measure(args: &Args, via: &Running, up: &Upstreams) -> Option<Row> {
             .zip(after)
             .filter(|_| idle_open > 0)
             .map(|(b, a)| a.saturating_sub(b) as f64 / idle_open as f64),
+        idle_threads,
     })
 }
 
@@ -192,13 +202,13 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     let direct = rows.iter().find(|r| r.name == "direct").map(|r| r.gbps_1);
     println!(
-        "| contender | 1 stream Gbit/s | vs direct | 8 streams Gbit/s | proxy CPU s/GB | tunnels/s @{} | proxy CPU µs/tunnel | tunnel p50/p99 ms | 64 B RTT p50/p99 µs | idle tunnels held | KiB per idle tunnel |",
+        "| contender | 1 stream Gbit/s | vs direct | 8 streams Gbit/s | proxy CPU s/GB | tunnels/s @{} | proxy CPU µs/tunnel | tunnel p50/p99 ms | 64 B RTT p50/p99 µs | idle tunnels held | KiB per idle tunnel | threads while idle |",
         args.concurrency
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {:.2} | {} | {:.2} | {} | {:.0}{} | {} | {:.2} / {:.2} | {:.0} / {:.0} | {} | {} |",
+            "| {} | {:.2} | {} | {:.2} | {} | {:.0}{} | {} | {:.2} / {:.2} | {:.0} / {:.0} | {} | {} | {} |",
             r.name,
             r.gbps_1,
             opt(direct.map(|d| r.gbps_1 / d), 2),
@@ -217,6 +227,7 @@ fn main() {
             r.rtt.1,
             r.idle_open,
             opt(r.idle_kib_each, 1),
+            r.idle_threads.map_or("-".into(), |t| t.to_string()),
         );
     }
 }

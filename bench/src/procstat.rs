@@ -63,3 +63,12 @@ pub fn pss_kib(root: u32) -> u64 {
         })
         .sum()
 }
+
+/// Threads of the process tree, kernel io-wq workers (`iou-wrk-*`) included.
+pub fn threads(root: u32) -> usize {
+    tree(root)
+        .into_iter()
+        .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).ok())
+        .map(|d| d.count())
+        .sum()
+}

@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
 
-/// A binary of this workspace, next to the running test (`target/<profile>/`). `cargo test
-/// --workspace` builds every package's binaries before any test runs.
+/// A binary of this workspace, next to the running test or benchmark (`target/<profile>/`).
+/// `cargo test --workspace` builds every package's binaries before any test runs.
 pub fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test>-<hash>
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test runs from target/<profile>/deps");
+    let exe = std::env::current_exe().expect("executable path");
+    // Tests run from target/<profile>/deps/, binaries from target/<profile>/.
+    let mut dir = exe.parent().expect("executable has a directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("deps has a parent");
+    }
     let bin = dir.join(name);
     assert!(
         bin.exists(),
