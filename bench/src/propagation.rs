@@ -30,7 +30,11 @@ struct Args {
 
 fn admin_get(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect(addr).expect("proxy admin");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
@@ -61,7 +65,11 @@ fn change(agent: &ureq::Agent, control: &Control, method: &str, path: &str, body
         .header("Content-Type", "application/json")
         .send(body)
         .expect("control plane answers");
-    assert!(resp.status().is_success(), "{method} {path}: {}", resp.status());
+    assert!(
+        resp.status().is_success(),
+        "{method} {path}: {}",
+        resp.status()
+    );
     resp.headers()
         .get("X-Policy-Revision")
         .and_then(|v| v.to_str().ok()?.parse().ok())
@@ -136,8 +144,12 @@ fn main() {
     );
     control.ok("POST", "/v1/users", r#"{"name":"bench","password":"pw"}"#);
 
-    let listen: SocketAddr = format!("127.0.0.1:{}", testkit::free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", testkit::free_port()).parse().unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", testkit::free_port())
+        .parse()
+        .unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", testkit::free_port())
+        .parse()
+        .unwrap();
     let config = std::env::temp_dir().join(format!("zcpropagation-{}.toml", std::process::id()));
     std::fs::write(
         &config,
@@ -180,7 +192,10 @@ fn main() {
         let answered = Instant::now();
         let limit = answered + Duration::from_secs(10);
         while min_core_revision(admin) < rev {
-            assert!(Instant::now() < limit, "revision {rev} not enforced in 10 s");
+            assert!(
+                Instant::now() < limit,
+                "revision {rev} not enforced in 10 s"
+            );
         }
         enforced_ms.push(answered.elapsed().as_secs_f64() * 1e3);
         api_ms.push((answered - sent).as_secs_f64() * 1e3);

@@ -32,14 +32,16 @@ async fn serve(
     pool: deadpool_postgres::Pool,
     listen: std::net::SocketAddr,
     nats_url: String,
-    bootstrap: Option<String>,
+    bootstrap: [(keys::Role, Option<String>); 2],
     workers: Option<usize>,
 ) -> Result<(), String> {
-    if let Some(secret) = bootstrap {
-        let client = pool.get().await.map_err(|e| e.to_string())?;
-        keys::ensure_bootstrap(&**client, &secret)
-            .await
-            .map_err(|e| e.to_string())?;
+    for (role, secret) in bootstrap {
+        if let Some(secret) = secret {
+            let client = pool.get().await.map_err(|e| e.to_string())?;
+            keys::ensure_bootstrap(&**client, &secret, role)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
     }
     let metrics = Arc::new(Metrics::default());
     let wake = Arc::new(Notify::new());
@@ -108,7 +110,11 @@ async fn run(cli: Cli) -> Result<(), String> {
             init_logging(&s.log_format);
             let pool = db::pool(&s.db.url, s.db.pool_size)?;
             migrate(&pool).await?;
-            serve(pool, s.listen, s.nats_url, s.bootstrap_api_key, s.workers).await
+            let bootstrap = [
+                (keys::Role::Admin, s.bootstrap_api_key),
+                (keys::Role::Reader, s.bootstrap_reader_key),
+            ];
+            serve(pool, s.listen, s.nats_url, bootstrap, s.workers).await
         }
         Command::Migrate { db } => {
             init_logging("text");
@@ -116,6 +122,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             let pool = db::pool(&db.resolve(&file)?.url, 2)?;
             migrate(&pool).await
         }
+        Command::Probe { .. } => Ok(()),
         Command::CreateApiKey { db, name, role } => {
             let file = FileConfig::load(db.config.as_deref())?;
             let pool = db::pool(&db.resolve(&file)?.url, 2)?;
@@ -138,6 +145,15 @@ async fn run(cli: Cli) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Probe { url } = &cli.command {
+        return match ureq::get(url).call() {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("zcproxy-control: {url}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

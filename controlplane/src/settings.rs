@@ -48,12 +48,20 @@ pub enum Command {
         /// An admin API key to create if absent (e.g. from a Kubernetes secret).
         #[arg(long, env = "ZCPROXY_BOOTSTRAP_API_KEY", hide_env_values = true)]
         bootstrap_api_key: Option<String>,
+        /// A reader API key to create if absent (the data planes' key, e.g. from a secret).
+        #[arg(long, env = "ZCPROXY_BOOTSTRAP_READER_KEY", hide_env_values = true)]
+        bootstrap_reader_key: Option<String>,
         /// HTTP worker threads [default: CPUs].
         #[arg(long, env = "ZCPROXY_WORKERS")]
         workers: Option<usize>,
         /// text or json [default: text].
         #[arg(long, env = "ZCPROXY_LOG_FORMAT")]
         log_format: Option<String>,
+    },
+    /// Exit 0 when URL answers 200 (container health checks; the image has no shell).
+    Probe {
+        #[arg(default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
     },
     /// Apply migrations and exit.
     Migrate {
@@ -80,6 +88,7 @@ pub struct FileConfig {
     pub db_pool_size: Option<usize>,
     pub nats_url: Option<String>,
     pub bootstrap_api_key: Option<String>,
+    pub bootstrap_reader_key: Option<String>,
     pub workers: Option<usize>,
     pub log_format: Option<String>,
 }
@@ -123,6 +132,7 @@ pub struct Serve {
     pub listen: SocketAddr,
     pub nats_url: String,
     pub bootstrap_api_key: Option<String>,
+    pub bootstrap_reader_key: Option<String>,
     pub workers: Option<usize>,
     pub log_format: String,
 }
@@ -134,6 +144,7 @@ pub fn serve_settings(command: Command) -> Result<Serve, String> {
         listen,
         nats_url,
         bootstrap_api_key,
+        bootstrap_reader_key,
         workers,
         log_format,
     } = command
@@ -156,6 +167,7 @@ pub fn serve_settings(command: Command) -> Result<Serve, String> {
             .or(file.nats_url)
             .unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
         bootstrap_api_key: bootstrap_api_key.or(file.bootstrap_api_key),
+        bootstrap_reader_key: bootstrap_reader_key.or(file.bootstrap_reader_key),
         workers: workers.or(file.workers),
         log_format,
     })

@@ -179,6 +179,17 @@ fn keys_roles_and_authentication() {
     // A reader reads, but may not write: 403.
     assert_eq!(c.get(&reader, "/v1/users").0, 200);
     assert_eq!(c.get(&reader, "/v1/policy/snapshot").0, 200);
+    // The reader key bootstrapped from the environment is a reader too.
+    assert_eq!(c.get(testkit::READER_KEY, "/v1/policy/snapshot").0, 200);
+    assert!(is_problem(
+        &c.send(
+            "POST",
+            testkit::READER_KEY,
+            "/v1/users",
+            r#"{"name":"x","password":"y"}"#
+        ),
+        403
+    ));
     assert!(is_problem(
         &c.send(
             "POST",

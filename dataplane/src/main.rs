@@ -71,6 +71,11 @@ enum LogFormatArg {
 enum Command {
     /// Print an Argon2id PHC hash for a password read from standard input.
     HashPassword,
+    /// Exit 0 when URL answers 200 (container health checks; the image has no shell).
+    Probe {
+        #[arg(default_value = "http://127.0.0.1:9901/readyz")]
+        url: String,
+    },
 }
 
 fn load(cli: &Cli) -> Result<Config, String> {
@@ -267,8 +272,18 @@ fn run(cfg: Config) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::HashPassword) = cli.command {
-        return hash_password();
+    match &cli.command {
+        Some(Command::HashPassword) => return hash_password(),
+        Some(Command::Probe { url }) => {
+            return match ureq::get(url).call() {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("zcproxy: {url}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None => {}
     }
     if let Some(path) = &cli.check_config {
         return match Config::from_file(path)

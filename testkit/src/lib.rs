@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+/// Created at start-up by `--bootstrap-reader-key`, as a Helm release does for its proxies.
+pub const READER_KEY: &str = "test-reader-key-0123456789";
 
 /// A binary of this workspace, next to the running test or benchmark (`target/<profile>/`).
 /// `cargo test --workspace` builds every package's binaries before any test runs.
@@ -213,6 +215,7 @@ impl Control {
             .env("ZCPROXY_NATS_URL", nats_url)
             .env("ZCPROXY_LISTEN", addr.to_string())
             .env("ZCPROXY_BOOTSTRAP_API_KEY", ADMIN_KEY)
+            .env("ZCPROXY_BOOTSTRAP_READER_KEY", READER_KEY)
             .env("ZCPROXY_WORKERS", "2")
             .stdin(Stdio::null())
             .stdout(Stdio::null());

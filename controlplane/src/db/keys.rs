@@ -159,10 +159,18 @@ pub async fn authenticate<C: GenericClient>(
 }
 
 /// Makes sure a bootstrap admin key exists (idempotent across restarts and replicas).
-pub async fn ensure_bootstrap<C: GenericClient>(db: &C, secret: &str) -> Result<(), ApiError> {
+pub async fn ensure_bootstrap<C: GenericClient>(
+    db: &C,
+    secret: &str,
+    role: Role,
+) -> Result<(), ApiError> {
+    let name = match role {
+        Role::Admin => "bootstrap",
+        Role::Reader => "bootstrap-reader",
+    };
     db.execute(
-        "INSERT INTO api_keys (name, role, key_hash, prefix) VALUES ('bootstrap', 'admin', $1, $2) ON CONFLICT (key_hash) DO NOTHING",
-        &[&hash(secret), &prefix(secret)],
+        "INSERT INTO api_keys (name, role, key_hash, prefix) VALUES ($1, $2, $3, $4) ON CONFLICT (key_hash) DO NOTHING",
+        &[&name, &role.as_str(), &hash(secret), &prefix(secret)],
     )
     .await?;
     Ok(())

@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Generates the Grafana dashboards in dashboards/ (committed; CI checks they are current).
+
+Every query uses metric names the binaries export (docs/metrics.md, docs/live-policy.md,
+docs/controlplane.md); scripts/infra-check.sh syntax-checks each one with promtool and runs
+it against a Prometheus scraping the real binaries.
+"""
+import json
+import pathlib
+
+DS = {"type": "prometheus", "uid": "${datasource}"}
+RATE = "$__rate_interval"
+
+
+def target(expr, legend, ref):
+    return {"datasource": DS, "expr": expr, "legendFormat": legend, "refId": ref}
+
+
+class Board:
+    def __init__(self, uid, title, tags, selector):
+        self.uid, self.title, self.tags, self.sel = uid, title, tags, selector
+        self.panels, self.y, self.x, self.next_id = [], 0, 0, 1
+
+    def row(self, title):
+        if self.x:
+            self.y += 8
+            self.x = 0
+        self.panels.append({"type": "row", "title": title, "id": self.next_id, "collapsed": False,
+                            "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y}, "panels": []})
+        self.next_id += 1
+        self.y += 1
+
+    def panel(self, kind, title, targets, unit="short", w=12, h=8, desc=""):
+        if self.x + w > 24:
+            self.x = 0
+            self.y += h
+        p = {
+            "type": kind,
+            "title": title,
+            "description": desc,
+            "id": self.next_id,
+            "datasource": DS,
+            "gridPos": {"h": h, "w": w, "x": self.x, "y": self.y},
+            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+            "options": {"legend": {"displayMode": "table", "placement": "right", "showLegend": True,
+                                   "calcs": ["lastNotNull", "max"]},
+                        "tooltip": {"mode": "multi", "sort": "desc"}} if kind == "timeseries" else
+                       {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                        "colorMode": "value", "graphMode": "area", "textMode": "auto",
+                        "justifyMode": "auto", "orientation": "auto"},
+            "targets": [target(e, l, chr(ord("A") + i)) for i, (e, l) in enumerate(targets)],
+        }
+        self.panels.append(p)
+        self.next_id += 1
+        self.x += w
+        if self.x >= 24:
+            self.x = 0
+            self.y += h
+
+    def json(self, variables):
+        return {
+            "uid": self.uid,
+            "title": self.title,
+            "tags": self.tags,
+            "editable": True,
+            "graphTooltip": 1,
+            "schemaVersion": 39,
+            "version": 1,
+            "time": {"from": "now-1h", "to": "now"},
+            "refresh": "30s",
+            "timezone": "browser",
+            "annotations": {"list": []},
+            "links": [],
+            "templating": {"list": [
+                {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Data source",
+                 "hide": 0, "refresh": 1, "current": {"text": "default", "value": "default"},
+                 "options": [], "includeAll": False, "multi": False},
+            ] + variables},
+            "panels": self.panels,
+        }
+
+
+def query_var(name, label, metric):
+    return {"name": name, "label": label, "type": "query", "datasource": DS,
+            "query": {"query": f"label_values({metric}, {name})", "refId": f"{name}-var"},
+            "refresh": 2, "includeAll": True, "multi": True, "allValue": ".*",
+            "current": {"text": "All", "value": "$__all"}, "options": [], "hide": 0, "sort": 1}
+
+
+def dataplane():
+    s = 'instance=~"$instance"'
+    b = Board("zcproxy-dataplane", "zcproxy / data plane per core", ["zcproxy"], s)
+    b.row("Overview")
+    b.panel("stat", "Cores serving", [(f"sum(zcproxy_cores{{{s}}})", "cores")], w=6, h=4)
+    b.panel("stat", "Ready proxies", [(f"sum(zcproxy_ready{{{s}}})", "ready")], w=6, h=4)
+    b.panel("stat", "Open connections", [(f"sum(zcproxy_connections_active{{{s}}})", "open")], w=6, h=4)
+    b.panel("stat", "Throughput", [(f"8 * sum(rate(zcproxy_bytes_client_to_upstream_total{{{s}}}[{RATE}]) + rate(zcproxy_bytes_upstream_to_client_total{{{s}}}[{RATE}]))", "bits/s")], unit="bps", w=6, h=4)
+    b.row("Connections (each core side by side, and the total)")
+    b.panel("timeseries", "Open connections by core", [
+        (f"sum by (instance, core) (zcproxy_connections_active{{{s}}})", "{{instance}} core {{core}}"),
+        (f"sum(zcproxy_connections_active{{{s}}})", "total")])
+    b.panel("timeseries", "Accepted connections/s by core", [
+        (f"sum by (instance, core) (rate(zcproxy_accepted_connections_total{{{s}}}[{RATE}]))", "{{instance}} core {{core}}"),
+        (f"sum(rate(zcproxy_accepted_connections_total{{{s}}}[{RATE}]))", "total")], unit="reqps")
+    b.panel("timeseries", "New connections/s by protocol", [
+        (f"sum by (protocol) (rate(zcproxy_connections_total{{{s}}}[{RATE}]))", "{{protocol}}")], unit="reqps")
+    b.panel("timeseries", "Open connections by protocol", [
+        (f"sum by (protocol) (zcproxy_connections_active{{{s}}})", "{{protocol}}")])
+    b.row("Throughput and relay")
+    b.panel("timeseries", "Throughput by core (both directions)", [
+        (f"8 * sum by (instance, core) (rate(zcproxy_bytes_client_to_upstream_total{{{s}}}[{RATE}]) + rate(zcproxy_bytes_upstream_to_client_total{{{s}}}[{RATE}]))", "{{instance}} core {{core}}"),
+        (f"8 * sum(rate(zcproxy_bytes_client_to_upstream_total{{{s}}}[{RATE}]) + rate(zcproxy_bytes_upstream_to_client_total{{{s}}}[{RATE}]))", "total")], unit="bps")
+    b.panel("timeseries", "Splice vs copy", [
+        (f"8 * sum by (core) (rate(zcproxy_splice_bytes_total{{{s}}}[{RATE}]))", "splice core {{core}}"),
+        (f"8 * sum by (core) (rate(zcproxy_copy_bytes_total{{{s}}}[{RATE}]))", "copy core {{core}}")], unit="bps",
+        desc="Bytes moved with splice(2) (zero copy) and through user space (handshake leftovers, chunked bodies, copy mode).")
+    b.panel("timeseries", "Pipes by core", [
+        (f"sum by (instance, core) (zcproxy_pipes_in_use{{{s}}})", "in use {{instance}} core {{core}}"),
+        (f"sum by (instance, core) (zcproxy_pipes_pooled{{{s}}})", "pooled {{instance}} core {{core}}")])
+    b.panel("timeseries", "Upload vs download", [
+        (f"8 * sum(rate(zcproxy_bytes_client_to_upstream_total{{{s}}}[{RATE}]))", "client → upstream"),
+        (f"8 * sum(rate(zcproxy_bytes_upstream_to_client_total{{{s}}}[{RATE}]))", "upstream → client")], unit="bps")
+    b.row("Latency")
+    for metric, title in [("zcproxy_handshake_duration_seconds", "Handshake (first byte → tunnel up)"),
+                          ("zcproxy_upstream_connect_duration_seconds", "Upstream connect (resolve + TCP)")]:
+        b.panel("timeseries", f"{title} p99 by core", [
+            (f"histogram_quantile(0.99, sum by (instance, core, le) (rate({metric}_bucket{{{s}}}[{RATE}])))", "p99 {{instance}} core {{core}}"),
+            (f"histogram_quantile(0.5, sum by (le) (rate({metric}_bucket{{{s}}}[{RATE}])))", "p50 total"),
+            (f"histogram_quantile(0.99, sum by (le) (rate({metric}_bucket{{{s}}}[{RATE}])))", "p99 total")], unit="s")
+    b.row("Errors, authentication and policy decisions")
+    b.panel("timeseries", "Errors/s by kind", [
+        (f"sum by (kind) (rate(zcproxy_errors_total{{{s}}}[{RATE}]))", "{{kind}}")], unit="reqps")
+    b.panel("timeseries", "Auth failures, ACL denies, cache hits by core", [
+        (f"sum by (core) (rate(zcproxy_auth_failures_total{{{s}}}[{RATE}]))", "auth failures core {{core}}"),
+        (f"sum by (core) (rate(zcproxy_acl_denies_total{{{s}}}[{RATE}]))", "ACL denies core {{core}}"),
+        (f"sum by (core) (rate(zcproxy_credential_cache_hits_total{{{s}}}[{RATE}]))", "credential cache hits core {{core}}")], unit="reqps")
+    b.row("Live policy")
+    b.panel("timeseries", "Policy revision by core", [
+        (f"max by (instance, core) (zcproxy_policy_revision{{{s}}})", "{{instance}} core {{core}}")],
+        desc="Every core should show the same revision within milliseconds of a change.")
+    b.panel("timeseries", "Policy age and staleness", [
+        (f"max by (instance) (zcproxy_policy_age_seconds{{{s}}})", "age {{instance}}"),
+        (f"max by (instance) (zcproxy_policy_stale{{{s}}})", "stale {{instance}}")], unit="s")
+    b.panel("timeseries", "Resyncs and events", [
+        (f"sum by (reason) (increase(zcproxy_policy_resyncs_total{{{s}}}[{RATE}]))", "resync {{reason}}"),
+        (f"sum(increase(zcproxy_policy_resync_failures_total{{{s}}}[{RATE}]))", "resync failures"),
+        (f"sum by (outcome) (increase(zcproxy_policy_events_total{{{s}}}[{RATE}]))", "events {{outcome}}")])
+    b.panel("timeseries", "Sessions revoked by policy changes", [
+        (f"sum by (core) (increase(zcproxy_sessions_revoked_total{{{s}}}[{RATE}]))", "core {{core}}"),
+        (f"max by (instance, source) (zcproxy_policy_source{{{s}}}) == 1", "source {{source}} {{instance}}")])
+    return b.json([query_var("instance", "Proxy", "zcproxy_cores")])
+
+
+def controlplane():
+    s = 'instance=~"$instance"'
+    b = Board("zcproxy-controlplane", "zcproxy / control plane", ["zcproxy"], s)
+    b.row("API")
+    b.panel("timeseries", "Requests/s by route and status", [
+        (f"sum by (route, status) (rate(zcproxy_control_http_requests_total{{{s}}}[{RATE}]))", "{{route}} {{status}}")], unit="reqps")
+    b.panel("timeseries", "Request latency p99 by route", [
+        (f"histogram_quantile(0.99, sum by (route, le) (rate(zcproxy_control_http_request_duration_seconds_bucket{{{s}}}[{RATE}])))", "{{route}}")], unit="s")
+    b.panel("timeseries", "Error responses/s (4xx, 5xx)", [
+        (f'sum by (status) (rate(zcproxy_control_http_requests_total{{{s},status=~"[45].."}}[{RATE}]))', "{{status}}")], unit="reqps")
+    b.row("Outbox and publishing")
+    b.panel("timeseries", "Outbox backlog", [
+        (f"max by (instance) (zcproxy_control_outbox_backlog{{{s}}})", "{{instance}}")],
+        desc="Committed changes not yet acknowledged by JetStream; grows while NATS is down.")
+    b.panel("timeseries", "Events published and failures/s", [
+        (f"sum(rate(zcproxy_control_events_published_total{{{s}}}[{RATE}]))", "published"),
+        (f"sum(rate(zcproxy_control_publish_failures_total{{{s}}}[{RATE}]))", "failures")], unit="reqps")
+    b.panel("timeseries", "Publish latency (commit → JetStream ack)", [
+        (f"histogram_quantile(0.5, sum by (le) (rate(zcproxy_control_publish_latency_seconds_bucket{{{s}}}[{RATE}])))", "p50"),
+        (f"histogram_quantile(0.99, sum by (le) (rate(zcproxy_control_publish_latency_seconds_bucket{{{s}}}[{RATE}])))", "p99")], unit="s")
+    return b.json([query_var("instance", "Control plane", "zcproxy_control_outbox_backlog")])
+
+
+if __name__ == "__main__":
+    out = pathlib.Path(__file__).parent / "dashboards"
+    out.mkdir(exist_ok=True)
+    for name, board in [("zcproxy-dataplane", dataplane()), ("zcproxy-controlplane", controlplane())]:
+        (out / f"{name}.json").write_text(json.dumps(board, indent=2, ensure_ascii=False) + "\n")
