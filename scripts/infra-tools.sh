@@ -24,6 +24,7 @@ command -v sshd >/dev/null || [[ -x /usr/sbin/sshd ]] || need_apt+=(openssh-serv
 command -v ssh >/dev/null || need_apt+=(openssh-client)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v unzip >/dev/null || need_apt+=(unzip)
+command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 if ((${#need_apt[@]})); then
     echo "== apt: ${need_apt[*]}"
