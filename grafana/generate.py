@@ -175,7 +175,10 @@ def controlplane():
 
 
 if __name__ == "__main__":
+    import sys
     out = pathlib.Path(__file__).parent / "dashboards"
-    out.mkdir(exist_ok=True)
+    if len(sys.argv) == 3 and sys.argv[1] == "--out":
+        out = pathlib.Path(sys.argv[2])
+    out.mkdir(parents=True, exist_ok=True)
     for name, board in [("zcproxy-dataplane", dataplane()), ("zcproxy-controlplane", controlplane())]:
         (out / f"{name}.json").write_text(json.dumps(board, indent=2, ensure_ascii=False) + "\n")

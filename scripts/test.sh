@@ -2,12 +2,20 @@
 # Runs the whole zcproxy test suite on a fresh machine: installs what the tests need when it
 # is missing (curl, openssl, PostgreSQL, NATS, schemathesis, cargo-fuzz), then formatting,
 # lints, unit and integration tests, API fuzzing from the OpenAPI document, and a short run
-# of every fuzz target. Usage: scripts/test.sh [--no-fuzz]
+# of every fuzz target, then the offline deployment checks (scripts/infra-check.sh: chart,
+# manifests, dashboards against a live Prometheus, images built and run, the kubeadm script
+# against fake SSH nodes). Usage: scripts/test.sh [--no-fuzz] [--no-infra]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-fuzz=1
-[[ "${1:-}" == "--no-fuzz" ]] && fuzz=0
+fuzz=1 infra=1
+for a in "$@"; do
+    case $a in
+        --no-fuzz) fuzz=0 ;;
+        --no-infra) infra=0 ;;
+        *) echo "usage: $0 [--no-fuzz] [--no-infra]" >&2; exit 2 ;;
+    esac
+done
 FUZZ_SECONDS="${FUZZ_SECONDS:-10}"
 
 apt_updated=0
@@ -56,5 +64,9 @@ if [[ $fuzz == 1 ]]; then
         (cd fuzz && cargo fuzz run --dev "$target" "corpus/$target" -- \
             -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -print_final_stats=0 2>&1 | tail -n 3)
     done
+fi
+if [[ $infra == 1 ]]; then
+    echo "== deployment checks"
+    ./scripts/infra-check.sh
 fi
 echo "== all tests passed"
