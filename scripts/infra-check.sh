@@ -38,7 +38,10 @@ expect_fail() { # expect_fail WHAT CMD...: CMD must fail
 section "shellcheck"
 mapfile -t shells < <(git ls-files '*.sh' | sort)
 shellcheck "${shells[@]}"
-printf 'x=$(ls *)\necho $x\n' >"$work/bad.sh"
+cat >"$work/bad.sh" <<'BAD'
+x=$(ls *)
+echo $x
+BAD
 expect_fail "a shell script with unquoted expansions" shellcheck "$work/bad.sh"
 echo "ok   ${#shells[@]} scripts"
 
@@ -57,8 +60,9 @@ helm template t "$chart" --set cores=3 --set dataplane.hugepages.perCoreMi=128 \
     --set dataplane.memory.perCoreMi=512 >"$work/cores3.yaml" 2>/dev/null
 python3 scripts/infra/assert_render.py "$work/cores3.yaml" 3 256 512 128
 # Everything rendered at once: SR-IOV attachment and ServiceMonitors forced on.
-helm template t "$chart" --set dataplane.sriov.enabled=true \
-    --set metrics.serviceMonitor.enabled=true >"$work/full.yaml" 2>/dev/null
+helm template t "$chart" --set dataplane.sriov.enabled=true --set metrics.serviceMonitor.enabled=true \
+    --set metrics.prometheusRule.enabled=true >"$work/full.yaml" 2>/dev/null
+grep -q "kind: PrometheusRule" "$work/full.yaml"
 grep -q "kind: NetworkAttachmentDefinition" "$work/full.yaml"
 grep -q "k8s.v1.cni.cncf.io/networks" "$work/full.yaml"
 grep -q "intel.com/sriov_netdevice: \"1\"" "$work/full.yaml"
@@ -121,6 +125,12 @@ python3 scripts/infra/check_dashboards.py rules grafana/dashboards/*.json >"$wor
 promtool check rules "$work/rules.yml" | grep SUCCESS
 printf 'groups:\n  - name: x\n    rules:\n      - record: x\n        expr: "sum(rate(zcproxy_errors_total[1m])"\n' >"$work/rules-bad.yml"
 expect_fail "a query with unbalanced parentheses" promtool check rules "$work/rules-bad.yml"
+section "alerting rules"
+promtool check rules grafana/alerts/zcproxy.rules.yml | grep SUCCESS
+(cd grafana/alerts && promtool test rules zcproxy.rules.test.yml | grep SUCCESS)
+sed 's/zcproxy_ready == 0/zcproxy_ready == 1/' grafana/alerts/zcproxy.rules.yml >"$work/zcproxy.rules.yml"
+cp grafana/alerts/zcproxy.rules.test.yml "$work/"
+expect_fail "an alert rule that no longer fires as its unit test expects" bash -c "cd '$work' && promtool test rules zcproxy.rules.test.yml"
 scripts/infra/live-dashboards.sh
 
 if ((images)); then

@@ -50,7 +50,7 @@ for pair in dataplane:zcproxy controlplane:zcproxy-control; do
     buildah bud --quiet --isolation chroot --format docker -f "Dockerfile.$kind" \
         --build-arg BUILDER=prebuilt --build-arg PREBUILT_DIR="$BIN" \
         --build-arg RUNTIME_IMAGE="$base" -t "localhost/$bin:ci" . >/dev/null
-    out=$(podman run --rm --network host "localhost/$bin:ci" --version)
+    out=$(podman run --rm --no-healthcheck --network host "localhost/$bin:ci" --version)
     echo "ok   localhost/$bin:ci --version: $out"
     [[ $out == "$bin "* ]]
     user=$(podman image inspect --format '{{.Config.User}}' "localhost/$bin:ci")
@@ -65,7 +65,7 @@ port=$((28000 + $$ % 50 * 10))
 mkdir -p "$work/www" && echo hello-from-origin >"$work/www/index.html"
 python3 -m http.server -b 127.0.0.1 -d "$work/www" $((port + 2)) >/dev/null 2>&1 &
 origin_pid=$!
-ctr=$(podman run -d --network host localhost/zcproxy:ci --listen 127.0.0.1:$port \
+ctr=$(podman run -d --no-healthcheck --network host localhost/zcproxy:ci --listen 127.0.0.1:$port \
     --admin 127.0.0.1:$((port + 1)) --cores 1 --allow-destination 127.0.0.0/8)
 for _ in $(seq 1 100); do
     podman exec "$ctr" /usr/local/bin/zcproxy probe "http://127.0.0.1:$((port + 1))/readyz" 2>/dev/null && break

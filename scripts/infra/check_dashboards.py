@@ -16,8 +16,19 @@ import urllib.request
 SUBST = {"$__rate_interval": "1m", "$instance": ".*", "${datasource}": ""}
 
 
+def rule_exprs(paths):
+    import yaml
+    for p in paths:
+        with open(p) as f:
+            for g in yaml.safe_load(f)["groups"]:
+                for r in g["rules"]:
+                    yield p, r.get("alert") or r.get("record"), r["expr"]
+
+
 def exprs(paths):
     for p in paths:
+        if p.endswith((".yml", ".yaml")):
+            continue
         with open(p) as f:
             board = json.load(f)
         for panel in board["panels"]:
@@ -47,7 +58,9 @@ def main(argv):
     prom, failed = argv[1], 0
     names = set()
     all_exprs = list(exprs(argv[2:]))
-    for _, _, e in all_exprs:
+    rules = [p for p in argv[2:] if p.endswith((".yml", ".yaml"))]
+    # Alert expressions are normally empty; their metric names must still exist.
+    for _, _, e in all_exprs + list(rule_exprs(rules)):
         names.update(re.findall(r"\b(zcproxy_[a-z0-9_]+)", e))
     for n in sorted(names):
         base = re.sub(r"_(bucket|count|sum)$", "", n)
@@ -59,7 +72,7 @@ def main(argv):
         if not query(prom, e):
             print(f"FAIL {path} / {title}: no series for {e}")
             failed += 1
-    print(f"{len(names)} metric names, {len(all_exprs)} expressions checked live, {failed} failures")
+    print(f"{len(names)} metric names, {len(all_exprs)} dashboard expressions checked live, {failed} failures")
     return 1 if failed else 0
 
 

@@ -90,7 +90,7 @@ curl -sS -o /dev/null -x "http://dash:wrong@127.0.0.1:$proxy" "http://127.0.0.1:
 curl -sS -o /dev/null "http://127.0.0.1:$control/v1/users" || true
 api -X PATCH -d '{"max_tunnels":100}' "http://127.0.0.1:$control/v1/users/dash" >/dev/null
 sleep 4
-python3 scripts/infra/check_dashboards.py live "http://127.0.0.1:$prom" grafana/dashboards/*.json
+python3 scripts/infra/check_dashboards.py live "http://127.0.0.1:$prom" grafana/dashboards/*.json grafana/alerts/zcproxy.rules.yml
 # The check must be able to fail: a misspelt metric name is caught.
 sed 's/zcproxy_policy_age_seconds/zcproxy_policy_agee_seconds/' grafana/dashboards/zcproxy-dataplane.json >"$work/broken.json"
 if python3 scripts/infra/check_dashboards.py live "http://127.0.0.1:$prom" "$work/broken.json" >"$work/broken.out"; then

@@ -20,6 +20,8 @@ const models = {
   "policy/v1/PodDisruptionBudget": "kubernetes-models/policy/v1/PodDisruptionBudget.js",
   "monitoring.coreos.com/v1/ServiceMonitor":
     "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor.js",
+  "monitoring.coreos.com/v1/PrometheusRule":
+    "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule.js",
 };
 
 let failed = 0;

@@ -54,6 +54,13 @@ nats://{{ .Release.Name }}-nats:4222
 {{ .repository }}:{{ .tag | default .appVersion }}
 {{- end }}
 
+{{- define "zcproxy.prometheusRule" -}}
+{{- $want := .Values.metrics.prometheusRule.enabled -}}
+{{- if eq (toString $want) "auto" -}}
+{{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1/PrometheusRule" }}true{{ end -}}
+{{- else if $want -}}true{{- end -}}
+{{- end }}
+
 {{/* ServiceMonitor only where the CRD exists, unless forced. */}}
 {{- define "zcproxy.serviceMonitor" -}}
 {{- $want := .Values.metrics.serviceMonitor.enabled -}}
