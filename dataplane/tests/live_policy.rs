@@ -430,3 +430,30 @@ fn start_up_with_the_control_plane_down_uses_the_configured_fallback() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no usable fallback"), "{err}");
 }
+
+#[test]
+fn a_proxy_started_while_nats_is_down_serves_the_snapshot_and_catches_up() {
+    let mut stack = stack();
+    let echo = echo_server();
+    stack.create_user("early", "pw");
+    stack.nats.kill();
+    // The control plane answers, the broker does not: start-up does not wait for NATS.
+    let proxy = Proxy::builder()
+        .config(&stack.config("ready_while_stale = false"))
+        .unready()
+        .start();
+    assert_eq!(proxy.metric("zcproxy_policy_source", &["source=\"control\""]), 1.0);
+    assert_eq!(proxy.metric("zcproxy_policy_nats_connected", &[]), 0.0);
+    socks5(proxy.addr, Dest::Addr(echo), Some(("early", "pw")), 1).unwrap();
+    eventually(10, "stale without the event stream", || {
+        proxy.metric("zcproxy_policy_stale", &[]) == 1.0
+    });
+    stack.create_user("later", "pw");
+    stack.nats.restart();
+    wait_converged(&stack, &proxy);
+    eventually(10, "connected and ready", || {
+        proxy.metric("zcproxy_policy_nats_connected", &[]) == 1.0
+            && common::http_get(proxy.admin, "/readyz").map(|r| r.0) == Some(200)
+    });
+    accepted_on_every_core(&proxy, echo, ("later", "pw"));
+}
