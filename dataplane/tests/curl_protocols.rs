@@ -394,3 +394,88 @@ fn python_client_libraries() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An origin that answers one request per connection with a keep-alive response, then closes
+/// the connection, as an origin's idle timeout would. A body-less request on the stale
+/// kept-alive upstream goes out again on a fresh connection; a request with a body is not
+/// replayed (its body may have been consumed) and gets 502.
+#[test]
+fn a_stale_kept_alive_upstream_is_retried_only_for_requests_without_a_body() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = connections.clone();
+    let origin = common::spawn_server("127.0.0.1", move |s| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut len = 0usize;
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0u8; len];
+        let _ = r.read_exact(&mut body);
+        let mut s = s;
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        // Dropping the stream closes it: the proxy's kept-alive upstream is now stale.
+    });
+    let proxy = Proxy::start_default();
+    let mut c = std::net::TcpStream::connect(proxy.addr).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut read_response = |c: &mut std::net::TcpStream| {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            c.read_exact(&mut byte).unwrap();
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8(buf).unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        c.read_exact(&mut body).unwrap();
+        head
+    };
+    for i in 0..3 {
+        write!(
+            c,
+            "GET http://{}/r{i} HTTP/1.1\r\nHost: {}\r\n\r\n",
+            origin, origin
+        )
+        .unwrap();
+        let head = read_response(&mut c);
+        assert!(head.starts_with("HTTP/1.1 200"), "request {i}: {head}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        3,
+        "one fresh connection per request"
+    );
+    // A POST on the stale connection: not replayed.
+    write!(
+        c,
+        "POST http://{}/p HTTP/1.1\r\nHost: {}\r\nContent-Length: 4\r\n\r\ndata",
+        origin, origin
+    )
+    .unwrap();
+    let head = read_response(&mut c);
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    assert_eq!(connections.load(Ordering::SeqCst), 3);
+}

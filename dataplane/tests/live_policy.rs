@@ -442,7 +442,10 @@ fn a_proxy_started_while_nats_is_down_serves_the_snapshot_and_catches_up() {
         .config(&stack.config("ready_while_stale = false"))
         .unready()
         .start();
-    assert_eq!(proxy.metric("zcproxy_policy_source", &["source=\"control\""]), 1.0);
+    assert_eq!(
+        proxy.metric("zcproxy_policy_source", &["source=\"control\""]),
+        1.0
+    );
     assert_eq!(proxy.metric("zcproxy_policy_nats_connected", &[]), 0.0);
     socks5(proxy.addr, Dest::Addr(echo), Some(("early", "pw")), 1).unwrap();
     eventually(10, "stale without the event stream", || {

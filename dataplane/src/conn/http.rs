@@ -16,7 +16,7 @@ use crate::metrics::ErrorKind;
 use crate::proto::chunked::ChunkedDecoder;
 use crate::proto::http::{self, BodyLength, RequestHead, MAX_HEAD};
 use crate::proto::TargetAddr;
-use crate::relay::{self, Side};
+use crate::relay::{self, RelayError, Side};
 use crate::sessions::Session;
 use crate::shard::Shard;
 
@@ -196,7 +196,18 @@ pub async fn serve(
     }
 }
 
-/// Forwards one request and its response. `Ok(keep_alive)`.
+/// What one attempt at an exchange came to.
+enum Exchange {
+    /// `keep_alive`.
+    Done(bool),
+    /// A kept-alive upstream turned out closed (the origin's idle timeout) before a byte of
+    /// the response arrived; the request has no body, so it can go out again.
+    Stale,
+}
+
+/// Forwards one request and its response. `Ok(keep_alive)`. A body-less request that fails
+/// on a reused upstream connection before any response byte is sent once more on a fresh
+/// connection, as a browser would: the origin closed the idle connection meanwhile.
 async fn forward(
     shard: &Shard,
     session: &Session,
@@ -206,29 +217,64 @@ async fn forward(
     started: Instant,
 ) -> Result<bool, Abort> {
     let target = head.target_addr().clone();
+    let replayable = !head.expects_continue() && matches!(head.body_length(), Ok(BodyLength::None));
+    for attempt in 0..2 {
+        let reused = upstream_for(shard, session, client, &target, slot).await?;
+        let retry_allowed = reused && replayable && attempt == 0;
+        match exchange(shard, client, head, slot, started, retry_allowed).await? {
+            Exchange::Done(keep_alive) => return Ok(keep_alive),
+            Exchange::Stale => {
+                tracing::debug!(%target, "kept-alive upstream was closed; sending again");
+                *slot = None;
+            }
+        }
+    }
+    Err(Abort::Status(502, "connection_terminated"))
+}
+
+/// Makes `slot` hold a usable upstream for `target`: the kept-alive one when the policy
+/// still allows it (returns true), else a new one.
+async fn upstream_for(
+    shard: &Shard,
+    session: &Session,
+    client: &mut BufStream,
+    target: &TargetAddr,
+    slot: &mut Option<Upstream>,
+) -> Result<bool, Abort> {
     let reusable = slot.as_ref().is_some_and(|u| {
-        u.target == target && upstream::may_reuse(session, Protocol::Http, &target, u.peer)
+        &u.target == target && upstream::may_reuse(session, Protocol::Http, target, u.peer)
     });
     if let (true, Some(up)) = (reusable, slot.as_ref()) {
         let fd = up.conn.stream.as_raw_fd();
         session.established(Protocol::Http, target.host_name(), up.peer, fd);
-    } else {
-        *slot = None;
-        match upstream::open(shard, session, Protocol::Http, &target).await {
-            Ok(opened) => {
-                *slot = Some(Upstream {
-                    target: target.clone(),
-                    peer: opened.peer,
-                    conn: BufStream::new(opened.stream),
-                    _permit: opened.permit,
-                })
-            }
-            Err(e) => {
-                respond_open_error(client, &e).await;
-                return Err(Abort::Close);
-            }
+        return Ok(true);
+    }
+    *slot = None;
+    match upstream::open(shard, session, Protocol::Http, target).await {
+        Ok(opened) => {
+            *slot = Some(Upstream {
+                target: target.clone(),
+                peer: opened.peer,
+                conn: BufStream::new(opened.stream),
+                _permit: opened.permit,
+            });
+            Ok(false)
+        }
+        Err(e) => {
+            respond_open_error(client, &e).await;
+            Err(Abort::Close)
         }
     }
+}
+
+async fn exchange(
+    shard: &Shard,
+    client: &mut BufStream,
+    head: &RequestHead,
+    slot: &mut Option<Upstream>,
+    started: Instant,
+    retry_allowed: bool,
+) -> Result<Exchange, Abort> {
     let Some(up) = slot.as_mut() else {
         return Err(Abort::Status(502, "proxy_internal_error"));
     };
@@ -241,14 +287,22 @@ async fn forward(
             .map_err(|_| Abort::Close)?;
     }
     let via = &shard.shared.config.via_name;
-    up.conn
-        .write_all(head.encode_upstream(via))
-        .await
-        .map_err(|_| Abort::Status(502, "connection_terminated"))?;
+    if up.conn.write_all(head.encode_upstream(via)).await.is_err() {
+        if retry_allowed {
+            return Ok(Exchange::Stale);
+        }
+        return Err(Abort::Status(502, "connection_terminated"));
+    }
     let request_body = head.body_length().map_err(|_| Abort::Close)?;
-    transfer_body(shard, client, Side::Client, &mut up.conn, request_body)
-        .await
-        .map_err(|_| Abort::Close)?;
+    match transfer_body(shard, client, Side::Client, &mut up.conn, request_body).await {
+        Ok(()) => {}
+        // Nothing has been sent to the client yet: it learns why.
+        Err(BodyError(Side::Upstream)) => {
+            shard.metrics().error(ErrorKind::UpstreamProtocol);
+            return Err(Abort::Status(502, "connection_terminated"));
+        }
+        Err(BodyError(Side::Client)) => return Err(Abort::Close),
+    }
 
     let response = loop {
         let read = up.conn.read_message(MAX_HEAD, http::parse_response);
@@ -256,6 +310,11 @@ async fn forward(
             Err(_) => {
                 shard.metrics().error(ErrorKind::UpstreamTimeout);
                 return Err(Abort::Status(504, "http_response_timeout"));
+            }
+            Ok(Err(ReadError::Eof | ReadError::Io(_)))
+                if retry_allowed && up.conn.buf.is_empty() =>
+            {
+                return Ok(Exchange::Stale);
             }
             Ok(Err(_)) => {
                 shard.metrics().error(ErrorKind::UpstreamProtocol);
@@ -280,11 +339,12 @@ async fn forward(
     if response.server_closes() || body == BodyLength::UntilClose {
         *slot = None;
     }
-    Ok(!close)
+    Ok(Exchange::Done(!close))
 }
 
+/// A body transfer failed; the side at fault.
 #[derive(Debug)]
-struct BodyError;
+struct BodyError(Side);
 
 /// Moves one message body from `src` to `dst`.
 async fn transfer_body(
@@ -318,7 +378,9 @@ async fn send_buffered(
 ) -> Result<(), BodyError> {
     direction_counter(shard, src_side).add(part.len() as u64);
     shard.metrics().copy_bytes.add(part.len() as u64);
-    dst.write_all(part).await.map_err(|_| BodyError)
+    dst.write_all(part)
+        .await
+        .map_err(|_| BodyError(src_side.other()))
 }
 
 /// `limit` bytes, or everything until `src` closes: what is buffered first, then the rest
@@ -342,9 +404,13 @@ async fn forward_bytes(
     }
     let moved = relay::transfer(&shard.relay_env(), &src.stream, src_side, &dst.stream, rest)
         .await
-        .map_err(|_| BodyError)?;
+        .map_err(|e| match e {
+            RelayError::Reset(side) | RelayError::Io(side, _) => BodyError(side),
+            RelayError::Idle => BodyError(src_side),
+        })?;
     match rest {
-        Some(r) if moved < r => Err(BodyError),
+        // The source closed before the announced length.
+        Some(r) if moved < r => Err(BodyError(src_side)),
         _ => Ok(()),
     }
 }
@@ -359,7 +425,7 @@ async fn forward_chunked(
     let mut decoder = ChunkedDecoder::default();
     loop {
         if !src.buf.is_empty() {
-            let n = decoder.feed(&src.buf).map_err(|_| BodyError)?;
+            let n = decoder.feed(&src.buf).map_err(|_| BodyError(src_side))?;
             let part: Vec<u8> = src.buf.drain(..n).collect();
             send_buffered(shard, src_side, dst, part).await?;
             if decoder.is_done() {
@@ -367,7 +433,7 @@ async fn forward_chunked(
             }
         }
         match src.read_more().await {
-            Ok(0) | Err(_) => return Err(BodyError),
+            Ok(0) | Err(_) => return Err(BodyError(src_side)),
             Ok(_) => {}
         }
     }

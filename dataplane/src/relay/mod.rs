@@ -36,7 +36,7 @@ pub enum Side {
 }
 
 impl Side {
-    fn other(self) -> Side {
+    pub fn other(self) -> Side {
         match self {
             Side::Client => Side::Upstream,
             Side::Upstream => Side::Client,
