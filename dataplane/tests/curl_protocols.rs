@@ -432,7 +432,7 @@ fn a_stale_kept_alive_upstream_is_retried_only_for_requests_without_a_body() {
     let mut c = std::net::TcpStream::connect(proxy.addr).unwrap();
     c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
-    let mut read_response = |c: &mut std::net::TcpStream| {
+    let read_response = |c: &mut std::net::TcpStream| {
         let mut buf = Vec::new();
         let mut byte = [0u8; 1];
         while !buf.ends_with(b"\r\n\r\n") {
