@@ -360,7 +360,12 @@ async fn run(
                 None => break,
             },
             msg = events.next() => {
-                let Some(first_msg) = msg else { break };
+                let Some(first_msg) = msg else {
+                    // Only after the client gave up for good: say so, the policy now ages.
+                    tracing::error!("policy event subscription ended; serving the last policy");
+                    follow.status.set_connected(false);
+                    break;
+                };
                 let mut changed = false;
                 let mut handle = |payload: &[u8], follower: &mut Follower| {
                     let (outcome, step) = follower.on_event(payload);

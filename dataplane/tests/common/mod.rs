@@ -376,8 +376,13 @@ impl Pattern {
 
 /// Accepts connections on loopback and hands each to `serve` on its own thread.
 pub fn spawn_server(addr: &str, serve: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
-    let port = free_port();
-    let listener = TcpListener::bind(format!("{addr}:{port}").replace("::1:", "[::1]:")).unwrap();
+    // free_port only probes; another thread may take the port before this bind: try again.
+    let listener = (0..20)
+        .find_map(|_| {
+            let port = free_port();
+            TcpListener::bind(format!("{addr}:{port}").replace("::1:", "[::1]:")).ok()
+        })
+        .expect("a free loopback port");
     let local = listener.local_addr().unwrap();
     let serve = std::sync::Arc::new(serve);
     std::thread::spawn(move || {
