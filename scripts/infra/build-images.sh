@@ -12,7 +12,9 @@ BIN=target/$profile
 if [[ $profile == release ]]; then
     cargo build -q --release -p zcproxy -p zcproxy-control
 else
-    cargo build -q -p zcproxy -p zcproxy-control
+    # The same target set as `cargo test --workspace`: no rebuild right after the tests
+    # (building two packages alone would unify dependency features differently).
+    cargo build -q --workspace --all-targets
 fi
 
 work=$(mktemp -d)

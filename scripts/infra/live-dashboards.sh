@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-target/debug}
-[[ -x $BIN/zcproxy && -x $BIN/zcproxy-control ]] || cargo build -q -p zcproxy -p zcproxy-control
+# Same target set as `cargo test --workspace`, so nothing is rebuilt right after the tests.
+[[ $BIN != target/debug ]] || cargo build -q --workspace --all-targets
 
 base=$((27000 + $$ % 40 * 20))
 proxy=$base admin=$((base + 1)) control=$((base + 2)) nats=$((base + 3)) prom=$((base + 4)) origin=$((base + 5))
