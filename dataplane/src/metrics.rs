@@ -157,7 +157,8 @@ impl ShardMetrics {
 
 type Getter = fn(&ShardMetrics) -> f64;
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+/// The HELP and TYPE lines that open a metric family.
+pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 

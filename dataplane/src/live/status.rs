@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::metrics::family;
+
 /// Where the policy in force came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -182,63 +184,87 @@ impl PolicyStatus {
     /// Prometheus text for the policy families that are per process, not per core.
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
-        let _ = writeln!(
+        let single = |out: &mut String, name: &str, kind: &str, help: &str, value: f64| {
+            family(out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        };
+        let labelled = |out: &mut String,
+                        name: &str,
+                        kind: &str,
+                        help: &str,
+                        label: &str,
+                        values: &[(&str, f64)]| {
+            family(out, name, kind, help);
+            for (v, n) in values {
+                let _ = writeln!(out, "{name}{{{label}=\"{v}\"}} {n}");
+            }
+        };
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        single(
             out,
-            "# HELP zcproxy_policy_age_seconds Seconds since the policy was last known to match the control plane\n# TYPE zcproxy_policy_age_seconds gauge\nzcproxy_policy_age_seconds {}",
-            self.age().as_secs_f64()
+            "zcproxy_policy_age_seconds",
+            "gauge",
+            "Seconds since the policy was last known to match the control plane",
+            self.age().as_secs_f64(),
         );
-        let _ = writeln!(
+        single(
             out,
-            "# HELP zcproxy_policy_stale 1 when the policy age exceeds control.stale_after_secs\n# TYPE zcproxy_policy_stale gauge\nzcproxy_policy_stale {}",
-            u8::from(self.is_stale())
-        );
-        let _ = writeln!(
-            out,
-            "# HELP zcproxy_policy_source Where the policy in force came from\n# TYPE zcproxy_policy_source gauge"
+            "zcproxy_policy_stale",
+            "gauge",
+            "1 when the policy age exceeds control.stale_after_secs",
+            f64::from(u8::from(self.is_stale())),
         );
         let current = self.source();
-        for s in Source::ALL {
-            let _ = writeln!(
-                out,
-                "zcproxy_policy_source{{source=\"{}\"}} {}",
-                s.label(),
-                u8::from(s == current)
-            );
-        }
-        let _ = writeln!(
+        let sources: Vec<_> = Source::ALL
+            .iter()
+            .map(|s| (s.label(), f64::from(u8::from(*s == current))))
+            .collect();
+        labelled(
             out,
-            "# HELP zcproxy_policy_nats_connected 1 while the event subscription is connected\n# TYPE zcproxy_policy_nats_connected gauge\nzcproxy_policy_nats_connected {}",
-            u8::from(self.connected())
+            "zcproxy_policy_source",
+            "gauge",
+            "Where the policy in force came from",
+            "source",
+            &sources,
         );
-        let _ = writeln!(
+        single(
             out,
-            "# HELP zcproxy_policy_resyncs_total Full snapshot loads, by reason\n# TYPE zcproxy_policy_resyncs_total counter"
+            "zcproxy_policy_nats_connected",
+            "gauge",
+            "1 while the event subscription is connected",
+            f64::from(u8::from(self.connected())),
         );
-        for r in ResyncReason::ALL {
-            let _ = writeln!(
-                out,
-                "zcproxy_policy_resyncs_total{{reason=\"{}\"}} {}",
-                r.label(),
-                self.resyncs[r as usize].load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
+        let resyncs: Vec<_> = ResyncReason::ALL
+            .iter()
+            .map(|r| (r.label(), load(&self.resyncs[*r as usize])))
+            .collect();
+        labelled(
             out,
-            "# HELP zcproxy_policy_resync_failures_total Snapshot loads that failed (retried with backoff)\n# TYPE zcproxy_policy_resync_failures_total counter\nzcproxy_policy_resync_failures_total {}",
-            self.resync_failures.load(Ordering::Relaxed)
+            "zcproxy_policy_resyncs_total",
+            "counter",
+            "Full snapshot loads, by reason",
+            "reason",
+            &resyncs,
         );
-        let _ = writeln!(
+        single(
             out,
-            "# HELP zcproxy_policy_events_total Policy events received, by outcome\n# TYPE zcproxy_policy_events_total counter"
+            "zcproxy_policy_resync_failures_total",
+            "counter",
+            "Snapshot loads that failed (retried with backoff)",
+            load(&self.resync_failures),
         );
-        for o in EventOutcome::ALL {
-            let _ = writeln!(
-                out,
-                "zcproxy_policy_events_total{{outcome=\"{}\"}} {}",
-                o.label(),
-                self.events[o as usize].load(Ordering::Relaxed)
-            );
-        }
+        let events: Vec<_> = EventOutcome::ALL
+            .iter()
+            .map(|o| (o.label(), load(&self.events[*o as usize])))
+            .collect();
+        labelled(
+            out,
+            "zcproxy_policy_events_total",
+            "counter",
+            "Policy events received, by outcome",
+            "outcome",
+            &events,
+        );
     }
 }
 
