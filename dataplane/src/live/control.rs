@@ -318,9 +318,8 @@ async fn run(
                             backoff = min;
                             follow.status.set_source(Source::Control);
                             follow.status.mark_synced();
-                            let doc = follower.doc().clone();
                             follow.cache_dirty = true;
-                            follow.write_cache(&doc, false);
+                            follow.write_cache(follower.doc(), false);
                         }
                     }
                     Err(e) => {
@@ -398,13 +397,11 @@ async fn run(
                 if pending.is_none() && follow.status.connected() {
                     follow.status.mark_synced();
                 }
-                let doc = follower.doc().clone();
-                follow.write_cache(&doc, false);
+                follow.write_cache(follower.doc(), false);
             }
         }
     }
-    let doc = follower.doc().clone();
-    follow.write_cache(&doc, false);
+    follow.write_cache(follower.doc(), false);
 }
 
 /// Compiles the follower's document and hands it to every shard; a document that does not
