@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use testkit::{Control, Nats, ScratchDb, ADMIN_KEY};
+use testkit::{Control, PolicyStack, ADMIN_KEY};
 
 #[derive(Parser)]
 #[command(about = "Policy propagation latency: API answer -> enforced on every core")]
@@ -133,15 +133,8 @@ impl Drop for Proxy {
 
 fn main() {
     let args = Args::parse();
-    let db = ScratchDb::new();
-    let nats = Nats::start();
-    let control = Control::start(&db.url(), &nats.url());
-    let reader = control.create_key("reader");
-    control.ok(
-        "POST",
-        "/v1/rules",
-        r#"{"action":"allow","destinations":["127.0.0.0/8"]}"#,
-    );
+    let stack = PolicyStack::start();
+    let (control, nats, reader) = (&stack.control, &stack.nats, &stack.reader);
     control.ok("POST", "/v1/users", r#"{"name":"bench","password":"pw"}"#);
 
     let listen: SocketAddr = format!("127.0.0.1:{}", testkit::free_port())
@@ -188,7 +181,7 @@ fn main() {
     for i in 0..args.changes {
         let sent = Instant::now();
         let body = format!(r#"{{"max_tunnels":{}}}"#, 1000 + i);
-        let rev = change(&agent, &control, "PATCH", "/v1/users/bench", &body);
+        let rev = change(&agent, control, "PATCH", "/v1/users/bench", &body);
         let answered = Instant::now();
         let limit = answered + Duration::from_secs(10);
         while min_core_revision(admin) < rev {
@@ -222,7 +215,7 @@ fn main() {
         let name = format!("victim{i}");
         let rev = change(
             &agent,
-            &control,
+            control,
             "POST",
             "/v1/users",
             &format!(r#"{{"name":"{name}","password":"pw"}}"#),
@@ -234,7 +227,7 @@ fn main() {
         tunnel
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        delete(&agent, &control, &format!("/v1/users/{name}"));
+        delete(&agent, control, &format!("/v1/users/{name}"));
         let answered = Instant::now();
         let mut b = [0u8; 1];
         let _ = tunnel.read(&mut b); // returns on reset or close

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{curl, echo_server, origin, socks5, sum_metric, Dest, Proxy};
-use testkit::{eventually, Control, Nats, ScratchDb};
+use testkit::{eventually, Control, Nats, PolicyStack, ScratchDb};
 
 const CORES: usize = 2;
 
@@ -30,16 +30,12 @@ impl Drop for Stack {
 }
 
 fn stack() -> Stack {
-    let db = ScratchDb::new();
-    let nats = Nats::start();
-    let control = Control::start(&db.url(), &nats.url());
-    let reader = control.create_key("reader");
-    // Tests reach their upstreams on loopback, which is protected unless a rule names it.
-    control.ok(
-        "POST",
-        "/v1/rules",
-        r#"{"action":"allow","destinations":["127.0.0.0/8"]}"#,
-    );
+    let PolicyStack {
+        control,
+        nats,
+        reader,
+        db,
+    } = PolicyStack::start();
     let cache = std::env::temp_dir().join(format!(
         "zcproxy-policy-{}-{}.json",
         std::process::id(),

@@ -368,8 +368,11 @@ impl Drop for Control {
     }
 }
 
-/// Publishes each JSON value on the policy subject, as a replaying broker would.
-pub fn publish_raw(nats_url: &str, events: &[serde_json::Value]) {
+/// Runs `f` with a client of the test's NATS on a throwaway runtime.
+fn with_nats<T, F: std::future::Future<Output = T>>(
+    nats_url: &str,
+    f: impl FnOnce(async_nats::Client) -> F,
+) -> T {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -378,12 +381,16 @@ pub fn publish_raw(nats_url: &str, events: &[serde_json::Value]) {
         let client = async_nats::connect(nats_url)
             .await
             .expect("connect to test NATS");
+        f(client).await
+    })
+}
+
+/// Publishes each JSON value on the policy subject, as a replaying broker would.
+pub fn publish_raw(nats_url: &str, events: &[serde_json::Value]) {
+    with_nats(nats_url, |client| async move {
         for e in events {
             client
-                .publish(
-                    "zcproxy.policy.events",
-                    serde_json::to_vec(e).unwrap().into(),
-                )
+                .publish(policy::SUBJECT, serde_json::to_vec(e).unwrap().into())
                 .await
                 .unwrap();
         }
@@ -393,15 +400,8 @@ pub fn publish_raw(nats_url: &str, events: &[serde_json::Value]) {
 
 /// Reads every event in the JetStream stream, in stream order, as (revision, json).
 pub fn stream_events(nats_url: &str) -> Vec<serde_json::Value> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    with_nats(nats_url, |client| async move {
         use futures_util::StreamExt;
-        let client = async_nats::connect(nats_url)
-            .await
-            .expect("connect to test NATS");
         let js = async_nats::jetstream::new(client);
         let mut stream = js
             .get_stream("ZCPROXY_POLICY")
@@ -430,5 +430,36 @@ pub fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What a proxy following a control plane needs: the control plane on a scratch database
+/// with a private NATS, a reader key for the proxy, and a global rule letting proxies reach
+/// upstreams on loopback (protected unless a rule names it). Fields drop in order: the
+/// control plane stops before its broker and database go.
+pub struct PolicyStack {
+    pub control: Control,
+    pub nats: Nats,
+    pub reader: String,
+    pub db: ScratchDb,
+}
+
+impl PolicyStack {
+    pub fn start() -> PolicyStack {
+        let db = ScratchDb::new();
+        let nats = Nats::start();
+        let control = Control::start(&db.url(), &nats.url());
+        let reader = control.create_key("reader");
+        control.ok(
+            "POST",
+            "/v1/rules",
+            r#"{"action":"allow","destinations":["127.0.0.0/8"]}"#,
+        );
+        PolicyStack {
+            control,
+            nats,
+            reader,
+            db,
+        }
     }
 }
