@@ -11,7 +11,9 @@ pub mod users;
 use std::sync::Arc;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::StatusCode;
 use actix_web::web;
+use actix_web::{HttpResponse, HttpResponseBuilder};
 use deadpool_postgres::Pool;
 use tokio::sync::Notify;
 
@@ -31,8 +33,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn committed(&self) {
+    /// The answer to a committed policy change: wakes the outbox publisher and names the
+    /// revision the change produced (`X-Policy-Revision`).
+    pub fn changed(&self, revision: u64, status: StatusCode) -> HttpResponseBuilder {
         self.publisher.notify_one();
+        let mut response = HttpResponse::build(status);
+        response.insert_header(("X-Policy-Revision", revision.to_string()));
+        response
     }
 }
 

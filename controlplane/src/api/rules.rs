@@ -72,18 +72,6 @@ async fn publish(
     change::commit(tx, &caller.actor(), action, &target, change, details).await
 }
 
-fn changed(
-    state: &AppState,
-    revision: u64,
-    status: actix_web::http::StatusCode,
-    body: serde_json::Value,
-) -> HttpResponse {
-    state.committed();
-    HttpResponse::build(status)
-        .insert_header(("X-Policy-Revision", revision.to_string()))
-        .json(body)
-}
-
 /// The scope of a read: `None` for global, the user's id otherwise (404 if unknown).
 async fn read_scope(
     client: &tokio_postgres::Client,
@@ -149,12 +137,9 @@ async fn create(
     )
     .await?;
     tx.commit().await?;
-    Ok(changed(
-        &state,
-        revision,
-        actix_web::http::StatusCode::CREATED,
-        json!(view),
-    ))
+    Ok(state
+        .changed(revision, actix_web::http::StatusCode::CREATED)
+        .json(json!(view)))
 }
 
 async fn replace(
@@ -179,12 +164,9 @@ async fn replace(
     )
     .await?;
     tx.commit().await?;
-    Ok(changed(
-        &state,
-        revision,
-        actix_web::http::StatusCode::OK,
-        json!(view),
-    ))
+    Ok(state
+        .changed(revision, actix_web::http::StatusCode::OK)
+        .json(json!(view)))
 }
 
 async fn delete(
@@ -207,9 +189,8 @@ async fn delete(
     )
     .await?;
     tx.commit().await?;
-    state.committed();
-    Ok(HttpResponse::NoContent()
-        .insert_header(("X-Policy-Revision", revision.to_string()))
+    Ok(state
+        .changed(revision, actix_web::http::StatusCode::NO_CONTENT)
         .finish())
 }
 
@@ -234,12 +215,9 @@ async fn reorder(
     )
     .await?;
     tx.commit().await?;
-    Ok(changed(
-        &state,
-        revision,
-        actix_web::http::StatusCode::OK,
-        json!({ "items": items }),
-    ))
+    Ok(state
+        .changed(revision, actix_web::http::StatusCode::OK)
+        .json(json!({ "items": items })))
 }
 
 pub async fn list_global(state: web::Data<AppState>, _: Reader) -> Result<HttpResponse, ApiError> {

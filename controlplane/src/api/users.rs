@@ -101,9 +101,8 @@ pub async fn create(
     )
     .await?;
     tx.commit().await?;
-    state.committed();
-    Ok(HttpResponse::Created()
-        .insert_header(("X-Policy-Revision", revision.to_string()))
+    Ok(state
+        .changed(revision, actix_web::http::StatusCode::CREATED)
         .json(row.view))
 }
 
@@ -220,9 +219,8 @@ pub async fn update(
     )
     .await?;
     tx.commit().await?;
-    state.committed();
-    Ok(HttpResponse::Ok()
-        .insert_header(("X-Policy-Revision", revision.to_string()))
+    Ok(state
+        .changed(revision, actix_web::http::StatusCode::OK)
         .json(row.view))
 }
 
@@ -248,9 +246,8 @@ pub async fn delete(
     )
     .await?;
     tx.commit().await?;
-    state.committed();
-    Ok(HttpResponse::NoContent()
-        .insert_header(("X-Policy-Revision", revision.to_string()))
+    Ok(state
+        .changed(revision, actix_web::http::StatusCode::NO_CONTENT)
         .finish())
 }
 
