@@ -391,25 +391,14 @@ fn rules_ordered_per_scope_with_reorder() {
 #[test]
 fn every_change_bumps_the_revision_and_is_audited() {
     let (db, nats, c) = setup();
-    c.send(
-        "POST",
-        ADMIN_KEY,
-        "/v1/users",
-        r#"{"name":"alice","password":"pw"}"#,
-    );
-    c.send(
-        "PATCH",
-        ADMIN_KEY,
-        "/v1/users/alice",
-        r#"{"enabled":false}"#,
-    );
-    c.send(
-        "POST",
-        ADMIN_KEY,
-        "/v1/rules",
-        r#"{"action":"deny","ports":["25"]}"#,
-    );
-    c.delete(ADMIN_KEY, "/v1/users/alice");
+    // Every write names the revision it produced (clients wait for it on the proxies).
+    let revisions = [
+        c.revision_of("POST", "/v1/users", r#"{"name":"alice","password":"pw"}"#),
+        c.revision_of("PATCH", "/v1/users/alice", r#"{"enabled":false}"#),
+        c.revision_of("POST", "/v1/rules", r#"{"action":"deny","ports":["25"]}"#),
+        c.revision_of("DELETE", "/v1/users/alice", ""),
+    ];
+    assert_eq!(revisions, [Some(1), Some(2), Some(3), Some(4)]);
     let snap = c.get(ADMIN_KEY, "/v1/policy/snapshot");
     assert_eq!(snap.1["revision"], 4);
     let audit = c.get(ADMIN_KEY, "/v1/audit");

@@ -345,6 +345,34 @@ impl Control {
         )
     }
 
+    /// Sends an admin write and returns the revision it reports in `X-Policy-Revision`.
+    pub fn revision_of(&self, method: &str, path: &str, body: &str) -> Option<u64> {
+        let agent = Self::agent();
+        let url = self.url(path);
+        let auth = format!("Bearer {ADMIN_KEY}");
+        let resp = match method {
+            "DELETE" => agent.delete(&url).header("Authorization", &auth).call(),
+            "POST" | "PUT" | "PATCH" => {
+                let req = match method {
+                    "POST" => agent.post(&url),
+                    "PUT" => agent.put(&url),
+                    _ => agent.patch(&url),
+                };
+                req.header("Authorization", &auth)
+                    .header("Content-Type", "application/json")
+                    .send(body)
+            }
+            other => panic!("method {other}"),
+        }
+        .expect("HTTP exchange");
+        resp.headers()
+            .get("X-Policy-Revision")?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()
+    }
+
     pub fn metric(&self, name: &str) -> f64 {
         let text = ureq::get(&self.url("/metrics"))
             .call()
