@@ -17,8 +17,8 @@ def target(expr, legend, ref):
 
 
 class Board:
-    def __init__(self, uid, title, tags, selector):
-        self.uid, self.title, self.tags, self.sel = uid, title, tags, selector
+    def __init__(self, uid, title, tags):
+        self.uid, self.title, self.tags = uid, title, tags
         self.panels, self.y, self.x, self.next_id = [], 0, 0, 1
 
     def row(self, title):
@@ -89,7 +89,7 @@ def query_var(name, label, metric):
 
 def dataplane():
     s = 'instance=~"$instance"'
-    b = Board("zcproxy-dataplane", "zcproxy / data plane per core", ["zcproxy"], s)
+    b = Board("zcproxy-dataplane", "zcproxy / data plane per core", ["zcproxy"])
     b.row("Overview")
     b.panel("stat", "Cores serving", [(f"sum(zcproxy_cores{{{s}}})", "cores")], w=6, h=4)
     b.panel("stat", "Ready proxies", [(f"sum(zcproxy_ready{{{s}}})", "ready")], w=6, h=4)
@@ -153,7 +153,7 @@ def dataplane():
 
 def controlplane():
     s = 'instance=~"$instance"'
-    b = Board("zcproxy-controlplane", "zcproxy / control plane", ["zcproxy"], s)
+    b = Board("zcproxy-controlplane", "zcproxy / control plane", ["zcproxy"])
     b.row("API")
     b.panel("timeseries", "Requests/s by route and status", [
         (f"sum by (route, status) (rate(zcproxy_control_http_requests_total{{{s}}}[{RATE}]))", "{{route}} {{status}}")], unit="reqps")
