@@ -34,17 +34,13 @@ fn blocking_twin(stream: &TcpStream) -> io::Result<TcpStream> {
     TcpStream::from_std(std_stream)
 }
 
-struct Activity {
-    last: Cell<Instant>,
-}
-
 async fn direction<R: SpliceSource, W: SpliceDestination>(
     mut src: R,
     mut dst: W,
     dst_raw: std::os::fd::RawFd,
     src_side: Side,
     env: &RelayEnv<'_>,
-    activity: &Activity,
+    last_activity: &Cell<Instant>,
 ) -> Result<(), RelayError> {
     let (mut pipe_r, mut pipe_w): (Pipe, Pipe) =
         monoio::net::unix::new_pipe().map_err(|e| RelayError::Io(src_side, e))?;
@@ -74,14 +70,14 @@ async fn direction<R: SpliceSource, W: SpliceDestination>(
         }
         bytes.add(u64::from(n));
         env.metrics.splice_bytes.add(u64::from(n));
-        activity.last.set(Instant::now());
+        last_activity.set(Instant::now());
     }
 }
 
 /// Ends the relay once neither direction has moved a byte for `idle`.
-async fn idle_watch(idle: Duration, activity: &Activity) -> Result<(), RelayError> {
+async fn idle_watch(idle: Duration, last_activity: &Cell<Instant>) -> Result<(), RelayError> {
     loop {
-        let left = idle.saturating_sub(activity.last.get().elapsed());
+        let left = idle.saturating_sub(last_activity.get().elapsed());
         if left.is_zero() {
             return Err(RelayError::Idle);
         }
@@ -102,16 +98,14 @@ pub async fn relay(
         twin(upstream, Side::Upstream)?,
     );
     let (client_raw, upstream_raw) = (client.as_raw_fd(), upstream.as_raw_fd());
-    let activity = Activity {
-        last: Cell::new(Instant::now()),
-    };
+    let last_activity = Cell::new(Instant::now());
     let up = direction(
         client_r,
         upstream_w,
         upstream_raw,
         Side::Client,
         env,
-        &activity,
+        &last_activity,
     );
     let down = direction(
         upstream_r,
@@ -119,13 +113,13 @@ pub async fn relay(
         client_raw,
         Side::Upstream,
         env,
-        &activity,
+        &last_activity,
     );
     let both = join_fail_fast(up, down);
     // The watchdog never returns Ok, so this ends with the relay or with Idle.
     let result = monoio::select! {
         r = both => r,
-        r = idle_watch(env.idle, &activity) => r,
+        r = idle_watch(env.idle, &last_activity) => r,
     };
     // Dropping the futures cancels any op still parked in io-wq; monoio keeps the
     // descriptors open until the kernel has reported the cancellation.
