@@ -1,6 +1,7 @@
 //! `zcbench`: zcproxy, a direct connection and peer proxies measured side by side in one run
 //! on loopback. See docs/benchmarks.md for how to read the table.
 
+mod cpus;
 mod load;
 mod peers;
 mod procstat;
@@ -19,9 +20,13 @@ struct Args {
     /// zcproxy binary (build with cargo build --release).
     #[arg(long, default_value = "target/release/zcproxy")]
     zcproxy: PathBuf,
-    /// Shards for zcproxy.
-    #[arg(long, default_value_t = 2)]
-    cores: usize,
+    /// Shards for zcproxy (default: one per CPU it may use).
+    #[arg(long)]
+    cores: Option<usize>,
+    /// Run every proxy on these CPUs (e.g. `1`) and the load and upstreams on the others:
+    /// tunnels/s then measures the proxy, not what the shared machine has left.
+    #[arg(long, value_parser = cpus::CpuSet::parse)]
+    proxy_cpus: Option<cpus::CpuSet>,
     /// Bytes per throughput run.
     #[arg(long, default_value_t = 2 << 30)]
     bytes: u64,
@@ -79,7 +84,12 @@ fn start(args: &Args, dir: &std::path::Path, name: &str, port: u16) -> Option<Ru
     let zc = |config, hs, label| {
         let opts = ZcOptions {
             bin: &args.zcproxy,
-            cores: args.cores,
+            cores: args.cores.unwrap_or_else(|| {
+                args.proxy_cpus.as_ref().map_or_else(
+                    || std::thread::available_parallelism().map_or(1, usize::from),
+                    cpus::CpuSet::len,
+                )
+            }),
             config,
         };
         peers::zcproxy(dir, &opts, port, port + 1, hs, label)
@@ -176,6 +186,15 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 fn main() {
     let args = Args::parse();
     raise_nofile();
+    if let Some(proxies) = args.proxy_cpus.clone() {
+        match cpus::split(proxies.clone()) {
+            Ok(load) => eprintln!("zcbench: proxies on CPUs {proxies}, load and upstreams on {load}"),
+            Err(e) => {
+                eprintln!("zcbench: --proxy-cpus: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
     let dir = std::env::temp_dir().join(format!("zcbench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch dir");
     // Peers that drop privileges must be able to read their config.

@@ -57,6 +57,7 @@ fn wait_listening(addr: SocketAddr) -> bool {
 }
 
 fn spawn(name: &str, handshake: Handshake, addr: SocketAddr, cmd: &mut Command) -> Option<Running> {
+    crate::cpus::bind_proxy(cmd);
     let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
