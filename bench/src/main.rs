@@ -5,6 +5,7 @@ mod cpus;
 mod load;
 mod peers;
 mod procstat;
+mod report;
 mod servers;
 mod stats;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use peers::{Handshake, Running, ZcOptions};
+use report::Row;
 
 #[derive(Parser)]
 #[command(about = "Side-by-side proxy benchmark on loopback")]
@@ -48,23 +50,13 @@ struct Args {
     /// Extra TOML for every zcproxy contender, e.g. '[limits]\npipe_size = 1048576'.
     #[arg(long)]
     zc_config: Option<String>,
+    /// Measure every contender this many times (interleaved) and report medians; the idle
+    /// tunnels are measured in the first run only.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
     /// First port to use (each contender takes two after it; all below 32768).
     #[arg(long, default_value_t = 26000)]
     base_port: u16,
-}
-
-struct Row {
-    name: String,
-    gbps_1: f64,
-    gbps_8: f64,
-    cpu_s_per_gb: Option<f64>,
-    tunnels: load::Rate,
-    cpu_us_per_tunnel: Option<f64>,
-    rtt: (f64, f64),
-    idle_open: usize,
-    idle_kib_each: Option<f64>,
-    /// Threads of the proxy (its own and io-wq workers) while the idle tunnels are held.
-    idle_threads: Option<usize>,
 }
 
 fn raise_nofile() {
@@ -128,7 +120,7 @@ struct Upstreams {
     echo_pool: std::net::SocketAddr,
 }
 
-fn measure(args: &Args, via: &Running, up: &Upstreams) -> Option<Row> {
+fn measure(args: &Args, via: &Running, up: &Upstreams, idle: usize) -> Option<Row> {
     let (source, echo) = (up.source, up.echo);
     let gib = args.bytes as f64 / 1e9;
     let cpu0 = via.pid().map(procstat::cpu_seconds);
@@ -155,15 +147,24 @@ fn measure(args: &Args, via: &Running, up: &Upstreams) -> Option<Row> {
         .filter(|_| done > 0.0)
         .map(|(a, b)| (b - a) * 1e6 / done);
     let rtt = load::ping_pong(via, up.echo_pool, 5000).unwrap_or((f64::NAN, f64::NAN));
-    let before = via.pid().map(procstat::pss_kib);
-    let idle = load::idle_tunnels(via, echo, args.idle, Duration::from_secs(60));
-    std::thread::sleep(Duration::from_millis(300));
-    let after = via.pid().map(procstat::pss_kib);
-    let idle_threads = via.pid().map(procstat::threads);
-    let idle_open = idle.len();
-    drop(idle);
+    let (idle_open, idle_kib_each, idle_threads) = if idle > 0 {
+        let before = via.pid().map(procstat::pss_kib);
+        let held = load::idle_tunnels(via, echo, idle, Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(300));
+        let after = via.pid().map(procstat::pss_kib);
+        let threads = via.pid().map(procstat::threads);
+        let open = held.len();
+        let each = before
+            .zip(after)
+            .filter(|_| open > 0)
+            .map(|(b, a)| a.saturating_sub(b) as f64 / open as f64);
+        (Some(open), each, threads)
+    } else {
+        (None, None, None)
+    };
     Some(Row {
         name: via.name.clone(),
+        zcproxy: via.name.starts_with("zcproxy"),
         gbps_1: args.bytes as f64 * 8.0 / t1 / 1e9,
         gbps_8: args.bytes as f64 * 8.0 / t8 / 1e9,
         cpu_s_per_gb: cpu,
@@ -171,16 +172,9 @@ fn measure(args: &Args, via: &Running, up: &Upstreams) -> Option<Row> {
         cpu_us_per_tunnel,
         rtt,
         idle_open,
-        idle_kib_each: before
-            .zip(after)
-            .filter(|_| idle_open > 0)
-            .map(|(b, a)| a.saturating_sub(b) as f64 / idle_open as f64),
+        idle_kib_each,
         idle_threads,
     })
-}
-
-fn opt(v: Option<f64>, digits: usize) -> String {
-    v.map_or("-".into(), |x| format!("{x:.digits$}"))
 }
 
 fn main() {
@@ -188,7 +182,9 @@ fn main() {
     raise_nofile();
     if let Some(proxies) = args.proxy_cpus.clone() {
         match cpus::split(proxies.clone()) {
-            Ok(load) => eprintln!("zcbench: proxies on CPUs {proxies}, load and upstreams on {load}"),
+            Ok(load) => {
+                eprintln!("zcbench: proxies on CPUs {proxies}, load and upstreams on {load}")
+            }
             Err(e) => {
                 eprintln!("zcbench: --proxy-cpus: {e}");
                 std::process::exit(2);
@@ -205,48 +201,26 @@ fn main() {
         echo: servers::echo(args.base_port - 1),
         echo_pool: servers::echo_pool(args.base_port - 3, args.concurrency + 8),
     };
-    let mut rows = Vec::new();
-    for (i, name) in args.only.split(',').map(str::trim).enumerate() {
-        let port = args.base_port + 2 * i as u16;
-        let Some(running) = start(&args, &dir, name, port) else {
-            continue;
-        };
-        eprintln!("zcbench: measuring {}", running.name);
-        if let Some(row) = measure(&args, &running, &upstreams) {
-            rows.push(row);
+    let mut runs = Vec::new();
+    for run in 0..args.runs.max(1) {
+        let idle = if run == 0 { args.idle } else { 0 };
+        let mut rows = Vec::new();
+        for (i, name) in args.only.split(',').map(str::trim).enumerate() {
+            let port = args.base_port + 2 * i as u16;
+            let Some(running) = start(&args, &dir, name, port) else {
+                continue;
+            };
+            eprintln!("zcbench: run {}: measuring {}", run + 1, running.name);
+            if let Some(row) = measure(&args, &running, &upstreams, idle) {
+                rows.push(row);
+            }
+            drop(running);
+            std::thread::sleep(Duration::from_millis(500));
         }
-        drop(running);
-        std::thread::sleep(Duration::from_millis(500));
+        runs.push(rows);
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let direct = rows.iter().find(|r| r.name == "direct").map(|r| r.gbps_1);
-    println!(
-        "| contender | 1 stream Gbit/s | vs direct | 8 streams Gbit/s | proxy CPU s/GB | tunnels/s @{} | proxy CPU µs/tunnel | tunnel p50/p99 ms | 64 B RTT p50/p99 µs | idle tunnels held | KiB per idle tunnel | threads while idle |",
-        args.concurrency
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for r in &rows {
-        println!(
-            "| {} | {:.2} | {} | {:.2} | {} | {:.0}{} | {} | {:.2} / {:.2} | {:.0} / {:.0} | {} | {} | {} |",
-            r.name,
-            r.gbps_1,
-            opt(direct.map(|d| r.gbps_1 / d), 2),
-            r.gbps_8,
-            opt(r.cpu_s_per_gb, 3),
-            r.tunnels.per_second,
-            if r.tunnels.failures > 0 {
-                format!(" ({} failed)", r.tunnels.failures)
-            } else {
-                String::new()
-            },
-            opt(r.cpu_us_per_tunnel, 0),
-            r.tunnels.p50_ms,
-            r.tunnels.p99_ms,
-            r.rtt.0,
-            r.rtt.1,
-            r.idle_open,
-            opt(r.idle_kib_each, 1),
-            r.idle_threads.map_or("-".into(), |t| t.to_string()),
-        );
-    }
+    let runs = report::Runs(runs);
+    runs.print_table(args.concurrency);
+    runs.print_targets();
 }

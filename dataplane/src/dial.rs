@@ -136,7 +136,11 @@ pub fn permitted(
 }
 
 /// Connects to the first address that answers before `deadline`.
-pub async fn connect(addrs: &[SocketAddr], deadline: Instant) -> Result<TcpStream, DialError> {
+/// Connects to the first address that answers; returns the stream and that address.
+pub async fn connect(
+    addrs: &[SocketAddr],
+    deadline: Instant,
+) -> Result<(TcpStream, SocketAddr), DialError> {
     let mut last = DialError::Resolve("no addresses".into());
     for addr in addrs {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -147,7 +151,7 @@ pub async fn connect(addrs: &[SocketAddr], deadline: Instant) -> Result<TcpStrea
             Err(_) => return Err(DialError::Timeout),
             Ok(Ok(stream)) => {
                 crate::conn::bufstream::prepare(&stream);
-                return Ok(stream);
+                return Ok((stream, *addr));
             }
             Ok(Err(e)) => last = DialError::from_io(e),
         }

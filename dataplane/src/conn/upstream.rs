@@ -150,9 +150,8 @@ pub async fn open(
     }
     .await;
     match result {
-        Ok(stream) => {
+        Ok((stream, peer)) => {
             shard.metrics().connect_seconds.observe(started.elapsed());
-            let peer = stream.peer_addr().map_err(DialError::Other)?;
             session.established(protocol, target.host_name(), peer, stream.as_raw_fd());
             Ok(Opened {
                 stream,

@@ -45,15 +45,12 @@ pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
 }
 
 /// Relay syscalls must never block the shard thread, but sockets accepted or connected
-/// through io_uring come without O_NONBLOCK.
+/// through io_uring come without O_NONBLOCK. FIONBIO sets it in one syscall (F_GETFL +
+/// F_SETFL took two, per socket, per tunnel).
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor the caller owns.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+    let on: libc::c_int = 1;
+    // SAFETY: ioctl(FIONBIO) on a descriptor the caller owns, with a valid int pointer.
+    if unsafe { libc::ioctl(fd, libc::FIONBIO, &on) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

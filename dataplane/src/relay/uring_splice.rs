@@ -10,6 +10,7 @@
 use std::cell::Cell;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use monoio::io::splice::{SpliceDestination, SpliceSource};
@@ -99,22 +100,22 @@ pub async fn relay(
     );
     let (client_raw, upstream_raw) = (client.as_raw_fd(), upstream.as_raw_fd());
     let last_activity = Cell::new(Instant::now());
-    let up = direction(
+    let up = pin!(direction(
         client_r,
         upstream_w,
         upstream_raw,
         Side::Client,
         env,
         &last_activity,
-    );
-    let down = direction(
+    ));
+    let down = pin!(direction(
         upstream_r,
         client_w,
         client_raw,
         Side::Upstream,
         env,
         &last_activity,
-    );
+    ));
     let both = join_fail_fast(up, down);
     // The watchdog never returns Ok, so this ends with the relay or with Idle.
     let result = monoio::select! {
