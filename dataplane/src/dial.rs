@@ -135,8 +135,8 @@ pub fn permitted(
     }
 }
 
-/// Connects to the first address that answers before `deadline`.
-/// Connects to the first address that answers; returns the stream and that address.
+/// Connects to the first address that answers before `deadline`; returns the stream and
+/// that address (so nobody asks the kernel for it again).
 pub async fn connect(
     addrs: &[SocketAddr],
     deadline: Instant,
