@@ -19,8 +19,9 @@ use crate::auth::CredentialCache;
 use crate::conn;
 use crate::live::LivePolicy;
 use crate::metrics::{ErrorKind, ShardMetrics};
+use crate::relay::buf_pool::BufPool;
 use crate::relay::pipe_pool::PipePool;
-use crate::relay::RelayEnv;
+use crate::relay::{self, RelayEnv};
 use crate::sessions::{PolicyRef, Sessions};
 use crate::shared::Shared;
 
@@ -29,6 +30,7 @@ pub struct Shard {
     pub shared: Arc<Shared>,
     policy: RefCell<PolicyRef>,
     pub pipes: RefCell<PipePool>,
+    pub bufs: RefCell<BufPool>,
     pub creds: RefCell<CredentialCache>,
     pub sessions: Sessions,
     active: Cell<usize>,
@@ -74,6 +76,7 @@ impl Shard {
     pub fn relay_env(&self) -> RelayEnv<'_> {
         RelayEnv {
             pipes: &self.pipes,
+            bufs: &self.bufs,
             metrics: self.metrics(),
             mode: self.shared.config.relay,
             idle: self.shared.config.timeouts.idle(),
@@ -217,6 +220,8 @@ fn run_shard(
         id,
         policy: RefCell::new(Rc::new(shared.bus.mailbox(id).latest())),
         pipes: RefCell::new(PipePool::new(limits.pipe_pool_per_core, limits.pipe_size)),
+        // Copy buffers are kept under the same bound as idle pipes.
+        bufs: RefCell::new(BufPool::new(limits.pipe_pool_per_core, relay::COPY_BUF)),
         creds: RefCell::new(CredentialCache::new(limits.credential_cache_per_core)),
         sessions: Sessions::default(),
         active: Cell::new(0),

@@ -6,6 +6,7 @@
 //! io_uring SPLICE op, which the kernel always hands to io-wq worker threads (see
 //! docs/architecture.md). A copy path serves sockets that cannot splice and the `copy` mode.
 
+pub mod buf_pool;
 pub mod pipe_pool;
 pub mod sys;
 mod uring_splice;
@@ -22,12 +23,14 @@ use monoio::net::TcpStream;
 
 use crate::config::RelayMode;
 use crate::metrics::{Counter, ShardMetrics};
+use buf_pool::BufPool;
 use pipe_pool::PipePool;
 
 /// Bursts longer than this many syscall rounds go back to the executor so that one busy
 /// tunnel cannot starve the others on its shard.
 const BURST_ROUNDS: usize = 16;
-const COPY_BUF: usize = 64 * 1024;
+/// Size of the copy path's buffers (see [`BufPool`]).
+pub const COPY_BUF: usize = 64 * 1024;
 /// Reads shorter than this end a burst (see splice_burst).
 const SMALL_READ: usize = 16 * 1024;
 
@@ -57,6 +60,7 @@ pub enum RelayError {
 /// Per-shard resources a relay uses.
 pub struct RelayEnv<'a> {
     pub pipes: &'a RefCell<PipePool>,
+    pub bufs: &'a RefCell<BufPool>,
     pub metrics: &'a ShardMetrics,
     pub mode: RelayMode,
     pub idle: Duration,
@@ -280,7 +284,13 @@ impl Tunnel<'_> {
     }
 
     async fn copy_burst(&self, dir: &Direction<'_>) -> Result<Burst, RelayError> {
-        let mut buf = vec![0u8; COPY_BUF];
+        let mut buf = self.env.bufs.borrow_mut().take();
+        let result = self.copy_with(dir, &mut buf).await;
+        self.env.bufs.borrow_mut().give(buf);
+        result
+    }
+
+    async fn copy_with(&self, dir: &Direction<'_>, buf: &mut [u8]) -> Result<Burst, RelayError> {
         let (src, dst) = (dir.src.as_raw_fd(), dir.dst.as_raw_fd());
         for _ in 0..BURST_ROUNDS {
             let want = dir.budget(buf.len());
