@@ -50,7 +50,7 @@ pub fn open(via: &Running, target: SocketAddr) -> io::Result<TcpStream> {
             // byte per syscall (which cost the shared CPUs more than the proxy's work).
             let mut head = Vec::with_capacity(256);
             let mut chunk = [0u8; 512];
-            while !head.ends_with(b"\r\n\r\n") {
+            loop {
                 let n = s.read(&mut chunk)?;
                 if n == 0 || head.len() > 8192 {
                     return Err(io::Error::other("CONNECT: no response head"));
@@ -60,6 +60,7 @@ pub fn open(via: &Running, target: SocketAddr) -> io::Result<TcpStream> {
                     if end + 4 != head.len() {
                         return Err(io::Error::other("CONNECT: bytes after the response head"));
                     }
+                    break;
                 }
             }
             if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {

@@ -164,7 +164,6 @@ fn measure(args: &Args, via: &Running, up: &Upstreams, idle: usize) -> Option<Ro
     };
     Some(Row {
         name: via.name.clone(),
-        zcproxy: via.name.starts_with("zcproxy"),
         gbps_1: args.bytes as f64 * 8.0 / t1 / 1e9,
         gbps_8: args.bytes as f64 * 8.0 / t8 / 1e9,
         cpu_s_per_gb: cpu,
@@ -180,7 +179,7 @@ fn measure(args: &Args, via: &Running, up: &Upstreams, idle: usize) -> Option<Ro
 fn main() {
     let args = Args::parse();
     raise_nofile();
-    if let Some(proxies) = args.proxy_cpus.clone() {
+    if let Some(proxies) = &args.proxy_cpus {
         match cpus::split(proxies.clone()) {
             Ok(load) => {
                 eprintln!("zcbench: proxies on CPUs {proxies}, load and upstreams on {load}")

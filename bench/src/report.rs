@@ -7,7 +7,6 @@ use crate::load::Rate;
 /// One contender measured once.
 pub struct Row {
     pub name: String,
-    pub zcproxy: bool,
     pub gbps_1: f64,
     pub gbps_8: f64,
     pub cpu_s_per_gb: Option<f64>,
@@ -19,6 +18,12 @@ pub struct Row {
     pub idle_kib_each: Option<f64>,
     /// Threads of the proxy (its own and io-wq workers) while the idle tunnels are held.
     pub idle_threads: Option<usize>,
+}
+
+impl Row {
+    fn is_zcproxy(&self) -> bool {
+        self.name.starts_with("zcproxy")
+    }
 }
 
 /// All runs: `runs[i]` holds the rows of run i, contenders in the same order.
@@ -73,6 +78,14 @@ impl Runs {
             .collect()
     }
 
+    /// Per run, the named contender's single-stream rate over direct's in the same run.
+    fn vs_direct(&self, name: &str) -> Vec<f64> {
+        self.per_run(name, |r, run| {
+            let d = run.iter().find(|x| x.name == "direct")?;
+            Some(r.gbps_1 / d.gbps_1)
+        })
+    }
+
     pub fn print_table(&self, concurrency: usize) {
         let runs = self.0.len();
         println!(
@@ -80,10 +93,7 @@ impl Runs {
         );
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         for name in self.names() {
-            let vs_direct = median(self.per_run(&name, |r, run| {
-                let d = run.iter().find(|x| x.name == "direct")?;
-                Some(r.gbps_1 / d.gbps_1)
-            }));
+            let vs_direct = median(self.vs_direct(&name));
             let failures: u64 = self.of(&name).map(|r| r.tunnels.failures).sum();
             let idle = self.of(&name).find(|r| r.idle_open.is_some());
             println!(
@@ -123,13 +133,10 @@ impl Runs {
         let zc: Vec<String> = self
             .names()
             .into_iter()
-            .filter(|n| self.of(n).any(|r| r.zcproxy))
+            .filter(|n| self.of(n).any(Row::is_zcproxy))
             .collect();
         for name in zc {
-            let vs_direct = self.per_run(&name, |r, run| {
-                let d = run.iter().find(|x| x.name == "direct")?;
-                Some(r.gbps_1 / d.gbps_1)
-            });
+            let vs_direct = self.vs_direct(&name);
             let cpu = self.per_run(&name, |r, run| {
                 let best = peers(run).filter_map(|p| p.cpu_s_per_gb).reduce(f64::min)?;
                 Some(r.cpu_s_per_gb? / best)
@@ -158,7 +165,7 @@ impl Runs {
 
 /// The peer proxies of one run (not zcproxy, not direct).
 fn peers(run: &[Row]) -> impl Iterator<Item = &Row> {
-    run.iter().filter(|r| !r.zcproxy && r.name != "direct")
+    run.iter().filter(|r| !r.is_zcproxy() && r.name != "direct")
 }
 
 #[cfg(test)]
