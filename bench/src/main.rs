@@ -132,7 +132,8 @@ fn measure(args: &Args, via: &Running, up: &Upstreams, idle: usize) -> Option<Ro
         .ok()?;
     let cpu = cpu0
         .zip(via.pid().map(procstat::cpu_seconds))
-        .map(|(a, b)| (b - a) / (2.0 * gib));
+        .and_then(|(a, b)| procstat::cpu_spent(a, b))
+        .map(|spent| spent / (2.0 * gib));
     let cpu_t0 = via.pid().map(procstat::cpu_seconds);
     let tunnels = load::tunnels_per_second(
         via,
@@ -145,7 +146,8 @@ fn measure(args: &Args, via: &Running, up: &Upstreams, idle: usize) -> Option<Ro
     let cpu_us_per_tunnel = cpu_t0
         .zip(via.pid().map(procstat::cpu_seconds))
         .filter(|_| done > 0.0)
-        .map(|(a, b)| (b - a) * 1e6 / done);
+        .and_then(|(a, b)| procstat::cpu_spent(a, b))
+        .map(|spent| spent * 1e6 / done);
     let rtt = load::ping_pong(via, up.echo_pool, 5000).unwrap_or((f64::NAN, f64::NAN));
     let (idle_open, idle_kib_each, idle_threads) = if idle > 0 {
         let before = via.pid().map(procstat::pss_kib);

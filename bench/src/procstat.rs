@@ -51,6 +51,14 @@ pub fn cpu_seconds(root: u32) -> f64 {
         / hz
 }
 
+/// CPU seconds spent between two `cpu_seconds` readings, or None when the difference is
+/// too small for the kernel's clock-tick accounting to say anything (10 ms per tick: a
+/// short run would report 0 s and a ratio of 0 against a peer).
+pub fn cpu_spent(before: f64, after: f64) -> Option<f64> {
+    let spent = after - before;
+    (spent >= 0.1).then_some(spent)
+}
+
 /// Proportional set size of the tree in KiB (shared pages split between processes).
 pub fn pss_kib(root: u32) -> u64 {
     tree(root)
