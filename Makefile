@@ -42,10 +42,10 @@ dashboards:          ## regenerate grafana/dashboards from grafana/generate.py
 	python3 grafana/generate.py
 
 cluster-check:       ## make cluster-check INVENTORY=hosts VIP=10.0.0.100
-	kubeadm/ansible-free-ssh.sh -i $(INVENTORY) --vip $(VIP) --check
+	./ansible-free-ssh.sh -i $(INVENTORY) --vip $(VIP) --check
 
 cluster-dry-run:
-	kubeadm/ansible-free-ssh.sh -i $(INVENTORY) --vip $(VIP) --cores $(CORES) $(values_arg) --dry-run
+	./ansible-free-ssh.sh -i $(INVENTORY) --vip $(VIP) --cores $(CORES) $(values_arg) --dry-run
 
 cluster:             ## build the HA cluster and install the chart
-	kubeadm/ansible-free-ssh.sh -i $(INVENTORY) --vip $(VIP) --cores $(CORES) $(values_arg)
+	./ansible-free-ssh.sh -i $(INVENTORY) --vip $(VIP) --cores $(CORES) $(values_arg)

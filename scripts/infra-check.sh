@@ -138,7 +138,7 @@ if ((images)); then
     scripts/infra/build-images.sh debug
 fi
 if ((nodes)); then
-    section "kubeadm/ansible-free-ssh.sh against fake SSH nodes"
+    section "ansible-free-ssh.sh against fake SSH nodes"
     kubeadm/test/fake-nodes.sh
 fi
 echo "infra checks passed"

@@ -2,7 +2,7 @@
 //! validation, authentication, authorisation, conflicts and not-found.
 
 use serde_json::json;
-use testkit::{Control, Nats, ScratchDb, ADMIN_KEY};
+use testkit::{Control, Nats, ScratchDb, ADMIN_KEY, READER_KEY};
 
 fn setup() -> (ScratchDb, Nats, Control) {
     let db = ScratchDb::new();
@@ -438,6 +438,62 @@ fn every_change_bumps_the_revision_and_is_audited() {
     assert_eq!(events[3]["kind"], "user_deleted");
     assert!(c.metric("zcproxy_control_events_published_total") >= 4.0);
     assert!(c.metric("zcproxy_control_http_requests_total") >= 5.0);
+}
+
+#[test]
+fn settings_are_read_by_any_key_changed_by_admins_and_published() {
+    let (_db, nats, c) = setup();
+    // Fresh database: allow by default, nobody anonymous.
+    let r = c.get(READER_KEY, "/v1/settings");
+    assert_eq!(r.0, 200, "{r:?}");
+    assert_eq!(
+        r.1,
+        json!({"default_action": "allow", "anonymous_clients": []})
+    );
+    let body = r#"{"default_action":"deny","anonymous_clients":["10.1.2.3/8","::1/128"]}"#;
+    assert!(is_problem(
+        &c.send("PUT", READER_KEY, "/v1/settings", body),
+        403
+    ));
+    assert!(is_problem(
+        &c.send("PUT", "wrong", "/v1/settings", body),
+        401
+    ));
+    for bad in [
+        r#"{"default_action":"maybe","anonymous_clients":[]}"#,
+        r#"{"default_action":"deny","anonymous_clients":["not-a-net"]}"#,
+        r#"{"default_action":"deny"}"#,
+        r#"{"default_action":"deny","anonymous_clients":[],"extra":1}"#,
+        r#"[]"#,
+    ] {
+        let r = c.send("PUT", ADMIN_KEY, "/v1/settings", bad);
+        assert!(is_problem(&r, 422) || is_problem(&r, 400), "{bad}: {r:?}");
+    }
+    let many: Vec<String> = (0..101).map(|i| format!("10.0.{i}.0/24")).collect();
+    let r = c.send(
+        "PUT",
+        ADMIN_KEY,
+        "/v1/settings",
+        &json!({"default_action": "deny", "anonymous_clients": many}).to_string(),
+    );
+    assert!(is_problem(&r, 422), "{r:?}");
+    // A change: stored canonical, revisioned, audited, in the snapshot, published.
+    assert_eq!(c.revision_of("PUT", "/v1/settings", body), Some(1));
+    let want = json!({"default_action": "deny", "anonymous_clients": ["10.0.0.0/8", "::1/128"]});
+    assert_eq!(c.get(READER_KEY, "/v1/settings").1, want);
+    let snap = c.get(ADMIN_KEY, "/v1/policy/snapshot").1;
+    assert_eq!(snap["default_action"], "deny");
+    assert_eq!(snap["anonymous_clients"], want["anonymous_clients"]);
+    let audit = c.get(ADMIN_KEY, "/v1/audit").1;
+    assert_eq!(audit["items"][0]["action"], "settings.replace");
+    assert_eq!(audit["items"][0]["details"]["after"], want);
+    testkit::eventually(10, "the settings event", || {
+        testkit::stream_events(&nats.url()).len() == 1
+    });
+    let event = &testkit::stream_events(&nats.url())[0];
+    assert_eq!(event["kind"], "settings_changed");
+    assert_eq!(event["revision"], 1);
+    assert_eq!(event["anonymous_clients"], want["anonymous_clients"]);
 }
 
 #[test]

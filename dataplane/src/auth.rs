@@ -1,17 +1,27 @@
 //! Credential checks with a per-shard cache.
 //!
-//! Argon2id costs tens of milliseconds of CPU by design. It runs on the blocking pool, never
-//! on a shard thread, and a success is remembered per shard under a keyed BLAKE3 hash of
-//! user, password and stored hash (so a changed password misses the cache), which turns a
-//! burst of handshakes by one user into one Argon2 run per shard.
+//! Argon2id costs tens of milliseconds of CPU and ~19 MiB by design. It runs on its own
+//! bounded worker pool, never on a shard thread and never in the resolver's pool. A success is
+//! remembered per shard under a keyed BLAKE3 hash of user, password and stored hash (so a
+//! changed password misses the cache). Concurrent checks of the same credentials on a shard
+//! share one run: a burst of handshakes by one user costs one Argon2 run per shard, not one
+//! per handshake until the first finishes. A shard runs at most `password_checks_per_core`
+//! verifications at once; past that a check is refused at once (a storm of bogus credentials
+//! costs the attacker, not the other users).
 
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
+use std::future::poll_fn;
+use std::rc::Rc;
 use std::sync::OnceLock;
+use std::task::{Poll, Waker};
 
 use policy::{CompiledPolicy, UserId};
 use thiserror::Error;
 
-#[derive(Debug, Error, PartialEq, Eq)]
+use crate::context::Shard;
+
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum AuthError {
     #[error("unknown user")]
     UnknownUser,
@@ -21,17 +31,41 @@ pub enum AuthError {
     BadPassword,
     #[error("credential check could not run")]
     Internal,
+    #[error("too many credential checks in progress")]
+    Overloaded,
+}
+
+type Fingerprint = [u8; 32];
+
+/// One verification in progress on this shard, awaited by every identical check.
+#[derive(Default)]
+struct Pending {
+    /// Some(verified) once the run finished; None while it runs.
+    outcome: Cell<Option<Result<bool, AuthError>>>,
+    abandoned: Cell<bool>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Pending {
+    fn finish(&self) {
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
 }
 
 pub struct CredentialCache {
     key: [u8; 32],
     /// Fingerprint -> user name, so one user's entries can be dropped when they change.
-    verified: HashMap<[u8; 32], Box<str>>,
+    verified: HashMap<Fingerprint, Box<str>>,
     capacity: usize,
+    inflight: RefCell<HashMap<Fingerprint, Rc<Pending>>>,
+    running: Cell<usize>,
+    max_running: usize,
 }
 
 impl CredentialCache {
-    pub fn new(capacity: usize) -> CredentialCache {
+    pub fn new(capacity: usize, max_running: usize) -> CredentialCache {
         let mut key = [0u8; 32];
         // A fixed key would only make cache keys predictable, not wrong; carry on regardless.
         let _ = getrandom::getrandom(&mut key);
@@ -39,6 +73,9 @@ impl CredentialCache {
             key,
             verified: HashMap::new(),
             capacity,
+            inflight: RefCell::new(HashMap::new()),
+            running: Cell::new(0),
+            max_running: max_running.max(1),
         }
     }
 
@@ -78,28 +115,124 @@ fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| policy::password::hash("zcproxy-decoy").unwrap_or_default())
 }
 
-async fn verify_off_shard(phc: String, password: Vec<u8>) -> Result<bool, AuthError> {
-    monoio::spawn_blocking(move || policy::password::verify(&phc, &password))
-        .await
-        .map_err(|_| AuthError::Internal)
-}
-
 pub enum CacheOutcome {
     Hit,
+    /// Answered by a verification another handshake had already started.
+    Shared,
     Miss,
 }
 
+/// Ends the run on drop, so that a leader cancelled mid-way (handshake deadline, revocation)
+/// does not leave its waiters hanging: they are woken and one of them runs it again.
+struct Leader<'a> {
+    cache: &'a RefCell<CredentialCache>,
+    fp: Fingerprint,
+    pending: Rc<Pending>,
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        let cache = self.cache.borrow();
+        cache.inflight.borrow_mut().remove(&self.fp);
+        cache.running.set(cache.running.get() - 1);
+        // A leader that finished set the outcome before dropping; none means cancelled.
+        let done = self.pending.outcome.take();
+        self.pending.abandoned.set(done.is_none());
+        self.pending.outcome.set(done);
+        self.pending.finish();
+    }
+}
+
+enum Join {
+    Lead(Rc<Pending>),
+    Wait(Rc<Pending>),
+}
+
+/// Verifies `password` against `phc` once per shard for identical concurrent checks.
+async fn verify(
+    shard: &Shard,
+    fp: Fingerprint,
+    phc: &str,
+    password: &[u8],
+) -> Result<(bool, CacheOutcome), AuthError> {
+    let cache = &shard.creds;
+    loop {
+        let join = {
+            let c = cache.borrow();
+            let mut inflight = c.inflight.borrow_mut();
+            match inflight.get(&fp) {
+                Some(p) => Join::Wait(p.clone()),
+                None if c.running.get() >= c.max_running => return Err(AuthError::Overloaded),
+                None => {
+                    let p = Rc::new(Pending::default());
+                    inflight.insert(fp, p.clone());
+                    c.running.set(c.running.get() + 1);
+                    Join::Lead(p)
+                }
+            }
+        };
+        match join {
+            Join::Wait(p) => {
+                poll_fn(|cx| {
+                    if p.abandoned.get() {
+                        return Poll::Ready(());
+                    }
+                    match p.outcome.take() {
+                        Some(o) => {
+                            p.outcome.set(Some(o.clone()));
+                            Poll::Ready(())
+                        }
+                        None => {
+                            p.waiters.borrow_mut().push(cx.waker().clone());
+                            Poll::Pending
+                        }
+                    }
+                })
+                .await;
+                match p.outcome.take() {
+                    Some(o) => {
+                        p.outcome.set(Some(o.clone()));
+                        return o.map(|ok| (ok, CacheOutcome::Shared));
+                    }
+                    // The leader was cancelled: try again (perhaps as the leader).
+                    None => continue,
+                }
+            }
+            Join::Lead(pending) => {
+                let leader = Leader { cache, fp, pending };
+                let (phc, password) = (phc.to_string(), password.to_vec());
+                shard.metrics().password_verifications.inc();
+                let result = shard
+                    .shared
+                    .workers
+                    .passwords
+                    .run(move || policy::password::verify(&phc, &password))
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, "credential check not run");
+                        AuthError::Overloaded
+                    });
+                leader.pending.outcome.set(Some(result.clone()));
+                drop(leader);
+                return result.map(|ok| (ok, CacheOutcome::Miss));
+            }
+        }
+    }
+}
+
 pub async fn authenticate(
+    shard: &Shard,
     policy: &CompiledPolicy,
-    cache: &std::cell::RefCell<CredentialCache>,
     user: &[u8],
     password: &[u8],
 ) -> Result<(UserId, CacheOutcome), AuthError> {
+    let cache = &shard.creds;
     let found = std::str::from_utf8(user)
         .ok()
         .and_then(|name| policy.user_by_name(name));
     let Some((id, entry)) = found else {
-        let _ = verify_off_shard(decoy_hash().to_string(), password.to_vec()).await;
+        let fp = cache.borrow().fingerprint(user, password, decoy_hash());
+        verify(shard, fp, decoy_hash(), password).await?;
         return Err(AuthError::UnknownUser);
     };
     let fp = cache
@@ -107,11 +240,14 @@ pub async fn authenticate(
         .fingerprint(user, password, &entry.password_hash);
     let outcome = if cache.borrow().contains(&fp) {
         CacheOutcome::Hit
-    } else if verify_off_shard(entry.password_hash.clone(), password.to_vec()).await? {
-        cache.borrow_mut().insert(fp, &entry.name);
-        CacheOutcome::Miss
     } else {
-        return Err(AuthError::BadPassword);
+        match verify(shard, fp, &entry.password_hash, password).await? {
+            (true, outcome) => {
+                cache.borrow_mut().insert(fp, &entry.name);
+                outcome
+            }
+            (false, _) => return Err(AuthError::BadPassword),
+        }
     };
     if !entry.enabled {
         return Err(AuthError::Disabled);
@@ -125,16 +261,16 @@ mod tests {
 
     #[test]
     fn fingerprints_depend_on_every_part() {
-        let c = CredentialCache::new(2);
+        let c = CredentialCache::new(2, 1);
         let a = c.fingerprint(b"u", b"p", "h");
         assert_ne!(a, c.fingerprint(b"u", b"p", "h2"));
         assert_ne!(a, c.fingerprint(b"up", b"", "h"));
-        assert_ne!(a, CredentialCache::new(2).fingerprint(b"u", b"p", "h"));
+        assert_ne!(a, CredentialCache::new(2, 1).fingerprint(b"u", b"p", "h"));
     }
 
     #[test]
     fn cache_is_bounded() {
-        let mut c = CredentialCache::new(2);
+        let mut c = CredentialCache::new(2, 1);
         for i in 0..5u8 {
             c.insert([i; 32], "u");
             assert!(c.verified.len() <= 2);
@@ -144,7 +280,7 @@ mod tests {
 
     #[test]
     fn forgetting_a_user_keeps_the_others() {
-        let mut c = CredentialCache::new(10);
+        let mut c = CredentialCache::new(10, 1);
         c.insert([1; 32], "alice");
         c.insert([2; 32], "alice");
         c.insert([3; 32], "bob");

@@ -102,6 +102,15 @@ pub struct Limits {
     pub pipe_size: usize,
     /// Verified credentials each core remembers.
     pub credential_cache_per_core: usize,
+    /// Argon2id verifications one core runs at once (identical concurrent checks share one);
+    /// more are refused at once. Bounds what a storm of bogus credentials can take.
+    pub password_checks_per_core: usize,
+    /// Threads verifying passwords for all cores; with Argon2's memory cost (19 MiB by
+    /// default) this bounds the memory password checks hold at once. 0: one per core.
+    pub password_threads: usize,
+    /// Threads resolving host names (getaddrinfo blocks) for all cores; separate from the
+    /// password threads, so credential checks never delay name resolution.
+    pub resolver_threads: usize,
 }
 
 impl Default for Limits {
@@ -111,6 +120,9 @@ impl Default for Limits {
             pipe_pool_per_core: 64,
             pipe_size: 256 * 1024,
             credential_cache_per_core: 4096,
+            password_checks_per_core: 4,
+            password_threads: 0,
+            resolver_threads: 8,
         }
     }
 }
@@ -288,8 +300,19 @@ impl Config {
                 "limits.pipe_size must be between 4096 and 1048576".into(),
             ));
         }
-        if self.timeouts.handshake_ms == 0 || self.timeouts.connect_ms == 0 {
-            return Err(ConfigError::Invalid("timeouts must be positive".into()));
+        let t = &self.timeouts;
+        // Zero would close every tunnel (idle) or every BIND (bind_accept) at once.
+        if t.handshake_ms == 0 || t.connect_ms == 0 || t.idle_secs == 0 || t.bind_accept_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "timeouts.handshake_ms, connect_ms, idle_secs and bind_accept_secs must be positive"
+                    .into(),
+            ));
+        }
+        if self.limits.password_checks_per_core == 0 || self.limits.resolver_threads == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.password_checks_per_core and limits.resolver_threads must be positive"
+                    .into(),
+            ));
         }
         if let Some(url) = &self.control.url {
             if !url.starts_with("http://") && !url.starts_with("https://") {
@@ -312,6 +335,24 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_timeouts_and_pools_are_refused() {
+        let mut cfg = Config::default();
+        cfg.timeouts.idle_secs = 0;
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("idle_secs"));
+        let mut cfg = Config::default();
+        cfg.timeouts.bind_accept_secs = 0;
+        assert!(cfg.validate().is_err());
+        let mut cfg = Config::default();
+        cfg.limits.resolver_threads = 0;
+        assert!(cfg.validate().is_err());
+        assert!(Config::default().validate().is_ok());
+    }
 
     #[test]
     fn example_config_is_valid() {

@@ -9,9 +9,9 @@ use monoio::net::TcpStream;
 use policy::{CompiledPolicy, Decision, DenyReason, Request, UserId};
 use thiserror::Error;
 
-use crate::metrics::ErrorKind;
-use crate::proto::socks5::Reply;
-use crate::proto::TargetAddr;
+use proto::{Failure, FailureKind, TargetAddr};
+
+use crate::context::Shard;
 
 #[derive(Debug, Error)]
 pub enum DialError {
@@ -31,49 +31,22 @@ pub enum DialError {
     Other(io::Error),
 }
 
+impl From<DialError> for Failure {
+    fn from(e: DialError) -> Failure {
+        let kind = match &e {
+            DialError::Denied(_) => FailureKind::Denied,
+            DialError::Resolve(_) => FailureKind::Dns,
+            DialError::Refused => FailureKind::ConnectionRefused,
+            DialError::NetworkUnreachable => FailureKind::NetworkUnreachable,
+            DialError::HostUnreachable => FailureKind::HostUnreachable,
+            DialError::Timeout => FailureKind::ConnectTimeout,
+            DialError::Other(_) => FailureKind::Internal,
+        };
+        Failure::new(kind, e.to_string())
+    }
+}
+
 impl DialError {
-    pub fn socks5_reply(&self) -> Reply {
-        match self {
-            DialError::Denied(_) => Reply::NotAllowed,
-            DialError::Resolve(_) | DialError::HostUnreachable => Reply::HostUnreachable,
-            DialError::Refused => Reply::ConnectionRefused,
-            DialError::NetworkUnreachable => Reply::NetworkUnreachable,
-            DialError::Timeout => Reply::TtlExpired,
-            DialError::Other(_) => Reply::GeneralFailure,
-        }
-    }
-
-    pub fn http_status(&self) -> u16 {
-        match self {
-            DialError::Denied(_) => 403,
-            DialError::Timeout => 504,
-            _ => 502,
-        }
-    }
-
-    /// The `Proxy-Status` error type (RFC 9209) for this failure.
-    pub fn proxy_status(&self) -> &'static str {
-        match self {
-            DialError::Denied(_) => "destination_ip_prohibited",
-            DialError::Resolve(_) => "dns_error",
-            DialError::Refused => "connection_refused",
-            DialError::NetworkUnreachable | DialError::HostUnreachable => {
-                "destination_ip_unroutable"
-            }
-            DialError::Timeout => "connection_timeout",
-            DialError::Other(_) => "proxy_internal_error",
-        }
-    }
-
-    pub fn metric(&self) -> Option<ErrorKind> {
-        match self {
-            DialError::Denied(_) => None,
-            DialError::Resolve(_) => Some(ErrorKind::Resolve),
-            DialError::Timeout => Some(ErrorKind::UpstreamTimeout),
-            _ => Some(ErrorKind::UpstreamConnect),
-        }
-    }
-
     fn from_io(e: io::Error) -> DialError {
         match e.raw_os_error() {
             Some(libc::ECONNREFUSED) => DialError::Refused,
@@ -87,16 +60,24 @@ impl DialError {
 
 /// Resolves a name on the blocking pool: getaddrinfo may block for seconds and must never
 /// stall a shard.
-pub async fn resolve(target: &TargetAddr, deadline: Instant) -> Result<Vec<SocketAddr>, DialError> {
+pub async fn resolve(
+    shard: &Shard,
+    target: &TargetAddr,
+    deadline: Instant,
+) -> Result<Vec<SocketAddr>, DialError> {
     let (host, port) = match target {
         TargetAddr::Ip(a) => return Ok(vec![*a]),
         TargetAddr::Domain(h, p) => (h.clone(), *p),
     };
-    let lookup = monoio::spawn_blocking(move || (host.as_str(), port).to_socket_addrs());
+    let lookup = shard
+        .shared
+        .workers
+        .resolver
+        .run(move || (host.as_str(), port).to_socket_addrs());
     let left = deadline.saturating_duration_since(Instant::now());
     match monoio::time::timeout(left, lookup).await {
         Err(_) => Err(DialError::Timeout),
-        Ok(Err(_)) => Err(DialError::Resolve("resolver task failed".into())),
+        Ok(Err(e)) => Err(DialError::Other(io::Error::other(e))),
         Ok(Ok(Err(e))) => Err(DialError::Resolve(e.to_string())),
         Ok(Ok(Ok(addrs))) => {
             let addrs: Vec<SocketAddr> = addrs.collect();
@@ -149,10 +130,7 @@ pub async fn connect(
         }
         match monoio::time::timeout(left, TcpStream::connect_addr(*addr)).await {
             Err(_) => return Err(DialError::Timeout),
-            Ok(Ok(stream)) => {
-                crate::conn::bufstream::prepare(&stream);
-                return Ok((stream, *addr));
-            }
+            Ok(Ok(stream)) => return Ok((stream, *addr)),
             Ok(Err(e)) => last = DialError::from_io(e),
         }
     }
@@ -164,37 +142,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn errors_map_to_protocol_codes() {
-        let from = |errno| DialError::from_io(io::Error::from_raw_os_error(errno));
-        assert_eq!(
-            from(libc::ECONNREFUSED).socks5_reply(),
-            Reply::ConnectionRefused
-        );
-        assert_eq!(
-            from(libc::ENETUNREACH).socks5_reply(),
-            Reply::NetworkUnreachable
-        );
-        assert_eq!(
-            from(libc::EHOSTUNREACH).socks5_reply(),
-            Reply::HostUnreachable
-        );
-        assert_eq!(from(libc::ETIMEDOUT).socks5_reply(), Reply::TtlExpired);
-        assert_eq!(from(libc::EACCES).socks5_reply(), Reply::GeneralFailure);
-        assert_eq!(
-            DialError::Denied(DenyReason::Default).socks5_reply(),
-            Reply::NotAllowed
-        );
-        assert_eq!(
-            DialError::Resolve("x".into()).socks5_reply(),
-            Reply::HostUnreachable
-        );
-        assert_eq!(from(libc::ETIMEDOUT).http_status(), 504);
-        assert_eq!(from(libc::ECONNREFUSED).http_status(), 502);
-        assert_eq!(DialError::Denied(DenyReason::Default).http_status(), 403);
-        assert_eq!(
-            from(libc::ENETUNREACH).proxy_status(),
-            "destination_ip_unroutable"
-        );
+    fn errors_map_to_failure_kinds() {
+        let kind =
+            |errno| Failure::from(DialError::from_io(io::Error::from_raw_os_error(errno))).kind;
+        assert_eq!(kind(libc::ECONNREFUSED), FailureKind::ConnectionRefused);
+        assert_eq!(kind(libc::ENETUNREACH), FailureKind::NetworkUnreachable);
+        assert_eq!(kind(libc::EHOSTUNREACH), FailureKind::HostUnreachable);
+        assert_eq!(kind(libc::ETIMEDOUT), FailureKind::ConnectTimeout);
+        assert_eq!(kind(libc::EACCES), FailureKind::Internal);
+        let denied = Failure::from(DialError::Denied(DenyReason::Default));
+        assert_eq!(denied.kind, FailureKind::Denied);
+        assert_eq!(denied.blame(), proto::Blame::Client);
     }
 
     #[test]

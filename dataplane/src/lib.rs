@@ -1,14 +1,19 @@
 //! zcproxy data plane: one port, every forward-proxy protocol, thread per core, splice relay.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod conn;
+pub mod context;
 pub mod dial;
 pub mod live;
 pub mod metrics;
-pub mod proto;
 pub mod relay;
+pub mod revoke;
 pub mod sessions;
 pub mod shard;
 pub mod shared;
+pub mod stream;
+pub mod sys;
+pub mod workers;

@@ -217,7 +217,7 @@ fn policy_source(cfg: &Config) -> Result<PolicySource, String> {
 fn run(cfg: Config) -> Result<(), String> {
     raise_nofile_limit();
     let (bus, status, _control) = policy_source(&cfg)?;
-    let shared = Arc::new(Shared::new(cfg, bus, status));
+    let shared = Arc::new(Shared::new(cfg, bus, status).map_err(|e| format!("worker pools: {e}"))?);
     let admin_listener = match shared.config.admin {
         Some(addr) => {
             Some(std::net::TcpListener::bind(addr).map_err(|e| format!("admin {addr}: {e}"))?)

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use policy::Protocol;
+use proto::FailureKind;
 
 /// A counter with a single writer thread.
 #[derive(Default)]
@@ -84,10 +85,12 @@ pub enum ErrorKind {
     RelayReset,
     /// A policy change revoked the user or the destination of a live connection.
     PolicyRevoked,
+    /// The proxy could not do its part (a worker pool full, no local port left).
+    Internal,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::ClientProtocol,
         ErrorKind::HandshakeTimeout,
         ErrorKind::UpstreamConnect,
@@ -100,6 +103,7 @@ impl ErrorKind {
         ErrorKind::IdleTimeout,
         ErrorKind::RelayReset,
         ErrorKind::PolicyRevoked,
+        ErrorKind::Internal,
     ];
 
     pub fn label(self) -> &'static str {
@@ -116,6 +120,7 @@ impl ErrorKind {
             ErrorKind::IdleTimeout => "idle_timeout",
             ErrorKind::RelayReset => "relay_reset",
             ErrorKind::PolicyRevoked => "policy_revoked",
+            ErrorKind::Internal => "internal",
         }
     }
 }
@@ -124,8 +129,8 @@ impl ErrorKind {
 #[repr(align(128))]
 pub struct ShardMetrics {
     pub accepted: Counter,
-    pub connections_total: [Counter; 4],
-    pub connections_active: [Gauge; 4],
+    pub connections_total: [Counter; Protocol::COUNT],
+    pub connections_active: [Gauge; Protocol::COUNT],
     pub bytes_client_to_upstream: Counter,
     pub bytes_upstream_to_client: Counter,
     pub splice_bytes: Counter,
@@ -137,6 +142,10 @@ pub struct ShardMetrics {
     pub auth_failures: Counter,
     pub acl_denies: Counter,
     pub credential_cache_hits: Counter,
+    /// Argon2id runs (a shared or cached check runs none).
+    pub password_verifications: Counter,
+    /// Checks answered by a run another handshake had started.
+    pub credential_checks_shared: Counter,
     pub errors: [Counter; ErrorKind::ALL.len()],
     pub policy_revision: Gauge,
     pub sessions_revoked: Counter,
@@ -146,6 +155,25 @@ impl ShardMetrics {
     pub fn error(&self, kind: ErrorKind) {
         self.errors[kind as usize].inc();
     }
+    /// Counts a failed request under the metric its kind belongs to.
+    pub fn failure(&self, kind: FailureKind) {
+        use FailureKind::*;
+        match kind {
+            Denied => self.acl_denies.inc(),
+            AuthRequired | AuthFailed | Revoked => self.auth_failures.inc(),
+            UserLimit => self.error(ErrorKind::UserLimit),
+            Malformed | Unsupported | AddressType => self.error(ErrorKind::ClientProtocol),
+            HandshakeTimeout => self.error(ErrorKind::HandshakeTimeout),
+            Dns => self.error(ErrorKind::Resolve),
+            ConnectTimeout | ResponseTimeout => self.error(ErrorKind::UpstreamTimeout),
+            ConnectionRefused | NetworkUnreachable | HostUnreachable => {
+                self.error(ErrorKind::UpstreamConnect)
+            }
+            Internal => self.error(ErrorKind::Internal),
+            UpstreamClosed | UpstreamProtocol => self.error(ErrorKind::UpstreamProtocol),
+        }
+    }
+
     pub fn protocol_opened(&self, p: Protocol) {
         self.connections_total[p.index()].inc();
         self.connections_active[p.index()].add(1);
@@ -165,7 +193,7 @@ pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 /// Renders every shard's block in the Prometheus text format (version 0.0.4).
 pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    let simple: [(&str, &str, &str, Getter); 12] = [
+    let simple: [(&str, &str, &str, Getter); 14] = [
         (
             "zcproxy_accepted_connections_total",
             "counter",
@@ -227,6 +255,18 @@ pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
             |m| m.credential_cache_hits.get() as f64,
         ),
         (
+            "zcproxy_password_verifications_total",
+            "counter",
+            "Argon2id password verifications run for this core's handshakes",
+            |m| m.password_verifications.get() as f64,
+        ),
+        (
+            "zcproxy_credential_checks_shared_total",
+            "counter",
+            "Credential checks answered by a verification another handshake had started",
+            |m| m.credential_checks_shared.get() as f64,
+        ),
+        (
             "zcproxy_policy_revision",
             "gauge",
             "Policy revision in force on each core",
@@ -258,7 +298,7 @@ pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
         "Open connections by protocol",
     );
     for (core, m) in shards.iter().enumerate() {
-        for p in Protocol::ALL {
+        for &p in Protocol::ALL {
             let _ = writeln!(
                 out,
                 "zcproxy_connections_total{{core=\"{core}\",protocol=\"{}\"}} {}\nzcproxy_connections_active{{core=\"{core}\",protocol=\"{}\"}} {}",

@@ -1,101 +1,22 @@
 //! One shard per core: a single-threaded io_uring executor pinned to its CPU with its own
-//! SO_REUSEPORT listener on the shared address. Nothing on the connection path is shared
-//! with another shard except the per-user tunnel counters (touched once per tunnel).
+//! SO_REUSEPORT listener on the shared address. What shards share: the per-user tunnel
+//! counters (touched once per tunnel), the policy bus (read when a policy is published), the
+//! metrics blocks (each shard writes only its own) and two worker pools (name resolution,
+//! password verification; see `workers.rs`), each reached through a bounded queue.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use monoio::blocking::DefaultThreadPool;
 use monoio::net::TcpListener;
 
-use crate::auth::CredentialCache;
 use crate::conn;
-use crate::live::LivePolicy;
-use crate::metrics::{ErrorKind, ShardMetrics};
-use crate::relay::buf_pool::BufPool;
-use crate::relay::pipe_pool::PipePool;
-use crate::relay::{self, RelayEnv};
-use crate::sessions::{PolicyRef, Sessions};
+use crate::context::Shard;
+use crate::metrics::ErrorKind;
 use crate::shared::Shared;
-
-pub struct Shard {
-    pub id: usize,
-    pub shared: Arc<Shared>,
-    policy: RefCell<PolicyRef>,
-    pub pipes: RefCell<PipePool>,
-    pub bufs: RefCell<BufPool>,
-    pub creds: RefCell<CredentialCache>,
-    pub sessions: Sessions,
-    active: Cell<usize>,
-}
-
-impl Shard {
-    pub fn metrics(&self) -> &ShardMetrics {
-        &self.shared.metrics[self.id]
-    }
-
-    /// The policy in force for new work; a session keeps the one it last refreshed to.
-    pub fn policy(&self) -> PolicyRef {
-        self.policy.borrow().clone()
-    }
-
-    /// Puts `new` in force: later connections and requests use it, cached credentials of
-    /// users it changed are forgotten, and live sessions it no longer allows are closed.
-    fn install(&self, new: Arc<LivePolicy>) {
-        let old = self.policy();
-        let changed: HashSet<&str> = old
-            .users()
-            .filter(|u| {
-                new.user_by_name(&u.name)
-                    .is_none_or(|(_, n)| !n.enabled || n.password_hash != u.password_hash)
-            })
-            .map(|u| u.name.as_str())
-            .collect();
-        self.creds.borrow_mut().forget(&changed);
-        let revoked = self.sessions.revoke_disallowed(&new);
-        if revoked > 0 {
-            tracing::info!(
-                core = self.id,
-                revision = new.revision,
-                revoked,
-                "policy change closed live sessions"
-            );
-        }
-        self.metrics().sessions_revoked.add(revoked as u64);
-        self.metrics().policy_revision.set(new.revision as i64);
-        *self.policy.borrow_mut() = Rc::new(new);
-    }
-
-    pub fn relay_env(&self) -> RelayEnv<'_> {
-        RelayEnv {
-            pipes: &self.pipes,
-            bufs: &self.bufs,
-            metrics: self.metrics(),
-            mode: self.shared.config.relay,
-            idle: self.shared.config.timeouts.idle(),
-        }
-    }
-
-    pub fn active_connections(&self) -> usize {
-        self.active.get()
-    }
-}
-
-/// Counts a connection as active on its shard for as long as it lives.
-struct ActiveGuard(Rc<Shard>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.active.set(self.0.active.get() - 1);
-    }
-}
 
 /// Binds one SO_REUSEPORT listener (the kernel spreads connections across them).
 pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -141,18 +62,16 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: flume::Recei
         match accepted {
             Ok((stream, peer)) => {
                 shard.metrics().accepted.inc();
-                if shard.active.get() >= max {
+                let Some(guard) = shard.enter(max) else {
                     shard.metrics().error(ErrorKind::ConnectionLimit);
                     continue;
-                }
-                shard.active.set(shard.active.get() + 1);
-                let guard = ActiveGuard(shard.clone());
+                };
                 monoio::spawn(async move {
-                    conn::serve(&guard.0, stream, peer).await;
+                    conn::serve(guard.shard(), stream, peer).await;
                     drop(guard);
                 });
             }
-            Err(e) if crate::relay::sys::is_spurious(&e) => {}
+            Err(e) if crate::sys::is_spurious(&e) => {}
             Err(e) => {
                 shard.metrics().error(ErrorKind::Accept);
                 if is_resource_exhaustion(&e) {
@@ -170,12 +89,12 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: flume::Recei
     drop(listener);
     // Draining: live tunnels get until the deadline to finish on their own.
     let deadline = Instant::now() + shard.shared.config.timeouts.drain();
-    while shard.active.get() > 0 && Instant::now() < deadline {
+    while shard.active_connections() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
     tracing::info!(
         core = shard.id,
-        remaining = shard.active.get(),
+        remaining = shard.active_connections(),
         "shard stopped"
     );
 }
@@ -189,8 +108,8 @@ type ShardRuntime = monoio::FusionRuntime<
 /// work at the shard's next syscall instead of interrupting it: measured +13% tunnels/s and
 /// -13% CPU per tunnel here (docs/benchmarks.md). Kernels before 5.19 refuse the flag; the
 /// shard then starts without it.
-fn build_runtime(pool: DefaultThreadPool) -> io::Result<ShardRuntime> {
-    let builder = |coop: bool, pool: DefaultThreadPool| {
+fn build_runtime() -> io::Result<ShardRuntime> {
+    let builder = |coop: bool| {
         let mut urb = io_uring::IoUring::builder();
         if coop {
             urb.setup_coop_taskrun();
@@ -199,12 +118,11 @@ fn build_runtime(pool: DefaultThreadPool) -> io::Result<ShardRuntime> {
             .enable_timer()
             .with_entries(1024)
             .uring_builder(urb)
-            .attach_thread_pool(Box::new(pool))
             .build()
     };
-    builder(true, pool.clone()).or_else(|e| {
+    builder(true).or_else(|e| {
         tracing::debug!(error = %e, "io_uring without COOP_TASKRUN");
-        builder(false, pool)
+        builder(false)
     })
 }
 
@@ -213,55 +131,39 @@ fn run_shard(
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
     stop: flume::Receiver<()>,
-    pool: DefaultThreadPool,
 ) -> io::Result<()> {
-    let limits = &shared.config.limits;
-    let shard = Rc::new(Shard {
-        id,
-        policy: RefCell::new(Rc::new(shared.bus.mailbox(id).latest())),
-        pipes: RefCell::new(PipePool::new(limits.pipe_pool_per_core, limits.pipe_size)),
-        // Copy buffers are kept under the same bound as idle pipes.
-        bufs: RefCell::new(BufPool::new(limits.pipe_pool_per_core, relay::COPY_BUF)),
-        creds: RefCell::new(CredentialCache::new(limits.credential_cache_per_core)),
-        sessions: Sessions::default(),
-        active: Cell::new(0),
-        shared: shared.clone(),
-    });
+    let shard = Rc::new(Shard::new(id, shared.clone()));
     shard
         .metrics()
         .policy_revision
         .set(shard.policy().revision as i64);
-    let mut rt = build_runtime(pool)?;
+    let mut rt = build_runtime()?;
     rt.block_on(async move {
         let listener = TcpListener::from_std(listener)?;
-        shared
-            .lifecycle
-            .listening_shards
-            .fetch_add(1, Ordering::AcqRel);
+        let _listening = shared.lifecycle.listening();
         monoio::spawn(follow_policy(shard.clone()));
         accept_loop(shard, listener, stop).await;
         Ok(())
     })
 }
 
-/// Starts `shared.cores` shards. Listeners are bound here, before any thread starts, so a
-/// taken port fails start-up at once. Dropping the returned sender stops every shard.
 /// Running shards. Dropping `stop` stops every shard.
 pub struct Shards {
     pub handles: Vec<JoinHandle<io::Result<()>>>,
     pub stop: flume::Sender<()>,
 }
 
+/// Starts `shared.cores` shards. Listeners are bound here, before any thread starts, so a
+/// taken port fails start-up at once.
 pub fn start(shared: Arc<Shared>) -> io::Result<Shards> {
     let (stop_tx, stop_rx) = flume::bounded::<()>(1);
     let listeners = (0..shared.cores)
         .map(|_| bind_listener(shared.config.listen))
         .collect::<io::Result<Vec<_>>>()?;
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
-    let pool = DefaultThreadPool::new(shared.cores.max(2));
     let mut handles = Vec::with_capacity(shared.cores);
     for (id, listener) in listeners.into_iter().enumerate() {
-        let (shared, stop, pool) = (shared.clone(), stop_rx.clone(), pool.clone());
+        let (shared, stop) = (shared.clone(), stop_rx.clone());
         let core = (shared.config.pin_cores && !core_ids.is_empty())
             .then(|| core_ids[id % core_ids.len()]);
         let handle = std::thread::Builder::new()
@@ -270,7 +172,7 @@ pub fn start(shared: Arc<Shared>) -> io::Result<Shards> {
                 if let Some(core) = core {
                     core_affinity::set_for_current(core);
                 }
-                run_shard(id, shared, listener, stop, pool)
+                run_shard(id, shared, listener, stop)
             })?;
         handles.push(handle);
     }

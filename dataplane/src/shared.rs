@@ -8,11 +8,39 @@ use crate::config::Config;
 use crate::live::status::PolicyStatus;
 use crate::live::PolicyBus;
 use crate::metrics::ShardMetrics;
+use crate::workers::WorkerPool;
 
 #[derive(Default)]
 pub struct Lifecycle {
-    pub listening_shards: AtomicUsize,
+    listening_shards: AtomicUsize,
     pub draining: AtomicBool,
+}
+
+/// Counts a shard as listening for as long as it is alive: dropped when its accept loop ends,
+/// when it fails, and while a panic unwinds its thread, so `/readyz` never counts a dead shard.
+pub struct Listening<'a>(&'a Lifecycle);
+
+impl Drop for Listening<'_> {
+    fn drop(&mut self) {
+        self.0.listening_shards.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Lifecycle {
+    pub fn listening(&self) -> Listening<'_> {
+        self.listening_shards.fetch_add(1, Ordering::AcqRel);
+        Listening(self)
+    }
+
+    pub fn listening_shards(&self) -> usize {
+        self.listening_shards.load(Ordering::Acquire)
+    }
+}
+
+/// The worker pools every core hands blocking work to (see [`crate::workers`]).
+pub struct Workers {
+    pub resolver: WorkerPool,
+    pub passwords: WorkerPool,
 }
 
 pub struct Shared {
@@ -23,26 +51,67 @@ pub struct Shared {
     /// Where each shard picks up new policies.
     pub bus: Arc<PolicyBus>,
     pub policy_status: Arc<PolicyStatus>,
+    pub workers: Workers,
 }
 
 impl Shared {
-    pub fn new(config: Config, bus: Arc<PolicyBus>, policy_status: Arc<PolicyStatus>) -> Shared {
+    pub fn new(
+        config: Config,
+        bus: Arc<PolicyBus>,
+        policy_status: Arc<PolicyStatus>,
+    ) -> std::io::Result<Shared> {
         let cores = config.core_count();
-        Shared {
+        let limits = &config.limits;
+        let password_threads = match limits.password_threads {
+            0 => cores,
+            n => n,
+        };
+        // Queues: a few waiting jobs per thread; past that a request is refused at once.
+        let workers = Workers {
+            resolver: WorkerPool::new(
+                "resolver",
+                limits.resolver_threads,
+                64 * limits.resolver_threads,
+            )?,
+            passwords: WorkerPool::new("argon2", password_threads, 4 * password_threads)?,
+        };
+        Ok(Shared {
             config,
             cores,
             metrics: (0..cores).map(|_| ShardMetrics::default()).collect(),
             lifecycle: Lifecycle::default(),
             bus,
             policy_status,
-        }
+            workers,
+        })
     }
 
     /// Every core listens, the proxy is not draining, and (unless configured otherwise) the
     /// policy is not stale.
     pub fn is_ready(&self) -> bool {
-        self.lifecycle.listening_shards.load(Ordering::Acquire) == self.cores
+        self.lifecycle.listening_shards() == self.cores
             && !self.lifecycle.draining.load(Ordering::Acquire)
             && (self.config.control.ready_while_stale || !self.policy_status.is_stale())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_that_dies_is_no_longer_counted() {
+        let lifecycle = Arc::new(Lifecycle::default());
+        let alive = lifecycle.listening();
+        let l = lifecycle.clone();
+        let died = std::thread::spawn(move || {
+            let _listening = l.listening();
+            panic!("shard failure");
+        })
+        .join();
+        assert!(died.is_err());
+        assert_eq!(lifecycle.listening_shards(), 1);
+        drop(alive);
+        assert_eq!(lifecycle.listening_shards(), 0);
     }
 }

@@ -456,3 +456,118 @@ fn a_proxy_started_while_nats_is_down_serves_the_snapshot_and_catches_up() {
     });
     accepted_on_every_core(&proxy, echo, ("later", "pw"));
 }
+
+/// One GET of `/hello` on a keep-alive connection; Err(what went wrong).
+fn keep_alive_get(s: &mut TcpStream, web: SocketAddr, auth: &str) -> Result<(), String> {
+    write!(
+        s,
+        "GET http://{web}/hello HTTP/1.1\r\nHost: {web}\r\n{auth}\r\n"
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    // "hello\n" with a 200 head carrying Content-Length: 6.
+    let mut got = Vec::new();
+    let mut b = [0u8; 1024];
+    while !(got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"hello\n")) {
+        match s.read(&mut b) {
+            Ok(0) => return Err(format!("closed after {:?}", String::from_utf8_lossy(&got))),
+            Ok(n) => got.extend_from_slice(&b[..n]),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    if got.starts_with(b"HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&got).into_owned())
+    }
+}
+
+/// An operator's report: while 150 other users were created through the API, 14 of 262
+/// requests of a working user failed ("policy change closed live sessions"): sessions in their
+/// handshake and keep-alive connections between requests were judged as anonymous clients.
+/// Changes that do not concern a user must not disturb any of that user's connections.
+#[test]
+fn creating_other_users_never_disturbs_a_working_user() {
+    let stack = stack();
+    let proxy = stack.proxy("");
+    let echo = echo_server();
+    let web = origin::start("127.0.0.1");
+    stack.create_user("alice", "one");
+    wait_converged(&stack, &proxy);
+    let auth = "Proxy-Authorization: Basic YWxpY2U6b25l\r\n"; // alice:one
+    let creating = std::sync::atomic::AtomicBool::new(true);
+    let (mut requests, mut failures) = (0, Vec::new());
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..150 {
+                stack.create_user(&format!("other{i}"), "pw");
+            }
+            creating.store(false, std::sync::atomic::Ordering::Release);
+        });
+        let mut keep = TcpStream::connect(proxy.addr).unwrap();
+        keep.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        while creating.load(std::sync::atomic::Ordering::Acquire) {
+            match socks5(proxy.addr, Dest::Addr(echo), Some(("alice", "one")), 1) {
+                Ok((mut t, _)) => echo_once(&mut t),
+                Err(code) => failures.push(format!("SOCKS5 refused with {code:#x}")),
+            }
+            // The keep-alive connection idles between requests, as a browser's does.
+            std::thread::sleep(Duration::from_millis(15));
+            if let Err(e) = keep_alive_get(&mut keep, web.addr, auth) {
+                failures.push(format!("keep-alive GET: {e}"));
+                keep = TcpStream::connect(proxy.addr).unwrap();
+                keep.set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+            }
+            requests += 2;
+        }
+    });
+    assert!(requests >= 20, "only {requests} requests ran");
+    assert!(
+        failures.is_empty(),
+        "{} of {requests} failed: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(proxy.metric("zcproxy_sessions_revoked_total", &[]), 0.0);
+}
+
+/// With a control plane, anonymous access comes only from `/v1/settings`: deleting the last
+/// user must not let loopback clients in without credentials (a local policy file without
+/// users still does, as the embedded default).
+#[test]
+fn anonymous_access_comes_only_from_the_settings() {
+    let stack = stack();
+    let proxy = stack.proxy("");
+    let echo = echo_server();
+    wait_converged(&stack, &proxy);
+    assert_eq!(
+        socks5(proxy.addr, Dest::Addr(echo), None, 1).err(),
+        Some(0xff),
+        "no users, no settings: nobody is anonymous"
+    );
+    stack.create_user("alice", "one");
+    stack.control.ok("DELETE", "/v1/users/alice", "");
+    wait_converged(&stack, &proxy);
+    assert_eq!(
+        socks5(proxy.addr, Dest::Addr(echo), None, 1).err(),
+        Some(0xff),
+        "deleting the last user opened the proxy"
+    );
+    let settings = stack.control.ok(
+        "PUT",
+        "/v1/settings",
+        r#"{"default_action":"allow","anonymous_clients":["127.0.0.0/8"]}"#,
+    );
+    assert_eq!(settings["anonymous_clients"][0], "127.0.0.0/8");
+    wait_converged(&stack, &proxy);
+    let (mut t, _) =
+        socks5(proxy.addr, Dest::Addr(echo), None, 1).expect("anonymous from loopback");
+    echo_once(&mut t);
+    // Taking the network away again closes the anonymous tunnel.
+    stack.control.ok(
+        "PUT",
+        "/v1/settings",
+        r#"{"default_action":"allow","anonymous_clients":[]}"#,
+    );
+    assert!(closed_within(&mut t, 5), "anonymous tunnel survived");
+}

@@ -124,13 +124,16 @@ fn check_half_close(proxy: &Proxy) {
     s.read_to_end(&mut answer).unwrap();
     assert_eq!(answer, b"got:question");
 
-    // The other way: the server closes its side first; the client can still send.
-    let server = spawn_server("127.0.0.1", |mut s| {
+    // The other way: the server closes its side first; the client can still send. What the
+    // server then reads comes back to this thread: an assertion in the server's thread could
+    // never fail the test.
+    let (late_tx, late_rx) = std::sync::mpsc::channel();
+    let server = spawn_server("127.0.0.1", move |mut s| {
         s.write_all(b"hello").unwrap();
         s.shutdown(Shutdown::Write).unwrap();
         let mut got = Vec::new();
-        s.read_to_end(&mut got).unwrap();
-        assert_eq!(got, b"late data");
+        let _ = s.read_to_end(&mut got);
+        let _ = late_tx.send(got);
     });
     let (mut s, _) = socks5(proxy.addr, Dest::Addr(server), None, 1).unwrap();
     let mut greeting = Vec::new();
@@ -140,6 +143,10 @@ fn check_half_close(proxy: &Proxy) {
     s.shutdown(Shutdown::Write).unwrap();
     let mut rest = [0u8; 1];
     assert_eq!(s.read(&mut rest).unwrap(), 0);
+    let late = late_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the server read to the end");
+    assert_eq!(late, b"late data");
 }
 
 #[test]

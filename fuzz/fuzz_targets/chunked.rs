@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zcproxy::proto::chunked::ChunkedDecoder;
+use proto::chunked::ChunkedDecoder;
 
 fuzz_target!(|input: (u16, &[u8])| {
     let (split, data) = input;

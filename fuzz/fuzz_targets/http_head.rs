@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zcproxy::proto::http;
+use proto::http;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Some((head, n))) = http::parse_request(data) {

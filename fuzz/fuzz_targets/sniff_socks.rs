@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zcproxy::proto::{sniff, socks4, socks5};
+use proto::{sniff, socks4, socks5};
 
 fn stable<T: PartialEq + std::fmt::Debug, E: PartialEq + std::fmt::Debug>(
     data: &[u8],

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Exercises kubeadm/ansible-free-ssh.sh against fake nodes: one network namespace per node
+# Exercises ansible-free-ssh.sh (top level) against fake nodes: one network namespace per node
 # on a private bridge, each running its own sshd. Nodes share this machine's kernel and
 # files, so each gets a file root (inventory root=DIR) and stand-ins for the commands that
 # would change the machine or need a real cluster (kubeadm, kubectl, apt-get, systemctl,
@@ -10,7 +10,7 @@
 # shellcheck disable=SC2016 # the stand-ins' bodies expand on the fake node
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-script=$here/../ansible-free-ssh.sh
+script=$here/../../ansible-free-ssh.sh
 tag=$(( $$ % 1000 ))
 work=$(mktemp -d)
 br=zcbr$tag

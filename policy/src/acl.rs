@@ -16,35 +16,41 @@ pub enum Action {
     Deny,
 }
 
-/// The client-facing protocol a request arrived with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Socks5,
-    Socks4,
+/// Declares [`Protocol`] once: the variants, their rule spelling, and `ALL`, so that adding
+/// a protocol sizes every per-protocol table with it (nothing is counted by hand).
+macro_rules! protocols {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)+) => {
+        /// The client-facing protocol a request arrived with.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum Protocol {
+            $($(#[$doc])* #[serde(rename = $name)] $variant,)+
+        }
+
+        impl Protocol {
+            pub const ALL: &'static [Protocol] = &[$(Protocol::$variant,)+];
+            pub const COUNT: usize = Protocol::ALL.len();
+
+            /// The name rules and metrics use.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Protocol::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+protocols! {
+    Socks5 => "socks5",
+    Socks4 => "socks4",
     /// HTTP/1.1 forward proxying of absolute-form requests.
-    Http,
+    Http => "http",
     /// HTTP CONNECT tunnels.
-    Connect,
+    Connect => "connect",
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 4] = [
-        Protocol::Socks5,
-        Protocol::Socks4,
-        Protocol::Http,
-        Protocol::Connect,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Socks5 => "socks5",
-            Protocol::Socks4 => "socks4",
-            Protocol::Http => "http",
-            Protocol::Connect => "connect",
-        }
-    }
-
+    /// Position in [`Protocol::ALL`], for per-protocol tables.
     pub fn index(self) -> usize {
         self as usize
     }

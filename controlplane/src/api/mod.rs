@@ -6,6 +6,7 @@ pub mod keys;
 pub mod openapi;
 pub mod policy;
 pub mod rules;
+pub mod settings;
 pub mod users;
 
 use std::sync::Arc;
@@ -131,6 +132,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(post().to(keys::create)),
             )
             .service(resource("/api-keys/{id}", "DELETE").route(delete().to(keys::revoke)))
+            .service(
+                resource("/settings", "GET, PUT")
+                    .route(get().to(settings::get))
+                    .route(put().to(settings::put)),
+            )
             .service(resource("/policy/snapshot", "GET").route(get().to(policy::snapshot)))
             .service(resource("/audit", "GET").route(get().to(policy::audit))),
     )

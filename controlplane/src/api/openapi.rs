@@ -117,6 +117,10 @@ pub fn spec() -> Value {
                 "post": op("Create an API key (secret shown once)", created("NewApiKeyResult"), true, json!({"requestBody": body("NewApiKey")}))
             },
             "/v1/api-keys/{id}": {"parameters": [id], "delete": op("Revoke an API key", no_content, true, json!({}))},
+            "/v1/settings": {
+                "get": op("Default action and anonymous client networks", ok("The settings", "Settings"), false, json!({})),
+                "put": op("Replace the settings (anonymous access comes only from here)", ok("The settings", "Settings"), true, json!({"requestBody": body("Settings")}))
+            },
             "/v1/policy/snapshot": {"get": op("The whole policy at one revision", ok("Snapshot", "Snapshot"), false, json!({}))},
             "/v1/audit": {"get": op("Audit log, newest first", ok("A page of entries", "AuditPage"), false, json!({"parameters": [
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
@@ -138,6 +142,8 @@ fn schemas() -> Value {
     let v4 = format!("{OCTET}\\.{OCTET}\\.{OCTET}\\.{OCTET}/(3[0-2]|[12]?[0-9])");
     let v6 = "([0-9a-f]{1,4}:){7}[0-9a-f]{1,4}/(12[0-8]|1[01][0-9]|[1-9]?[0-9])";
     let cidr_re = format!("^({v4}|{v6})$");
+    // Every protocol a rule may name, from the one list the data plane uses too.
+    let protocols: Vec<&str> = policy::Protocol::ALL.iter().map(|p| p.as_str()).collect();
     let cidr = json!({"type": "string", "description": "IPv4 or IPv6 CIDR"});
     json!({
         "Problem": {"type": "object", "required": ["type", "title", "status", "detail"], "properties": {
@@ -163,15 +169,18 @@ fn schemas() -> Value {
                 "description": "IPv4 or IPv6 CIDR (any IPv6 notation is accepted; the pattern shows the full one)"}},
             "ports": {"type": "array", "items": {"type": "string", "pattern": PORT,
                 "description": "N or LOW-HIGH (ranges accepted; the pattern shows single ports)"}},
-            "protocols": {"type": "array", "items": {"type": "string", "enum": ["socks5", "socks4", "http", "connect"]}},
+            "protocols": {"type": "array", "items": {"type": "string", "enum": protocols}},
             "sources": {"type": "array", "items": {"type": "string", "pattern": cidr_re}}}},
         // Responses: the stored, normalised form.
+        "Settings": {"type": "object", "additionalProperties": false, "required": ["default_action", "anonymous_clients"], "properties": {
+            "default_action": {"type": "string", "enum": ["allow", "deny"]},
+            "anonymous_clients": {"type": "array", "maxItems": 100, "items": {"type": "string", "pattern": cidr_re}}}},
         "RuleOut": {"type": "object", "required": ["action"], "properties": {
             "action": {"type": "string", "enum": ["allow", "deny"]},
             "hosts": {"type": "array", "items": {"type": "string"}},
             "destinations": {"type": "array", "items": {"type": "string"}},
             "ports": {"type": "array", "items": {"type": "string"}},
-            "protocols": {"type": "array", "items": {"type": "string", "enum": ["socks5", "socks4", "http", "connect"]}},
+            "protocols": {"type": "array", "items": {"type": "string", "enum": protocols}},
             "sources": {"type": "array", "items": {"type": "string"}}}},
         "RuleView": {"allOf": [{"$ref": "#/components/schemas/RuleOut"}, {"type": "object", "required": ["id", "position"], "properties": {
             "id": {"type": "integer", "format": "int64"}, "position": {"type": "integer"}}}]},

@@ -6,6 +6,7 @@ pub mod change;
 pub mod keys;
 pub mod migrate;
 pub mod rules;
+pub mod settings;
 pub mod snapshot;
 pub mod users;
 

@@ -1,11 +1,11 @@
 //! The full policy document at one revision, read in one consistent snapshot.
 
 use deadpool_postgres::Client;
-use policy::{Action, PolicyDoc};
+use policy::PolicyDoc;
 use tokio_postgres::types::Json;
 use tokio_postgres::IsolationLevel;
 
-use super::rules;
+use super::{rules, settings};
 use crate::problem::ApiError;
 
 pub async fn load(client: &mut Client) -> Result<PolicyDoc, ApiError> {
@@ -15,23 +15,17 @@ pub async fn load(client: &mut Client) -> Result<PolicyDoc, ApiError> {
         .read_only(true)
         .start()
         .await?;
-    let state = tx
-        .query_one(
-            "SELECT revision, default_action, anonymous_clients FROM policy_state WHERE id = 1",
-            &[],
-        )
-        .await?;
-    let revision: i64 = state.get(0);
-    let default_action = if state.get::<_, &str>(1) == "deny" {
-        Action::Deny
-    } else {
-        Action::Allow
-    };
-    let anonymous: Option<Json<Vec<ipnet::IpNet>>> = state.get(2);
+    let revision: i64 = tx
+        .query_one("SELECT revision FROM policy_state WHERE id = 1", &[])
+        .await?
+        .get(0);
+    let settings = settings::get(&*tx).await?;
     let mut doc = PolicyDoc {
         revision: revision as u64,
-        default_action,
-        anonymous_clients: anonymous.map(|Json(v)| v),
+        default_action: settings.default_action,
+        // Always present: with a control plane, anonymous access comes only from the settings,
+        // never from "no users are defined" (deleting the last user must not open the proxy).
+        anonymous_clients: Some(settings.anonymous_clients),
         users: vec![],
         rules: rules::list(&*tx, None)
             .await?

@@ -1,20 +1,20 @@
 //! SOCKS BIND: the proxy listens for one inbound connection from the host the client named
-//! (typically the data connection of active-mode FTP) and splices it to the client.
+//! (typically the data connection of active-mode FTP) and relays it to the client.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use monoio::net::{TcpListener, TcpStream};
+use monoio::net::TcpListener;
 use policy::Protocol;
+use proto::{Failure, FailureKind, TargetAddr};
 
-use super::upstream::{self, OpenError};
-use crate::dial::DialError;
+use crate::admission::{self, Principal};
+use crate::context::Shard;
 use crate::live::TunnelPermit;
 use crate::metrics::ErrorKind;
-use crate::proto::TargetAddr;
 use crate::sessions::Session;
-use crate::shard::Shard;
+use crate::stream::Stream;
 
 pub struct PendingBind {
     listener: TcpListener,
@@ -26,74 +26,88 @@ pub struct PendingBind {
 /// The local address this host would use to reach `peer` (no packet is sent).
 fn local_ip_towards(peer: SocketAddr) -> io::Result<IpAddr> {
     let any: SocketAddr = match peer {
-        SocketAddr::V4(_) => "0.0.0.0:0".parse().map_err(io::Error::other)?,
-        SocketAddr::V6(_) => "[::]:0".parse().map_err(io::Error::other)?,
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
     };
     let probe = UdpSocket::bind(any)?;
     probe.connect(peer)?;
     Ok(probe.local_addr()?.ip())
 }
 
-/// Checks the policy for the host that is to connect in, and opens a listener for it.
+fn internal(e: io::Error) -> Failure {
+    Failure::new(FailureKind::Internal, format!("BIND listener: {e}"))
+}
+
+/// Asks the gate about the host that is to connect in, and opens a listener for it.
 pub async fn listen(
     shard: &Shard,
     session: &Session,
+    principal: &Principal,
     protocol: Protocol,
     target: &TargetAddr,
-) -> Result<PendingBind, OpenError> {
-    let policy = upstream::current_policy(shard, session)?;
-    let (user, client) = (session.user(), session.client);
-    let permit = upstream::take_permit(shard, &policy, user)?;
-    let deadline = Instant::now() + shard.shared.config.timeouts.connect();
-    let allowed = upstream::permitted_addresses(&policy, user, protocol, client, target, deadline)
-        .await
-        .inspect_err(|e| upstream::count_dial_error(shard, e))?;
-    let first = allowed[0];
-    let ip = local_ip_towards(first).map_err(|e| OpenError::Dial(DialError::Other(e)))?;
-    let listener = TcpListener::bind(SocketAddr::new(ip, 0))
-        .map_err(|e| OpenError::Dial(DialError::Other(e)))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| OpenError::Dial(DialError::Other(e)))?;
+) -> Result<PendingBind, Failure> {
+    let authorized = admission::authorize(shard, session, principal, protocol, target).await?;
+    // The gate never lets an empty address list through; say so rather than index blindly.
+    let first = *authorized
+        .addrs
+        .first()
+        .ok_or_else(|| Failure::new(FailureKind::Internal, "no address to bind towards"))?;
+    let ip = local_ip_towards(first).map_err(internal)?;
+    let listener = TcpListener::bind(SocketAddr::new(ip, 0)).map_err(internal)?;
+    let bound = listener.local_addr().map_err(internal)?;
+    admission::record_grant(session, principal, protocol, target, first);
     Ok(PendingBind {
         listener,
         bound,
-        expected: allowed
+        expected: authorized
+            .addrs
             .iter()
             .map(|a| policy::address::canonical(a.ip()))
             .collect(),
-        permit,
+        permit: authorized.permit,
     })
 }
 
 impl PendingBind {
-    /// Waits for the expected host to connect. Connections from anyone else are closed.
+    /// Waits for the expected host to connect; connections from anyone else are closed.
+    /// The listener closes as soon as the one connection is taken (or the wait ends).
     pub async fn accept(
-        &self,
+        self,
         shard: &Shard,
+        session: &Session,
+        principal: &Principal,
+        protocol: Protocol,
+        target: &TargetAddr,
         wait: Duration,
-    ) -> Result<(TcpStream, SocketAddr), DialError> {
+    ) -> Result<(Stream, SocketAddr, Option<TunnelPermit>), Failure> {
         let deadline = Instant::now() + wait;
         loop {
             let accepted =
                 monoio::time::timeout(super::left(deadline), self.listener.accept()).await;
             match accepted {
-                Err(_) => return Err(DialError::Timeout),
-                Ok(Ok((stream, peer))) => {
+                Err(_) => {
+                    shard.metrics().failure(FailureKind::ConnectTimeout);
+                    return Err(Failure::new(
+                        FailureKind::ConnectTimeout,
+                        "no inbound connection in time",
+                    ));
+                }
+                Ok(Ok((socket, peer))) => {
                     if self
                         .expected
                         .contains(&policy::address::canonical(peer.ip()))
                     {
-                        super::bufstream::prepare(&stream);
-                        return Ok((stream, peer));
+                        admission::record_grant(session, principal, protocol, target, peer);
+                        let stream = admission::session_stream(shard, session, socket);
+                        return Ok((stream, peer, self.permit));
                     }
                     tracing::info!(%peer, bound = %self.bound, "BIND: unexpected peer refused");
                     shard.metrics().acl_denies.inc();
                 }
-                Ok(Err(e)) if crate::relay::sys::is_spurious(&e) => {}
+                Ok(Err(e)) if crate::sys::is_spurious(&e) => {}
                 Ok(Err(e)) => {
                     shard.metrics().error(ErrorKind::Accept);
-                    return Err(DialError::Other(e));
+                    return Err(internal(e));
                 }
             }
         }

@@ -3,22 +3,22 @@
 //! splice; chunked bodies are scanned for their end and copied.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use policy::Protocol;
+use proto::chunked::ChunkedDecoder;
+use proto::http::{self, BodyLength, RequestHead, MAX_HEAD};
+use proto::proxy_status::{self, http_answer};
+use proto::{Failure, FailureKind, TargetAddr};
 
-use super::bufstream::{BufStream, ReadError};
-use super::upstream::{self, OpenError};
 use super::{left, run_tunnel, ProtocolGuard};
+use crate::admission::{self, Principal};
+use crate::context::Shard;
 use crate::live::TunnelPermit;
 use crate::metrics::ErrorKind;
-use crate::proto::chunked::ChunkedDecoder;
-use crate::proto::http::{self, BodyLength, RequestHead, MAX_HEAD};
-use crate::proto::TargetAddr;
 use crate::relay::{self, RelayError, Side};
 use crate::sessions::Session;
-use crate::shard::Shard;
+use crate::stream::{BufStream, ReadError};
 
 const PROXY_AUTHENTICATE: (&str, &str) = ("Proxy-Authenticate", "Basic realm=\"zcproxy\"");
 
@@ -34,59 +34,51 @@ struct Upstream {
 enum Abort {
     /// A response was already (partly) sent, or the client is gone: just close.
     Close,
-    /// Nothing sent yet: answer with this status first.
-    Status(u16, &'static str),
+    /// Nothing sent yet: answer for this failure first.
+    Fail(Failure),
 }
 
-async fn respond(client: &mut BufStream, status: u16, extra: &[(&str, &str)], body: &str) {
+fn fail(kind: FailureKind, detail: &str) -> Abort {
+    Abort::Fail(Failure::new(kind, detail))
+}
+
+async fn respond(client: &BufStream, status: u16, extra: &[(&str, &str)], body: &str) {
     let _ = client
-        .write_all(http::simple_response(status, extra, body, true))
+        .write_all(&http::simple_response(status, extra, body, true))
         .await;
 }
 
-/// An error response carrying a `Proxy-Status` error type (RFC 9209).
-async fn respond_proxy_error(client: &mut BufStream, status: u16, error: &str, detail: &str) {
-    let proxy_status = format!("zcproxy; error={error}");
-    respond(
-        client,
-        status,
-        &[("Proxy-Status", &proxy_status)],
-        &format!("{detail}\n"),
-    )
-    .await
-}
-
-async fn respond_open_error(client: &mut BufStream, e: &OpenError) {
-    match e {
-        OpenError::UserLimit => respond(client, 429, &[], "tunnel limit reached\n").await,
-        OpenError::Revoked => {
-            respond(
-                client,
-                407,
-                &[PROXY_AUTHENTICATE],
-                "proxy credentials revoked\n",
-            )
-            .await
-        }
-        OpenError::Dial(d) => {
-            respond_proxy_error(client, d.http_status(), d.proxy_status(), &d.to_string()).await
-        }
+/// The answer HTTP gives for a failure: its status, `Proxy-Authenticate` where credentials
+/// would help, `Proxy-Status` (RFC 9209) where the RFC has an error type for it.
+async fn respond_failure(shard: &Shard, client: &BufStream, failure: &Failure) {
+    let (status, error) = http_answer(failure.kind);
+    let mut extra = vec![];
+    if status == 407 {
+        extra.push(PROXY_AUTHENTICATE);
     }
+    let header =
+        error.map(|e| proxy_status::header_value(&shard.shared.config.via_name, e, failure));
+    if let Some(h) = &header {
+        extra.push(("Proxy-Status", h));
+    }
+    respond(client, status, &extra, &format!("{}\n", failure.detail)).await
 }
 
-/// Identifies the client of one request, under the policy in force now: Basic credentials,
-/// or anonymous where the policy allows it.
-async fn identify(shard: &Shard, session: &Session, head: &RequestHead) -> Result<(), ()> {
-    session.restart(shard.policy());
+/// Identifies the client of one request under the policy in force now: Basic credentials,
+/// or anonymous where the policy allows it. The previous request's destination (and its
+/// kept-alive upstream) stays granted until here; its principal until this one's is known.
+async fn identify(
+    shard: &Shard,
+    session: &Session,
+    head: &RequestHead,
+) -> Result<Principal, Failure> {
+    session.clear_destination();
     match head.proxy_credentials() {
-        Ok(Some(creds)) => upstream::authenticate(shard, session, &creds.user, &creds.password)
-            .await
-            .map(drop)
-            .map_err(drop),
-        Ok(None) if session.policy().anonymous_allowed(session.client.ip()) => Ok(()),
-        Ok(None) | Err(_) => {
+        Ok(Some(creds)) => admission::authenticate(shard, &creds.user, &creds.password).await,
+        Ok(None) => admission::anonymous(shard, session.client.ip()),
+        Err(e) => {
             shard.metrics().auth_failures.inc();
-            Err(())
+            Err(Failure::new(FailureKind::AuthRequired, e.to_string()))
         }
     }
 }
@@ -100,7 +92,7 @@ async fn read_head(
     deadline: Instant,
 ) -> Option<RequestHead> {
     let timeouts = &shard.shared.config.timeouts;
-    let deadline = if !first && client.buf.is_empty() {
+    let deadline = if !first && client.buffered().is_empty() {
         match monoio::time::timeout(timeouts.idle(), client.read_more()).await {
             Ok(Ok(n)) if n > 0 => Instant::now() + timeouts.handshake(),
             _ => return None,
@@ -158,42 +150,42 @@ pub async fn serve(
             Protocol::Http
         };
         let _open = ProtocolGuard::new(shard, protocol);
-        if identify(shard, session, &head).await.is_err() {
-            respond(
-                &mut client,
-                407,
-                &[PROXY_AUTHENTICATE],
-                "proxy authentication required\n",
-            )
-            .await;
-            return;
-        }
+        let principal = match identify(shard, session, &head).await {
+            Ok(p) => p,
+            Err(f) => return respond_failure(shard, &client, &f).await,
+        };
         if head.is_connect() {
-            match upstream::open(shard, session, Protocol::Connect, head.target_addr()).await {
-                Ok(opened) => {
-                    if client
-                        .write_all(http::simple_response(200, &[], "", false))
-                        .await
-                        .is_ok()
-                    {
-                        let _permit = opened.permit;
-                        run_tunnel(shard, client, opened.stream, started).await;
+            let target = head.target_addr();
+            match admission::admit(shard, session, &principal, Protocol::Connect, target).await {
+                Ok(admitted) => {
+                    let ok = http::simple_response(200, &[], "", false);
+                    if client.write_all(&ok).await.is_ok() {
+                        let _permit = admitted.permit;
+                        run_tunnel(shard, client, admitted.stream, started).await;
                     }
                 }
-                Err(e) => respond_open_error(&mut client, &e).await,
+                Err(f) => respond_failure(shard, &client, &f).await,
             }
             return;
         }
-        match forward(shard, session, &mut client, &head, &mut upstream, started).await {
+        let request = Request {
+            head: &head,
+            principal: &principal,
+            started,
+        };
+        match forward(shard, session, &mut client, &request, &mut upstream).await {
             Ok(true) => continue,
-            Ok(false) => return,
-            Err(Abort::Close) => return,
-            Err(Abort::Status(status, why)) => {
-                respond_proxy_error(&mut client, status, why, why).await;
-                return;
-            }
+            Ok(false) | Err(Abort::Close) => return,
+            Err(Abort::Fail(f)) => return respond_failure(shard, &client, &f).await,
         }
     }
+}
+
+/// One forwarded request: its head, who sent it, and when it started.
+struct Request<'a> {
+    head: &'a RequestHead,
+    principal: &'a Principal,
+    started: Instant,
 }
 
 /// What one attempt at an exchange came to.
@@ -212,16 +204,16 @@ async fn forward(
     shard: &Shard,
     session: &Session,
     client: &mut BufStream,
-    head: &RequestHead,
+    request: &Request<'_>,
     slot: &mut Option<Upstream>,
-    started: Instant,
 ) -> Result<bool, Abort> {
-    let target = head.target_addr().clone();
+    let head = request.head;
+    let target = head.target_addr();
     let replayable = !head.expects_continue() && matches!(head.body_length(), Ok(BodyLength::None));
     for attempt in 0..2 {
-        let reused = upstream_for(shard, session, client, &target, slot).await?;
+        let reused = upstream_for(shard, session, request, slot).await?;
         let retry_allowed = reused && replayable && attempt == 0;
-        match exchange(shard, client, head, slot, started, retry_allowed).await? {
+        match exchange(shard, client, request, slot, retry_allowed).await? {
             Exchange::Done(keep_alive) => return Ok(keep_alive),
             Exchange::Stale => {
                 tracing::debug!(%target, "kept-alive upstream was closed; sending again");
@@ -229,69 +221,80 @@ async fn forward(
             }
         }
     }
-    Err(Abort::Status(502, "connection_terminated"))
+    Err(fail(
+        FailureKind::UpstreamClosed,
+        "upstream closed the connection",
+    ))
 }
 
-/// Makes `slot` hold a usable upstream for `target`: the kept-alive one when the policy
-/// still allows it (returns true), else a new one.
+/// Makes `slot` hold a usable upstream for the request: the kept-alive one when the policy
+/// in force still allows it (returns true), else a new one through the gate.
 async fn upstream_for(
     shard: &Shard,
     session: &Session,
-    client: &mut BufStream,
-    target: &TargetAddr,
+    request: &Request<'_>,
     slot: &mut Option<Upstream>,
 ) -> Result<bool, Abort> {
+    let target = request.head.target_addr();
     let reusable = slot.as_ref().is_some_and(|u| {
-        &u.target == target && upstream::may_reuse(session, Protocol::Http, target, u.peer)
+        &u.target == target
+            && admission::readmit(
+                shard,
+                session,
+                request.principal,
+                Protocol::Http,
+                target,
+                u.peer,
+            )
     });
-    if let (true, Some(up)) = (reusable, slot.as_ref()) {
-        let fd = up.conn.stream.as_raw_fd();
-        session.established(Protocol::Http, target.host_name(), up.peer, fd);
+    if reusable {
         return Ok(true);
     }
+    // Dropped before dialling again: a stale connection must not be counted as the grant.
     *slot = None;
-    match upstream::open(shard, session, Protocol::Http, target).await {
-        Ok(opened) => {
-            *slot = Some(Upstream {
-                target: target.clone(),
-                peer: opened.peer,
-                conn: BufStream::new(opened.stream),
-                _permit: opened.permit,
-            });
-            Ok(false)
-        }
-        Err(e) => {
-            respond_open_error(client, &e).await;
-            Err(Abort::Close)
-        }
-    }
+    let admitted = admission::admit(shard, session, request.principal, Protocol::Http, target)
+        .await
+        .map_err(Abort::Fail)?;
+    *slot = Some(Upstream {
+        target: target.clone(),
+        peer: admitted.peer,
+        conn: BufStream::new(admitted.stream),
+        _permit: admitted.permit,
+    });
+    Ok(false)
 }
 
 async fn exchange(
     shard: &Shard,
     client: &mut BufStream,
-    head: &RequestHead,
+    request: &Request<'_>,
     slot: &mut Option<Upstream>,
-    started: Instant,
     retry_allowed: bool,
 ) -> Result<Exchange, Abort> {
+    let head = request.head;
     let Some(up) = slot.as_mut() else {
-        return Err(Abort::Status(502, "proxy_internal_error"));
+        return Err(fail(FailureKind::Internal, "no upstream connection"));
     };
-    shard.metrics().handshake_seconds.observe(started.elapsed());
+    shard
+        .metrics()
+        .handshake_seconds
+        .observe(request.started.elapsed());
     if head.expects_continue() {
         // Expect is not forwarded; the proxy answers it so the client sends its body now.
         client
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
             .await
             .map_err(|_| Abort::Close)?;
     }
     let via = &shard.shared.config.via_name;
-    if up.conn.write_all(head.encode_upstream(via)).await.is_err() {
+    if up.conn.write_all(&head.encode_upstream(via)).await.is_err() {
         if retry_allowed {
             return Ok(Exchange::Stale);
         }
-        return Err(Abort::Status(502, "connection_terminated"));
+        return Err(fail(
+            FailureKind::UpstreamClosed,
+            "upstream closed the connection",
+        ));
     }
     let request_body = head.body_length().map_err(|_| Abort::Close)?;
     match transfer_body(shard, client, Side::Client, &mut up.conn, request_body).await {
@@ -299,26 +302,37 @@ async fn exchange(
         // Nothing has been sent to the client yet: it learns why.
         Err(BodyError(Side::Upstream)) => {
             shard.metrics().error(ErrorKind::UpstreamProtocol);
-            return Err(Abort::Status(502, "connection_terminated"));
+            return Err(fail(
+                FailureKind::UpstreamClosed,
+                "upstream failed while taking the request body",
+            ));
         }
         Err(BodyError(Side::Client)) => return Err(Abort::Close),
     }
 
     let response = loop {
         let read = up.conn.read_message(MAX_HEAD, http::parse_response);
+        let timed_out = || {
+            shard.metrics().error(ErrorKind::UpstreamTimeout);
+            fail(FailureKind::ResponseTimeout, "no response head in time")
+        };
         let resp = match monoio::time::timeout(shard.shared.config.timeouts.idle(), read).await {
-            Err(_) => {
-                shard.metrics().error(ErrorKind::UpstreamTimeout);
-                return Err(Abort::Status(504, "http_response_timeout"));
+            Err(_) => return Err(timed_out()),
+            Ok(Err(ReadError::Io(e))) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(timed_out())
             }
             Ok(Err(ReadError::Eof | ReadError::Io(_)))
-                if retry_allowed && up.conn.buf.is_empty() =>
+                if retry_allowed && up.conn.buffered().is_empty() =>
             {
                 return Ok(Exchange::Stale);
             }
-            Ok(Err(_)) => {
+            Ok(Err(e)) => {
                 shard.metrics().error(ErrorKind::UpstreamProtocol);
-                return Err(Abort::Status(502, "http_protocol_error"));
+                let detail = match e {
+                    ReadError::Protocol(p) => p.to_string(),
+                    _ => "upstream closed before a whole response head".into(),
+                };
+                return Err(fail(FailureKind::UpstreamProtocol, &detail));
             }
             Ok(Ok(r)) => r,
         };
@@ -330,7 +344,7 @@ async fn exchange(
     let body = response.body_length(&head.method);
     let close = head.wants_close() || response.server_closes() || body == BodyLength::UntilClose;
     client
-        .write_all(response.encode_downstream(via, close))
+        .write_all(&response.encode_downstream(via, close))
         .await
         .map_err(|_| Abort::Close)?;
     transfer_body(shard, &mut up.conn, Side::Upstream, client, body)
@@ -378,7 +392,7 @@ async fn send_buffered(
 ) -> Result<(), BodyError> {
     direction_counter(shard, src_side).add(part.len() as u64);
     shard.metrics().copy_bytes.add(part.len() as u64);
-    dst.write_all(part)
+    dst.write_all(&part)
         .await
         .map_err(|_| BodyError(src_side.other()))
 }
@@ -393,16 +407,20 @@ async fn forward_bytes(
     limit: Option<u64>,
 ) -> Result<(), BodyError> {
     let buffered = match limit {
-        Some(l) => src.buf.len().min(usize::try_from(l).unwrap_or(usize::MAX)),
-        None => src.buf.len(),
+        Some(l) => src
+            .buffered()
+            .len()
+            .min(usize::try_from(l).unwrap_or(usize::MAX)),
+        None => src.buffered().len(),
     };
-    let early: Vec<u8> = src.buf.drain(..buffered).collect();
+    let early = src.take_front(buffered);
     send_buffered(shard, src_side, dst, early).await?;
     let rest = limit.map(|l| l - buffered as u64);
     if rest == Some(0) {
         return Ok(());
     }
-    let moved = relay::transfer(&shard.relay_env(), &src.stream, src_side, &dst.stream, rest)
+    let (from, to) = (src.stream().socket(), dst.stream().socket());
+    let moved = relay::transfer(&shard.relay_env(), from, src_side, to, rest)
         .await
         .map_err(|e| match e {
             RelayError::Reset(side) | RelayError::Io(side, _) => BodyError(side),
@@ -424,9 +442,11 @@ async fn forward_chunked(
 ) -> Result<(), BodyError> {
     let mut decoder = ChunkedDecoder::default();
     loop {
-        if !src.buf.is_empty() {
-            let n = decoder.feed(&src.buf).map_err(|_| BodyError(src_side))?;
-            let part: Vec<u8> = src.buf.drain(..n).collect();
+        if !src.buffered().is_empty() {
+            let n = decoder
+                .feed(src.buffered())
+                .map_err(|_| BodyError(src_side))?;
+            let part = src.take_front(n);
             send_buffered(shard, src_side, dst, part).await?;
             if decoder.is_done() {
                 return Ok(());

@@ -1,25 +1,23 @@
 //! Connection drivers: the IO around the sans-IO protocol cores.
 
 pub mod bind;
-pub mod bufstream;
 pub mod http;
 pub mod socks4;
 pub mod socks5;
-pub mod upstream;
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 use policy::Protocol;
+use proto::sniff::{sniff, Sniffed};
 
+use crate::admission;
+use crate::context::Shard;
 use crate::metrics::ErrorKind;
-use crate::proto::sniff::{sniff, Sniffed};
 use crate::relay::{self, RelayError};
 use crate::sessions::Session;
-use crate::shard::Shard;
-use bufstream::BufStream;
+use crate::stream::{BufStream, Stream};
 
 /// Time left until `deadline` (zero once passed).
 pub fn left(deadline: Instant) -> Duration {
@@ -45,17 +43,18 @@ impl Drop for ProtocolGuard<'_> {
     }
 }
 
-/// Serves one accepted client connection to the end, or until a policy change revokes it.
-pub async fn serve(shard: &Shard, stream: TcpStream, peer: SocketAddr) {
-    let session = shard.sessions.register(peer, shard.policy());
-    session.client_socket(stream.as_raw_fd());
+/// Serves one accepted client connection to the end, or until a policy change revokes it
+/// (its sockets then close with a reset as the task drops them).
+pub async fn serve(shard: &Shard, socket: TcpStream, peer: SocketAddr) {
+    let session = shard.sessions.register(peer);
+    let stream = admission::session_stream(shard, &session, socket);
     monoio::select! {
         _ = serve_session(shard, &session, stream) => {}
         _ = session.revoked() => shard.metrics().error(ErrorKind::PolicyRevoked),
     }
 }
 
-async fn serve_session(shard: &Shard, session: &Session, stream: TcpStream) {
+async fn serve_session(shard: &Shard, session: &Session, stream: Stream) {
     let peer = session.client;
     let started = Instant::now();
     let deadline = started + shard.shared.config.timeouts.handshake();
@@ -68,7 +67,7 @@ async fn serve_session(shard: &Shard, session: &Session, stream: TcpStream) {
             return;
         }
     }
-    match sniff(&client.buf) {
+    match sniff(client.buffered()) {
         Ok(Some(Sniffed::Socks5)) => socks5::serve(shard, session, client, started, deadline).await,
         Ok(Some(Sniffed::Socks4)) => socks4::serve(shard, session, client, started, deadline).await,
         Ok(Some(Sniffed::Http)) => http::serve(shard, session, client, started, deadline).await,
@@ -85,26 +84,21 @@ async fn serve_session(shard: &Shard, session: &Session, stream: TcpStream) {
 }
 
 /// Runs an established tunnel: forwards what the client sent early, then relays.
-pub async fn run_tunnel(
-    shard: &Shard,
-    mut client: BufStream,
-    mut upstream: TcpStream,
-    started: Instant,
-) {
+pub async fn run_tunnel(shard: &Shard, client: BufStream, upstream: Stream, started: Instant) {
     shard.metrics().handshake_seconds.observe(started.elapsed());
-    let early = client.take_buffered();
+    let (client, early) = client.into_parts();
     if !early.is_empty() {
         shard
             .metrics()
             .bytes_client_to_upstream
             .add(early.len() as u64);
         shard.metrics().copy_bytes.add(early.len() as u64);
-        if bufstream::write_all(&mut upstream, early).await.is_err() {
+        if upstream.write_all(&early).await.is_err() {
             shard.metrics().error(ErrorKind::RelayReset);
             return;
         }
     }
-    match relay::relay(&shard.relay_env(), &client.stream, &upstream).await {
+    match relay::relay(&shard.relay_env(), client.socket(), upstream.socket()).await {
         Ok(()) => {}
         Err(RelayError::Idle) => shard.metrics().error(ErrorKind::IdleTimeout),
         Err(RelayError::Reset(_)) | Err(RelayError::Io(..)) => {

@@ -2,27 +2,31 @@
 //! policy lets in anonymously.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use policy::Protocol;
+use proto::socks4::{self, Command, Reply};
+use proto::socks5::UNSPECIFIED;
+use proto::Failure;
 
-use super::bufstream::{BufStream, ReadError};
-use super::upstream;
 use super::{bind, left, run_tunnel, ProtocolGuard};
+use crate::admission;
+use crate::context::Shard;
 use crate::metrics::ErrorKind;
-use crate::proto::socks4::{self, Command, Reply};
-use crate::proto::socks5::UNSPECIFIED;
 use crate::sessions::Session;
-use crate::shard::Shard;
+use crate::stream::{BufStream, ReadError};
 
 const MAX_MESSAGE: usize = 8 + 2 * (socks4::MAX_FIELD + 1);
 
 async fn reply(client: &mut BufStream, code: Reply, bound: SocketAddr) -> bool {
     client
-        .write_all(socks4::encode_reply(code, bound).to_vec())
+        .write_all(&socks4::encode_reply(code, bound))
         .await
         .is_ok()
+}
+
+async fn refuse(client: &mut BufStream, failure: &Failure) {
+    reply(client, Reply::for_failure(failure.kind), UNSPECIFIED).await;
 }
 
 pub async fn serve(
@@ -48,49 +52,47 @@ pub async fn serve(
         }
     };
     let peer = session.client;
-    if !session.policy().anonymous_allowed(peer.ip()) {
-        shard.metrics().auth_failures.inc();
-        tracing::info!(%peer, "SOCKS4 refused: client may not connect anonymously");
-        reply(&mut client, Reply::Rejected, UNSPECIFIED).await;
-        return;
-    }
+    let principal = match admission::anonymous(shard, peer.ip()) {
+        Ok(p) => p,
+        Err(f) => {
+            tracing::info!(%peer, "SOCKS4 refused: client may not connect anonymously");
+            return refuse(&mut client, &f).await;
+        }
+    };
+    let target = &request.target;
     match request.command {
         Command::Connect => {
-            match upstream::open(shard, session, Protocol::Socks4, &request.target).await {
-                Ok(opened) => {
-                    let bound = opened.stream.local_addr().unwrap_or(UNSPECIFIED);
+            match admission::admit(shard, session, &principal, Protocol::Socks4, target).await {
+                Ok(admitted) => {
+                    let bound = admitted.stream.local_addr().unwrap_or(UNSPECIFIED);
                     if reply(&mut client, Reply::Granted, bound).await {
-                        run_tunnel(shard, client, opened.stream, started).await;
+                        let _permit = admitted.permit;
+                        run_tunnel(shard, client, admitted.stream, started).await;
                     }
                 }
-                Err(_) => {
-                    reply(&mut client, Reply::Rejected, UNSPECIFIED).await;
-                }
+                Err(f) => refuse(&mut client, &f).await,
             }
         }
         Command::Bind => {
-            let Ok(pending) = bind::listen(shard, session, Protocol::Socks4, &request.target).await
-            else {
-                reply(&mut client, Reply::Rejected, UNSPECIFIED).await;
-                return;
-            };
+            let pending =
+                match bind::listen(shard, session, &principal, Protocol::Socks4, target).await {
+                    Ok(p) => p,
+                    Err(f) => return refuse(&mut client, &f).await,
+                };
             if !reply(&mut client, Reply::Granted, pending.bound).await {
                 return;
             }
+            let wait = shard.shared.config.timeouts.bind_accept();
             match pending
-                .accept(shard, shard.shared.config.timeouts.bind_accept())
+                .accept(shard, session, &principal, Protocol::Socks4, target, wait)
                 .await
             {
-                Ok((inbound, from)) => {
-                    let host = request.target.host_name();
-                    session.established(Protocol::Socks4, host, from, inbound.as_raw_fd());
+                Ok((inbound, from, _permit)) => {
                     if reply(&mut client, Reply::Granted, from).await {
                         run_tunnel(shard, client, inbound, started).await;
                     }
                 }
-                Err(_) => {
-                    reply(&mut client, Reply::Rejected, UNSPECIFIED).await;
-                }
+                Err(f) => refuse(&mut client, &f).await,
             }
         }
     }

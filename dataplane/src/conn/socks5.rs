@@ -1,27 +1,36 @@
 //! SOCKS5 driver: greeting, optional username/password, request, then CONNECT or BIND.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use policy::{Protocol, UserId};
+use policy::Protocol;
+use proto::socks5::{self, Command, Reply, Socks5Error};
+use proto::Failure;
 
-use super::bufstream::{BufStream, ReadError};
-use super::upstream::{self, OpenError};
 use super::{bind, left, run_tunnel, ProtocolGuard};
+use crate::admission::{self, Principal};
+use crate::context::Shard;
 use crate::metrics::ErrorKind;
-use crate::proto::socks5::{self, Command, Reply, Socks5Error};
 use crate::sessions::Session;
-use crate::shard::Shard;
+use crate::stream::{BufStream, ReadError};
 
 /// Bound on any single SOCKS5 message (the largest, user/password, is 513 bytes).
 const MAX_MESSAGE: usize = 1024;
 
 async fn reply(client: &mut BufStream, code: Reply, bound: SocketAddr) -> bool {
     client
-        .write_all(socks5::encode_reply(code, bound))
+        .write_all(&socks5::encode_reply(code, bound))
         .await
         .is_ok()
+}
+
+async fn refuse(client: &mut BufStream, failure: &Failure) {
+    reply(
+        client,
+        Reply::for_failure(failure.kind),
+        socks5::UNSPECIFIED,
+    )
+    .await;
 }
 
 fn count_read_error(shard: &Shard, e: &ReadError<Socks5Error>) {
@@ -30,25 +39,18 @@ fn count_read_error(shard: &Shard, e: &ReadError<Socks5Error>) {
     }
 }
 
-fn open_reply(e: &OpenError) -> Reply {
-    match e {
-        OpenError::UserLimit | OpenError::Revoked => Reply::NotAllowed,
-        OpenError::Dial(d) => d.socks5_reply(),
-    }
-}
-
-/// Method selection and authentication. `Ok(None)`: anonymous.
+/// Method selection and authentication, under the policy in force.
 async fn authenticate(
     shard: &Shard,
     session: &Session,
     client: &mut BufStream,
-) -> Result<Option<UserId>, ()> {
+) -> Result<Principal, ()> {
     let peer = session.client;
     let greeting = client
         .read_message(MAX_MESSAGE, socks5::parse_greeting)
         .await
         .map_err(|e| count_read_error(shard, &e))?;
-    let policy = session.policy();
+    let policy = shard.policy();
     // Prefer credentials when the client has them and there are users: per-user rules and
     // limits then apply even to clients that could have gone anonymous.
     let method = if greeting.user_pass && policy.has_users() {
@@ -60,22 +62,23 @@ async fn authenticate(
     } else {
         socks5::METHOD_NONE_ACCEPTABLE
     };
+    drop(policy);
     client
-        .write_all(socks5::method_selection(method).to_vec())
+        .write_all(&socks5::method_selection(method))
         .await
         .map_err(|_| ())?;
     match method {
-        socks5::METHOD_NO_AUTH => Ok(None),
+        socks5::METHOD_NO_AUTH => admission::anonymous(shard, peer.ip()).map_err(drop),
         socks5::METHOD_USER_PASS => {
             let creds = client
                 .read_message(MAX_MESSAGE, socks5::parse_user_pass)
                 .await
                 .map_err(|e| count_read_error(shard, &e))?;
-            let result = upstream::authenticate(shard, session, &creds.user, &creds.password).await;
+            let result = admission::authenticate(shard, &creds.user, &creds.password).await;
             let _ = client
-                .write_all(socks5::user_pass_status(result.is_ok()).to_vec())
+                .write_all(&socks5::user_pass_status(result.is_ok()))
                 .await;
-            result.map(Some).map_err(|_| ())
+            result.map_err(drop)
         }
         _ => {
             shard.metrics().auth_failures.inc();
@@ -109,7 +112,7 @@ pub async fn serve(
         };
         Ok((user, request))
     };
-    let (_user, request) = match monoio::time::timeout(left(deadline), handshake).await {
+    let (principal, request) = match monoio::time::timeout(left(deadline), handshake).await {
         Ok(Ok(v)) => v,
         Ok(Err(())) => return,
         Err(_) => {
@@ -117,45 +120,40 @@ pub async fn serve(
             return;
         }
     };
+    let target = &request.target;
     match request.command {
         Command::Connect => {
-            match upstream::open(shard, session, Protocol::Socks5, &request.target).await {
-                Ok(opened) => {
-                    let bound = opened.stream.local_addr().unwrap_or(socks5::UNSPECIFIED);
+            match admission::admit(shard, session, &principal, Protocol::Socks5, target).await {
+                Ok(admitted) => {
+                    let bound = admitted.stream.local_addr().unwrap_or(socks5::UNSPECIFIED);
                     if reply(&mut client, Reply::Succeeded, bound).await {
-                        let _permit = opened.permit;
-                        run_tunnel(shard, client, opened.stream, started).await;
+                        let _permit = admitted.permit;
+                        run_tunnel(shard, client, admitted.stream, started).await;
                     }
                 }
-                Err(e) => {
-                    reply(&mut client, open_reply(&e), socks5::UNSPECIFIED).await;
-                }
+                Err(f) => refuse(&mut client, &f).await,
             }
         }
         Command::Bind => {
             let pending =
-                match bind::listen(shard, session, Protocol::Socks5, &request.target).await {
+                match bind::listen(shard, session, &principal, Protocol::Socks5, target).await {
                     Ok(p) => p,
-                    Err(e) => {
-                        reply(&mut client, open_reply(&e), socks5::UNSPECIFIED).await;
-                        return;
-                    }
+                    Err(f) => return refuse(&mut client, &f).await,
                 };
             if !reply(&mut client, Reply::Succeeded, pending.bound).await {
                 return;
             }
             let wait = shard.shared.config.timeouts.bind_accept();
-            match pending.accept(shard, wait).await {
-                Ok((inbound, from)) => {
-                    let host = request.target.host_name();
-                    session.established(Protocol::Socks5, host, from, inbound.as_raw_fd());
+            match pending
+                .accept(shard, session, &principal, Protocol::Socks5, target, wait)
+                .await
+            {
+                Ok((inbound, from, _permit)) => {
                     if reply(&mut client, Reply::Succeeded, from).await {
                         run_tunnel(shard, client, inbound, started).await;
                     }
                 }
-                Err(e) => {
-                    reply(&mut client, e.socks5_reply(), socks5::UNSPECIFIED).await;
-                }
+                Err(f) => refuse(&mut client, &f).await,
             }
         }
         Command::UdpAssociate => {

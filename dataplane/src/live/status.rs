@@ -108,7 +108,7 @@ pub struct PolicyStatus {
     stale_after: Duration,
     resyncs: [AtomicU64; 6],
     resync_failures: AtomicU64,
-    events: [AtomicU64; 4],
+    events: [AtomicU64; EventOutcome::ALL.len()],
 }
 
 impl PolicyStatus {

@@ -8,7 +8,7 @@
 
 pub mod buf_pool;
 pub mod pipe_pool;
-pub mod sys;
+
 mod uring_splice;
 
 use std::cell::{Cell, RefCell};
@@ -23,6 +23,7 @@ use monoio::net::TcpStream;
 
 use crate::config::RelayMode;
 use crate::metrics::{Counter, ShardMetrics};
+use crate::sys;
 use buf_pool::BufPool;
 use pipe_pool::PipePool;
 

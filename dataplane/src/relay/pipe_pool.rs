@@ -101,15 +101,19 @@ mod tests {
         let b = pool.take().unwrap();
         let c = pool.take().unwrap();
         assert_eq!(pool.in_use(), 3);
-        let a_fd = a.read_fd();
+        let (a_fd, b_fd) = (a.read_fd(), b.read_fd());
         pool.give(a);
         pool.give(b);
+        // The pool is full: the third pipe is closed, not kept.
         pool.give(c);
         assert_eq!((pool.in_use(), pool.pooled()), (0, 2));
+        // Reuse is last in, first out.
         let mut dirty = pool.take().unwrap();
-        assert!(dirty.read_fd() == a_fd || pool.pooled() == 1);
+        assert_eq!(dirty.read_fd(), b_fd);
+        // A pipe still holding bytes is closed instead of pooled.
         dirty.buffered = 10;
         pool.give(dirty);
         assert_eq!(pool.pooled(), 1);
+        assert_eq!(pool.take().unwrap().read_fd(), a_fd);
     }
 }

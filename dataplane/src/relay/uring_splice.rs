@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use monoio::io::splice::{SpliceDestination, SpliceSource};
 use monoio::net::{Pipe, TcpStream};
 
-use super::{join_fail_fast, sys, RelayEnv, RelayError, Side};
+use super::{join_fail_fast, RelayEnv, RelayError, Side};
+use crate::sys;
 
 /// What one SPLICE op asks for: the default pipe capacity.
 const CHUNK: u32 = 64 * 1024;

@@ -2,13 +2,17 @@
 //!
 //! Every parser takes the bytes received so far and answers `Ok(None)` when it needs more,
 //! `Ok(Some((value, consumed)))` when it has a complete message, or a typed error that names
-//! the client as the party at fault.
+//! the client as the party at fault. [`failure`] is the protocol-neutral outcome of a
+//! request that each protocol maps to its own codes. No runtime, no sockets, no clocks.
 
 pub mod chunked;
+pub mod failure;
 pub mod http;
+pub mod proxy_status;
 pub mod sniff;
 pub mod socks4;
 pub mod socks5;
 pub mod target;
 
+pub use failure::{Blame, Failure, FailureKind};
 pub use target::TargetAddr;

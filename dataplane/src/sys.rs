@@ -86,3 +86,9 @@ pub fn is_reset(e: &io::Error) -> bool {
             | Some(libc::ETIMEDOUT)
     )
 }
+
+/// recv(2) into memory that need not be initialised (a buffer's spare capacity).
+pub fn recv_uninit(fd: RawFd, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+    // SAFETY: buf is valid for writes of buf.len() bytes; recv only writes, never reads them.
+    check(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
+}

@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use thiserror::Error;
 
+use super::failure::FailureKind;
 use super::target::{valid_host_name, TargetAddr};
 
 /// Longest USERID or host name we accept; SOCKS4 itself sets no bound.
@@ -17,6 +18,13 @@ pub enum Reply {
     /// Kept for completeness; zcproxy does not use identd.
     IdentdUnreachable = 0x5c,
     IdentdMismatch = 0x5d,
+}
+
+impl Reply {
+    /// SOCKS4 has one failure code for everything but identd trouble.
+    pub fn for_failure(_kind: FailureKind) -> Reply {
+        Reply::Rejected
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

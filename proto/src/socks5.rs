@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use thiserror::Error;
 
+use super::failure::FailureKind;
 use super::target::{valid_host_name, TargetAddr};
 
 pub const VERSION: u8 = 5;
@@ -25,6 +26,26 @@ pub enum Reply {
     TtlExpired = 6,
     CommandNotSupported = 7,
     AddressTypeNotSupported = 8,
+}
+
+impl Reply {
+    /// The reply a client gets for a failure (RFC 1928 §6 has no code for authentication or
+    /// limits: those are "not allowed by ruleset").
+    pub fn for_failure(kind: FailureKind) -> Reply {
+        use FailureKind::*;
+        match kind {
+            Denied | UserLimit | Revoked | AuthRequired | AuthFailed => Reply::NotAllowed,
+            Dns | HostUnreachable => Reply::HostUnreachable,
+            ConnectionRefused => Reply::ConnectionRefused,
+            NetworkUnreachable => Reply::NetworkUnreachable,
+            ConnectTimeout | ResponseTimeout => Reply::TtlExpired,
+            Unsupported => Reply::CommandNotSupported,
+            AddressType => Reply::AddressTypeNotSupported,
+            Malformed | HandshakeTimeout | UpstreamClosed | UpstreamProtocol | Internal => {
+                Reply::GeneralFailure
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,13 +77,17 @@ pub enum Socks5Error {
 }
 
 impl Socks5Error {
-    /// The reply code a client gets for this error, where the protocol has one.
-    pub fn reply(&self) -> Reply {
+    pub fn failure(&self) -> FailureKind {
         match self {
-            Socks5Error::Command(_) => Reply::CommandNotSupported,
-            Socks5Error::AddressType(_) => Reply::AddressTypeNotSupported,
-            _ => Reply::GeneralFailure,
+            Socks5Error::Command(_) => FailureKind::Unsupported,
+            Socks5Error::AddressType(_) => FailureKind::AddressType,
+            _ => FailureKind::Malformed,
         }
+    }
+
+    /// The reply code a client gets for this error.
+    pub fn reply(&self) -> Reply {
+        Reply::for_failure(self.failure())
     }
 }
 

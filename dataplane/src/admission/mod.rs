@@ -1,0 +1,218 @@
+//! The admission gate: every protocol's way from "who is this" to "here is your upstream".
+//!
+//! Authentication yields a [`Principal`]. [`admit`] then does, in this order and in this one
+//! place: the principal's standing under the policy in force (a user deleted, disabled or
+//! re-keyed since it authenticated is refused) → the user's tunnel limit → name resolution →
+//! the ACL on every resolved address → connect, and records the grant in the session once.
+//! Failures come back as a protocol-neutral [`Failure`], counted here; each driver maps it to
+//! its own codes.
+
+pub mod principal;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use policy::{Protocol, Request, UserId};
+use proto::{Failure, FailureKind, TargetAddr};
+
+use crate::auth::{self, AuthError, CacheOutcome};
+use crate::context::Shard;
+use crate::dial;
+use crate::live::TunnelPermit;
+use crate::sessions::{Destination, Grant, Session};
+use crate::stream::Stream;
+pub use principal::Principal;
+
+pub struct Admitted {
+    pub stream: Stream,
+    pub peer: SocketAddr,
+    /// Held for the tunnel's lifetime.
+    pub permit: Option<TunnelPermit>,
+}
+
+/// A request the gate let through, before anything was connected.
+pub struct Authorized {
+    /// The resolved addresses the policy allows, in resolver order.
+    pub addrs: Vec<SocketAddr>,
+    pub permit: Option<TunnelPermit>,
+    pub deadline: Instant,
+}
+
+fn refuse(shard: &Shard, failure: Failure) -> Failure {
+    shard.metrics().failure(failure.kind);
+    failure
+}
+
+/// Checks credentials under the policy in force and counts the outcome.
+pub async fn authenticate(
+    shard: &Shard,
+    user: &[u8],
+    password: &[u8],
+) -> Result<Principal, Failure> {
+    let policy = shard.policy();
+    match auth::authenticate(shard, &policy, user, password).await {
+        Ok((id, outcome)) => {
+            match outcome {
+                CacheOutcome::Hit => shard.metrics().credential_cache_hits.inc(),
+                CacheOutcome::Shared => shard.metrics().credential_checks_shared.inc(),
+                CacheOutcome::Miss => {}
+            }
+            let u = policy
+                .user(id)
+                .ok_or_else(|| Failure::new(FailureKind::Internal, "user vanished"))?;
+            Ok(Principal::user(&u.name, &u.password_hash))
+        }
+        Err(e) => {
+            tracing::info!(user = %String::from_utf8_lossy(user), reason = %e, "authentication failed");
+            let kind = match e {
+                AuthError::Internal | AuthError::Overloaded => FailureKind::Internal,
+                _ => FailureKind::AuthFailed,
+            };
+            Err(refuse(shard, Failure::new(kind, e.to_string())))
+        }
+    }
+}
+
+/// A client that offered no credentials: anonymous where the policy in force allows it.
+pub fn anonymous(shard: &Shard, client: IpAddr) -> Result<Principal, Failure> {
+    if shard.policy().anonymous_allowed(client) {
+        Ok(Principal::Anonymous)
+    } else {
+        Err(refuse(
+            shard,
+            Failure::new(FailureKind::AuthRequired, "credentials required"),
+        ))
+    }
+}
+
+fn standing(
+    shard: &Shard,
+    session: &Session,
+    principal: &Principal,
+) -> Result<Option<UserId>, Failure> {
+    principal
+        .resolve(&shard.policy(), session.client.ip())
+        .map_err(|kind| refuse(shard, Failure::new(kind, "credentials no longer valid")))
+}
+
+/// Everything short of connecting: standing, tunnel limit, resolution, ACL.
+pub async fn authorize(
+    shard: &Shard,
+    session: &Session,
+    principal: &Principal,
+    protocol: Protocol,
+    target: &TargetAddr,
+) -> Result<Authorized, Failure> {
+    let policy = shard.policy();
+    let user = standing(shard, session, principal)?;
+    let permit = match user {
+        Some(id) => Some(policy.acquire(id).ok_or_else(|| {
+            refuse(
+                shard,
+                Failure::new(FailureKind::UserLimit, "tunnel limit reached"),
+            )
+        })?),
+        None => None,
+    };
+    let deadline = Instant::now() + shard.shared.config.timeouts.connect();
+    let checked = async {
+        let addrs = dial::resolve(shard, target, deadline).await?;
+        let req = Request {
+            protocol,
+            client: session.client.ip(),
+            host: target.host_name(),
+            port: target.port(),
+        };
+        dial::permitted(&policy, user, &req, &addrs)
+    };
+    match checked.await {
+        Ok(addrs) => Ok(Authorized {
+            addrs,
+            permit,
+            deadline,
+        }),
+        Err(e) => {
+            tracing::debug!(client = %session.client, %target, error = %e, "request refused");
+            Err(refuse(shard, e.into()))
+        }
+    }
+}
+
+/// Records in the session what it was let through to.
+pub fn record_grant(
+    session: &Session,
+    principal: &Principal,
+    protocol: Protocol,
+    target: &TargetAddr,
+    peer: SocketAddr,
+) {
+    session.grant(Grant {
+        principal: principal.clone(),
+        destination: Some(Destination {
+            protocol,
+            host: target.host_name().map(Box::from),
+            port: peer.port(),
+            addr: peer.ip(),
+        }),
+    });
+}
+
+/// Wraps a socket opened for `session`: idle-bounded, reset if the session is revoked.
+pub fn session_stream(shard: &Shard, session: &Session, socket: monoio::net::TcpStream) -> Stream {
+    Stream::new(socket, shard.shared.config.timeouts.idle())
+        .reset_on_revoke(session.revoke_handle())
+}
+
+/// The whole gate: authorize, connect to the first allowed address that answers, record the
+/// grant.
+pub async fn admit(
+    shard: &Shard,
+    session: &Session,
+    principal: &Principal,
+    protocol: Protocol,
+    target: &TargetAddr,
+) -> Result<Admitted, Failure> {
+    let started = Instant::now();
+    let authorized = authorize(shard, session, principal, protocol, target).await?;
+    match dial::connect(&authorized.addrs, authorized.deadline).await {
+        Ok((socket, peer)) => {
+            shard.metrics().connect_seconds.observe(started.elapsed());
+            record_grant(session, principal, protocol, target, peer);
+            Ok(Admitted {
+                stream: session_stream(shard, session, socket),
+                peer,
+                permit: authorized.permit,
+            })
+        }
+        Err(e) => {
+            tracing::debug!(client = %session.client, %target, error = %e, "upstream not opened");
+            Err(refuse(shard, e.into()))
+        }
+    }
+}
+
+/// Lets a keep-alive connection send another request over the upstream connection it already
+/// has (to `peer`), without resolving again, if the policy in force still allows it.
+pub fn readmit(
+    shard: &Shard,
+    session: &Session,
+    principal: &Principal,
+    protocol: Protocol,
+    target: &TargetAddr,
+    peer: SocketAddr,
+) -> bool {
+    let Ok(user) = principal.resolve(&shard.policy(), session.client.ip()) else {
+        return false;
+    };
+    let req = Request {
+        protocol,
+        client: session.client.ip(),
+        host: target.host_name(),
+        port: target.port(),
+    };
+    if dial::permitted(&shard.policy(), user, &req, &[peer]).is_err() {
+        return false;
+    }
+    record_grant(session, principal, protocol, target, peer);
+    true
+}

@@ -1,0 +1,121 @@
+//! The stream seam: what drivers read from and write to.
+//!
+//! [`Stream`] owns a connected TCP socket of the shard's runtime (private: drivers never reach
+//! the socket itself) and knows the connection's revoke handle, so that a revoked connection's
+//! sockets close with a reset. [`BufStream`] puts the bytes read but not yet parsed in front of
+//! a stream. Every wait is bounded by the idle timeout the stream was given.
+
+mod buffered;
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+use monoio::net::TcpStream;
+
+pub use buffered::{BufStream, ReadError};
+
+use crate::revoke::RevokeHandle;
+use crate::sys;
+
+pub struct Stream {
+    socket: TcpStream,
+    revoke: Option<RevokeHandle>,
+    idle: Duration,
+}
+
+impl Stream {
+    /// Wraps a connected socket: non-blocking (the relay and reads issue syscalls directly
+    /// after io_uring readiness) and without Nagle's delay (a proxy must not add latency to
+    /// small writes).
+    pub fn new(socket: TcpStream, idle: Duration) -> Stream {
+        let _ = sys::set_nonblocking(socket.as_raw_fd());
+        let _ = socket.set_nodelay(true);
+        Stream {
+            socket,
+            revoke: None,
+            idle,
+        }
+    }
+
+    /// Closes with a reset instead of a FIN if `handle` fires before the stream is dropped.
+    pub fn reset_on_revoke(mut self, handle: &RevokeHandle) -> Stream {
+        self.revoke = Some(handle.clone());
+        self
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+
+    /// The socket the relay moves bytes on (readiness and splice). Later stream kinds that
+    /// are not a plain socket (TLS without kTLS, h2, QUIC) will answer `None` and be copied.
+    pub(crate) fn socket(&self) -> &TcpStream {
+        &self.socket
+    }
+
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    async fn ready(&self, write: bool) -> io::Result<()> {
+        loop {
+            let wait = async {
+                if write {
+                    self.socket.writable(false).await
+                } else {
+                    self.socket.readable(false).await
+                }
+            };
+            match monoio::time::timeout(self.idle, wait).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) if sys::is_spurious(&e) => continue,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+            }
+        }
+    }
+
+    /// Reads what has arrived into `buf` (0: end of stream), waiting at most the idle timeout.
+    pub async fn read_into(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        loop {
+            match sys::recv_uninit(self.raw_fd(), buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || sys::is_spurious(&e) => {
+                    self.ready(false).await?
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Writes all of `data`; a peer that takes nothing for the idle timeout is given up on.
+    pub async fn write_all(&self, data: &[u8]) -> io::Result<()> {
+        let mut sent = 0;
+        while sent < data.len() {
+            match sys::send(self.raw_fd(), &data[sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || sys::is_spurious(&e) => {
+                    self.ready(true).await?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if self.revoke.as_ref().is_some_and(RevokeHandle::is_revoked) {
+            // A reset, not a FIN: a peer must not take a cut-off transfer for a complete one.
+            sys::abort_on_close(self.raw_fd());
+        }
+    }
+}
