@@ -157,16 +157,22 @@ fn echo_once(s: &mut TcpStream) {
     assert_eq!(&b, b"ping");
 }
 
-#[test]
-fn api_changes_reach_every_core_and_revoke_live_tunnels() {
+/// A stack, a proxy on it, an echo server, an origin, and user alice (password "one")
+/// known on every core.
+fn with_alice() -> (Stack, Proxy, SocketAddr, origin::Origin) {
     let stack = stack();
     let proxy = stack.proxy("");
     let echo = echo_server();
     let web = origin::start("127.0.0.1");
-
-    // A new user is accepted on every core.
     stack.create_user("alice", "one");
     wait_converged(&stack, &proxy);
+    (stack, proxy, echo, web)
+}
+
+#[test]
+fn api_changes_reach_every_core_and_revoke_live_tunnels() {
+    // A new user is accepted on every core.
+    let (stack, proxy, echo, web) = with_alice();
     accepted_on_every_core(&proxy, echo, ("alice", "one"));
     let (mut live, _) = socks5(proxy.addr, Dest::Addr(echo), Some(("alice", "one")), 1).unwrap();
     echo_once(&mut live);
@@ -487,12 +493,7 @@ fn keep_alive_get(s: &mut TcpStream, web: SocketAddr, auth: &str) -> Result<(), 
 /// Changes that do not concern a user must not disturb any of that user's connections.
 #[test]
 fn creating_other_users_never_disturbs_a_working_user() {
-    let stack = stack();
-    let proxy = stack.proxy("");
-    let echo = echo_server();
-    let web = origin::start("127.0.0.1");
-    stack.create_user("alice", "one");
-    wait_converged(&stack, &proxy);
+    let (stack, proxy, echo, web) = with_alice();
     let auth = "Proxy-Authorization: Basic YWxpY2U6b25l\r\n"; // alice:one
     let creating = std::sync::atomic::AtomicBool::new(true);
     let (mut requests, mut failures) = (0, Vec::new());

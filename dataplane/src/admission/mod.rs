@@ -95,6 +95,16 @@ fn standing(
         .map_err(|kind| refuse(shard, Failure::new(kind, "credentials no longer valid")))
 }
 
+/// What the ACL sees of a request (the address is checked separately, once per candidate).
+fn acl_request<'a>(session: &Session, protocol: Protocol, target: &'a TargetAddr) -> Request<'a> {
+    Request {
+        protocol,
+        client: session.client.ip(),
+        host: target.host_name(),
+        port: target.port(),
+    }
+}
+
 /// Everything short of connecting: standing, tunnel limit, resolution, ACL.
 pub async fn authorize(
     shard: &Shard,
@@ -117,13 +127,12 @@ pub async fn authorize(
     let deadline = Instant::now() + shard.shared.config.timeouts.connect();
     let checked = async {
         let addrs = dial::resolve(shard, target, deadline).await?;
-        let req = Request {
-            protocol,
-            client: session.client.ip(),
-            host: target.host_name(),
-            port: target.port(),
-        };
-        dial::permitted(&policy, user, &req, &addrs)
+        dial::permitted(
+            &policy,
+            user,
+            &acl_request(session, protocol, target),
+            &addrs,
+        )
     };
     match checked.await {
         Ok(addrs) => Ok(Authorized {
@@ -204,12 +213,7 @@ pub fn readmit(
     let Ok(user) = principal.resolve(&shard.policy(), session.client.ip()) else {
         return false;
     };
-    let req = Request {
-        protocol,
-        client: session.client.ip(),
-        host: target.host_name(),
-        port: target.port(),
-    };
+    let req = acl_request(session, protocol, target);
     if dial::permitted(&shard.policy(), user, &req, &[peer]).is_err() {
         return false;
     }
