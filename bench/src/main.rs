@@ -22,6 +22,13 @@ struct Args {
     /// zcproxy binary (build with cargo build --release).
     #[arg(long, default_value = "target/release/zcproxy")]
     zcproxy: PathBuf,
+    /// A second zcproxy binary (e.g. the previous release) measured in the same run as the
+    /// contenders `before-socks5` and `before-connect`.
+    #[arg(long)]
+    zcproxy_before: Option<PathBuf>,
+    /// The compio runtime spike (`cargo build --release -p zcbench --features compio-spike`).
+    #[arg(long, default_value = "target/release/zcspike-compio")]
+    spike: PathBuf,
     /// Shards for zcproxy (default: one per CPU it may use).
     #[arg(long)]
     cores: Option<usize>,
@@ -44,7 +51,7 @@ struct Args {
     /// Contenders, comma-separated.
     #[arg(
         long,
-        default_value = "direct,zcproxy-socks5,zcproxy-connect,zcproxy-copy,danted,microsocks,squid,tinyproxy"
+        default_value = "direct,zcproxy-socks5,zcproxy-connect,zcproxy-copy,fast-socks5,socks5-rs,danted,microsocks,squid,tinyproxy"
     )]
     only: String,
     /// Extra TOML for every zcproxy contender, e.g. '[limits]\npipe_size = 1048576'.
@@ -73,19 +80,22 @@ fn raise_nofile() {
 }
 
 fn start(args: &Args, dir: &std::path::Path, name: &str, port: u16) -> Option<Running> {
-    let zc = |config, hs, label| {
-        let opts = ZcOptions {
-            bin: &args.zcproxy,
-            cores: args.cores.unwrap_or_else(|| {
-                args.proxy_cpus.as_ref().map_or_else(
-                    || std::thread::available_parallelism().map_or(1, usize::from),
-                    cpus::CpuSet::len,
-                )
-            }),
-            config,
-        };
+    let cores = args.cores.unwrap_or_else(|| {
+        args.proxy_cpus.as_ref().map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            cpus::CpuSet::len,
+        )
+    });
+    let zc_bin = |bin: &std::path::Path, config, hs, label| {
+        let opts = ZcOptions { bin, cores, config };
         peers::zcproxy(dir, &opts, port, port + 1, hs, label)
     };
+    let zc = |config, hs, label| zc_bin(&args.zcproxy, config, hs, label);
+    let before = |hs, label| {
+        let bin = args.zcproxy_before.as_deref()?;
+        zc_bin(bin, None, hs, label)
+    };
+    let spike = |flags: &[&str], label| peers::compio_spike(&args.spike, port, cores, flags, label);
     match name {
         "direct" => Some(peers::direct()),
         "zcproxy-socks5" => zc(None, Handshake::Socks5, "zcproxy (SOCKS5, splice)"),
@@ -100,6 +110,17 @@ fn start(args: &Args, dir: &std::path::Path, name: &str, port: u16) -> Option<Ru
             Handshake::Socks5,
             "zcproxy (SOCKS5, io_uring SPLICE op)",
         ),
+        "before-socks5" => before(Handshake::Socks5, "zcproxy before (SOCKS5, splice)"),
+        "before-connect" => before(Handshake::Connect, "zcproxy before (CONNECT, splice)"),
+        "compio" => spike(&[], "compio spike (SOCKS5, splice)"),
+        "compio-multishot" => spike(&["--multishot"], "compio spike, multishot accept"),
+        "compio-defer" => spike(&["--defer-taskrun"], "compio spike, DEFER_TASKRUN"),
+        "compio-both" => spike(
+            &["--multishot", "--defer-taskrun"],
+            "compio spike, multishot + DEFER_TASKRUN",
+        ),
+        "fast-socks5" => peers::fast_socks5(port),
+        "socks5-rs" => peers::socks5_rs(port, cores),
         "danted" => peers::danted(dir, port),
         "microsocks" => peers::microsocks(port),
         "squid" => peers::squid(dir, port),

@@ -198,3 +198,54 @@ pub fn tinyproxy(dir: &Path, port: u16) -> Option<Running> {
         Command::new("tinyproxy").arg("-d").arg("-c").arg(conf),
     )
 }
+
+/// Where `cargo install` put the Rust peers (see docs/benchmarks.md for the commands).
+const RUST_PEERS: &str = "/opt/zcbench-peers";
+
+/// fast-socks5's `server` example (tokio, one worker per CPU it may use), without auth.
+pub fn fast_socks5(port: u16) -> Option<Running> {
+    spawn(
+        "fast-socks5 (SOCKS5)",
+        Handshake::Socks5,
+        ([127, 0, 0, 1], port).into(),
+        Command::new(format!("{RUST_PEERS}/fast-socks5/bin/server"))
+            .args(["--listen-addr", &format!("127.0.0.1:{port}"), "no-auth"])
+            .env("RUST_LOG", "error"),
+    )
+}
+
+/// socks5-rs (tokio), as many worker threads as zcproxy has shards.
+pub fn socks5_rs(port: u16, threads: usize) -> Option<Running> {
+    spawn(
+        "socks5-rs (SOCKS5)",
+        Handshake::Socks5,
+        ([127, 0, 0, 1], port).into(),
+        Command::new(format!("{RUST_PEERS}/bin/socks5-rs"))
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--work-threads", &threads.to_string()])
+            .env("RUST_LOG", "error"),
+    )
+}
+
+/// The compio spike of zcproxy's SOCKS5 path (`zcspike-compio`, issue 10).
+pub fn compio_spike(
+    bin: &Path,
+    port: u16,
+    cores: usize,
+    flags: &[&str],
+    label: &str,
+) -> Option<Running> {
+    spawn(
+        label,
+        Handshake::Socks5,
+        ([127, 0, 0, 1], port).into(),
+        Command::new(bin)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--cores",
+                &cores.to_string(),
+            ])
+            .args(flags),
+    )
+}

@@ -21,8 +21,9 @@ pub struct Row {
 }
 
 impl Row {
-    fn is_zcproxy(&self) -> bool {
-        self.name.starts_with("zcproxy")
+    /// zcproxy itself, an earlier zcproxy binary, or the runtime spike: never a peer.
+    fn is_ours(&self) -> bool {
+        self.name.starts_with("zcproxy") || self.name.starts_with("compio spike")
     }
 }
 
@@ -127,13 +128,13 @@ impl Runs {
     pub fn print_targets(&self) {
         println!();
         println!(
-            "| zcproxy contender | 1 stream vs direct (≥ 0.6) | CPU/GB vs best peer (≤ 0.5) | tunnels/s vs best peer (≥ 1.5) | runs |"
+            "| zcproxy contender | 1 stream vs direct (≥ 0.6) | CPU/GB vs best peer (≤ 0.5) | tunnels/s vs best peer (≥ 1.5) | CPU/tunnel vs best peer (≤ 0.7) | 64 B RTT p50 vs best peer (≤ 1.0) | runs |"
         );
-        println!("|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|");
         let zc: Vec<String> = self
             .names()
             .into_iter()
-            .filter(|n| self.of(n).any(Row::is_zcproxy))
+            .filter(|n| self.of(n).any(Row::is_ours))
             .collect();
         for name in zc {
             let vs_direct = self.vs_direct(&name);
@@ -148,15 +149,28 @@ impl Runs {
                     .reduce(f64::max)?;
                 Some(r.tunnels.per_second / best)
             });
+            let cpu_tunnel = self.per_run(&name, |r, run| {
+                let best = peers(run)
+                    .filter(|p| p.tunnels.failures == 0)
+                    .filter_map(|p| p.cpu_us_per_tunnel)
+                    .reduce(f64::min)?;
+                Some(r.cpu_us_per_tunnel? / best)
+            });
+            let rtt = self.per_run(&name, |r, run| {
+                let best = peers(run).map(|p| p.rtt.0).reduce(f64::min)?;
+                Some(r.rtt.0 / best)
+            });
             let cell = |v: Vec<f64>| match (range(&v), median(v)) {
                 (Some((lo, hi)), Some(m)) => format!("{m:.2} ({lo:.2}-{hi:.2})"),
                 _ => "-".into(),
             };
             println!(
-                "| {name} | {} | {} | {} | {} |",
+                "| {name} | {} | {} | {} | {} | {} | {} |",
                 cell(vs_direct),
                 cell(cpu),
                 cell(tunnels),
+                cell(cpu_tunnel),
+                cell(rtt),
                 self.0.len()
             );
         }
@@ -165,7 +179,7 @@ impl Runs {
 
 /// The peer proxies of one run (not zcproxy, not direct).
 fn peers(run: &[Row]) -> impl Iterator<Item = &Row> {
-    run.iter().filter(|r| !r.is_zcproxy() && r.name != "direct")
+    run.iter().filter(|r| !r.is_ours() && r.name != "direct")
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::live::status::PolicyStatus;
 use crate::live::PolicyBus;
 use crate::metrics::ShardMetrics;
-use crate::workers::WorkerPool;
+use crate::workers::{release_memory, WorkerPool};
 
 #[derive(Default)]
 pub struct Lifecycle {
@@ -72,8 +72,15 @@ impl Shared {
                 "resolver",
                 limits.resolver_threads,
                 64 * limits.resolver_threads,
+                None,
             )?,
-            passwords: WorkerPool::new("argon2", password_threads, 4 * password_threads)?,
+            // At most `password_threads` Argon2 blocks exist at once, and none while idle.
+            passwords: WorkerPool::new(
+                "argon2",
+                password_threads,
+                4 * password_threads,
+                Some(release_memory),
+            )?,
         };
         Ok(Shared {
             config,

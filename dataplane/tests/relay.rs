@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{socks5, spawn_server, Dest, Pattern, Proxy};
+use common::{raise_nofile, socks5, spawn_server, Dest, Pattern, Proxy};
 
 const GIB: u64 = 1 << 30;
 
@@ -209,19 +209,6 @@ fn uring_splice_mode_keeps_the_relay_contract() {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = [0u8; 1];
     assert_eq!(s.read(&mut buf).expect("closed, not timed out"), 0);
-}
-
-fn raise_nofile() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain getrlimit/setrlimit on our own process.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-    }
 }
 
 #[test]

@@ -419,13 +419,18 @@ async fn forward_bytes(
     if rest == Some(0) {
         return Ok(());
     }
-    let (from, to) = (src.stream().socket(), dst.stream().socket());
-    let moved = relay::transfer(&shard.relay_env(), from, src_side, to, rest)
-        .await
-        .map_err(|e| match e {
-            RelayError::Reset(side) | RelayError::Io(side, _) => BodyError(side),
-            RelayError::Idle => BodyError(src_side),
-        })?;
+    let moved = relay::transfer(
+        &shard.relay_env(),
+        src.stream(),
+        src_side,
+        dst.stream(),
+        rest,
+    )
+    .await
+    .map_err(|e| match e {
+        RelayError::Reset(side) | RelayError::Io(side, _) => BodyError(side),
+        RelayError::Idle => BodyError(src_side),
+    })?;
     match rest {
         // The source closed before the announced length.
         Some(r) if moved < r => Err(BodyError(src_side)),

@@ -98,7 +98,7 @@ pub async fn run_tunnel(shard: &Shard, client: BufStream, upstream: Stream, star
             return;
         }
     }
-    match relay::relay(&shard.relay_env(), client.socket(), upstream.socket()).await {
+    match relay::relay(&shard.relay_env(), &client, &upstream).await {
         Ok(()) => {}
         Err(RelayError::Idle) => shard.metrics().error(ErrorKind::IdleTimeout),
         Err(RelayError::Reset(_)) | Err(RelayError::Io(..)) => {

@@ -1,10 +1,12 @@
-//! SOCKS5 driver: greeting, optional username/password, request, then CONNECT or BIND.
+//! SOCKS5 driver: the IO around `proto::socks5::handshake::Handshake` (greeting, optional
+//! username/password, request), then CONNECT or BIND through the admission gate.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use policy::Protocol;
-use proto::socks5::{self, Command, Reply, Socks5Error};
+use proto::socks5::handshake::{Handshake, Step};
+use proto::socks5::{self, Command, Reply};
 use proto::Failure;
 
 use super::{bind, left, run_tunnel, ProtocolGuard};
@@ -17,39 +19,65 @@ use crate::stream::{BufStream, ReadError};
 /// Bound on any single SOCKS5 message (the largest, user/password, is 513 bytes).
 const MAX_MESSAGE: usize = 1024;
 
-async fn reply(client: &mut BufStream, code: Reply, bound: SocketAddr) -> bool {
-    client
-        .write_all(&socks5::encode_reply(code, bound))
-        .await
-        .is_ok()
+/// A client connection and where its handshake stands.
+struct Client {
+    stream: BufStream,
+    hs: Handshake,
 }
 
-async fn refuse(client: &mut BufStream, failure: &Failure) {
-    reply(
-        client,
-        Reply::for_failure(failure.kind),
-        socks5::UNSPECIFIED,
-    )
-    .await;
-}
+impl Client {
+    /// Reads the next handshake message. A malformed one is counted and answered where
+    /// SOCKS5 has a reply for it.
+    async fn next(&mut self, shard: &Shard) -> Result<Step, ()> {
+        let Client { stream, hs } = self;
+        match stream.read_message(MAX_MESSAGE, |b| hs.receive(b)).await {
+            Ok(step) => Ok(step),
+            Err(e) => {
+                if !matches!(e, ReadError::Eof | ReadError::Io(_)) {
+                    shard.metrics().error(ErrorKind::ClientProtocol);
+                }
+                if let ReadError::Protocol(p) = &e {
+                    if let Some(bytes) = hs.reject(p) {
+                        let _ = stream.write_all(&bytes).await;
+                    }
+                }
+                Err(())
+            }
+        }
+    }
 
-fn count_read_error(shard: &Shard, e: &ReadError<Socks5Error>) {
-    if !matches!(e, ReadError::Eof | ReadError::Io(_)) {
-        shard.metrics().error(ErrorKind::ClientProtocol);
+    /// Sends what the machine handed out; an out-of-turn answer is a driver bug, logged.
+    async fn send<B: AsRef<[u8]>, E: std::fmt::Display>(&mut self, bytes: Result<B, E>) -> bool {
+        match bytes {
+            Ok(b) => self.stream.write_all(b.as_ref()).await.is_ok(),
+            Err(e) => {
+                tracing::error!(error = %e, "SOCKS5 driver");
+                false
+            }
+        }
+    }
+
+    async fn reply(&mut self, code: Reply, bound: SocketAddr) -> bool {
+        let bytes = self.hs.reply(code, bound);
+        self.send(bytes).await
+    }
+
+    async fn refuse(&mut self, failure: &Failure) {
+        self.reply(Reply::for_failure(failure.kind), socks5::UNSPECIFIED)
+            .await;
     }
 }
 
-/// Method selection and authentication, under the policy in force.
+/// Greeting, method choice and authentication, under the policy in force.
 async fn authenticate(
     shard: &Shard,
     session: &Session,
-    client: &mut BufStream,
+    client: &mut Client,
 ) -> Result<Principal, ()> {
     let peer = session.client;
-    let greeting = client
-        .read_message(MAX_MESSAGE, socks5::parse_greeting)
-        .await
-        .map_err(|e| count_read_error(shard, &e))?;
+    let Step::Greeting(greeting) = client.next(shard).await? else {
+        return Err(());
+    };
     let policy = shard.policy();
     // Prefer credentials when the client has them and there are users: per-user rules and
     // limits then apply even to clients that could have gone anonymous.
@@ -63,21 +91,19 @@ async fn authenticate(
         socks5::METHOD_NONE_ACCEPTABLE
     };
     drop(policy);
-    client
-        .write_all(&socks5::method_selection(method))
-        .await
-        .map_err(|_| ())?;
+    let selection = client.hs.choose_method(method);
+    if !client.send(selection).await {
+        return Err(());
+    }
     match method {
         socks5::METHOD_NO_AUTH => admission::anonymous(shard, peer.ip()).map_err(drop),
         socks5::METHOD_USER_PASS => {
-            let creds = client
-                .read_message(MAX_MESSAGE, socks5::parse_user_pass)
-                .await
-                .map_err(|e| count_read_error(shard, &e))?;
+            let Step::Credentials(creds) = client.next(shard).await? else {
+                return Err(());
+            };
             let result = admission::authenticate(shard, &creds.user, &creds.password).await;
-            let _ = client
-                .write_all(&socks5::user_pass_status(result.is_ok()))
-                .await;
+            let status = client.hs.credentials_checked(result.is_ok());
+            client.send(status).await;
             result.map_err(drop)
         }
         _ => {
@@ -90,27 +116,21 @@ async fn authenticate(
 pub async fn serve(
     shard: &Shard,
     session: &Session,
-    mut client: BufStream,
+    stream: BufStream,
     started: Instant,
     deadline: Instant,
 ) {
     let _open = ProtocolGuard::new(shard, Protocol::Socks5);
+    let mut client = Client {
+        stream,
+        hs: Handshake::default(),
+    };
     let handshake = async {
-        let user = authenticate(shard, session, &mut client).await?;
-        let request = match client
-            .read_message(MAX_MESSAGE, socks5::parse_request)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                count_read_error(shard, &e);
-                if let ReadError::Protocol(p) = &e {
-                    reply(&mut client, p.reply(), socks5::UNSPECIFIED).await;
-                }
-                return Err(());
-            }
-        };
-        Ok((user, request))
+        let principal = authenticate(shard, session, &mut client).await?;
+        match client.next(shard).await? {
+            Step::Request(request) => Ok((principal, request)),
+            _ => Err(()),
+        }
     };
     let (principal, request) = match monoio::time::timeout(left(deadline), handshake).await {
         Ok(Ok(v)) => v,
@@ -126,21 +146,21 @@ pub async fn serve(
             match admission::admit(shard, session, &principal, Protocol::Socks5, target).await {
                 Ok(admitted) => {
                     let bound = admitted.stream.local_addr().unwrap_or(socks5::UNSPECIFIED);
-                    if reply(&mut client, Reply::Succeeded, bound).await {
+                    if client.reply(Reply::Succeeded, bound).await {
                         let _permit = admitted.permit;
-                        run_tunnel(shard, client, admitted.stream, started).await;
+                        run_tunnel(shard, client.stream, admitted.stream, started).await;
                     }
                 }
-                Err(f) => refuse(&mut client, &f).await,
+                Err(f) => client.refuse(&f).await,
             }
         }
         Command::Bind => {
             let pending =
                 match bind::listen(shard, session, &principal, Protocol::Socks5, target).await {
                     Ok(p) => p,
-                    Err(f) => return refuse(&mut client, &f).await,
+                    Err(f) => return client.refuse(&f).await,
                 };
-            if !reply(&mut client, Reply::Succeeded, pending.bound).await {
+            if !client.reply(Reply::Succeeded, pending.bound).await {
                 return;
             }
             let wait = shard.shared.config.timeouts.bind_accept();
@@ -149,15 +169,17 @@ pub async fn serve(
                 .await
             {
                 Ok((inbound, from, _permit)) => {
-                    if reply(&mut client, Reply::Succeeded, from).await {
-                        run_tunnel(shard, client, inbound, started).await;
+                    if client.reply(Reply::Succeeded, from).await {
+                        run_tunnel(shard, client.stream, inbound, started).await;
                     }
                 }
-                Err(f) => refuse(&mut client, &f).await,
+                Err(f) => client.refuse(&f).await,
             }
         }
         Command::UdpAssociate => {
-            reply(&mut client, Reply::CommandNotSupported, socks5::UNSPECIFIED).await;
+            client
+                .reply(Reply::CommandNotSupported, socks5::UNSPECIFIED)
+                .await;
         }
     }
 }

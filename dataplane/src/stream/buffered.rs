@@ -66,7 +66,7 @@ impl BufStream {
     pub async fn read_message<T, E>(
         &mut self,
         max: usize,
-        parse: impl Fn(&[u8]) -> Result<Option<(T, usize)>, E>,
+        mut parse: impl FnMut(&[u8]) -> Result<Option<(T, usize)>, E>,
     ) -> Result<T, ReadError<E>> {
         loop {
             match parse(&self.buf) {

@@ -1,11 +1,14 @@
 //! SOCKS5 (RFC 1928) with username/password authentication (RFC 1929), sans-IO.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use thiserror::Error;
 
-use super::failure::FailureKind;
-use super::target::{valid_host_name, TargetAddr};
+pub mod addr;
+pub mod handshake;
+
+use crate::failure::FailureKind;
+use crate::target::TargetAddr;
 
 pub const VERSION: u8 = 5;
 pub const METHOD_NO_AUTH: u8 = 0x00;
@@ -74,6 +77,8 @@ pub enum Socks5Error {
     Reserved,
     #[error("client sent an invalid destination host name")]
     HostName,
+    #[error("client sent a message before the proxy answered the previous one")]
+    Unexpected,
 }
 
 impl Socks5Error {
@@ -199,50 +204,12 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, Socks5Error
     let Some(&rsv) = buf.get(2) else {
         return Ok(None);
     };
-    let Some(&atyp) = buf.get(3) else {
-        return Ok(None);
-    };
     // The address type is checked before the command so that a client learns the most
     // specific reply code; both are client errors.
-    let (target, end) = match atyp {
-        1 => {
-            let Some(b) = buf.get(4..10) else {
-                return Ok(None);
-            };
-            let ip = Ipv4Addr::new(b[0], b[1], b[2], b[3]);
-            let port = u16::from_be_bytes([b[4], b[5]]);
-            (TargetAddr::Ip(SocketAddr::new(IpAddr::V4(ip), port)), 10)
-        }
-        4 => {
-            let Some(b) = buf.get(4..22) else {
-                return Ok(None);
-            };
-            let mut octets = [0u8; 16];
-            octets.copy_from_slice(&b[..16]);
-            let port = u16::from_be_bytes([b[16], b[17]]);
-            (
-                TargetAddr::Ip(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(octets)), port)),
-                22,
-            )
-        }
-        3 => {
-            let Some(&len) = buf.get(4) else {
-                return Ok(None);
-            };
-            let end = 5 + len as usize + 2;
-            let Some(b) = buf.get(5..end) else {
-                return Ok(None);
-            };
-            let (host, port) = b.split_at(len as usize);
-            if !valid_host_name(host) {
-                return Err(Socks5Error::HostName);
-            }
-            let host = std::str::from_utf8(host).map_err(|_| Socks5Error::HostName)?;
-            let port = u16::from_be_bytes([port[0], port[1]]);
-            (TargetAddr::from_host(host, port), end)
-        }
-        other => return Err(Socks5Error::AddressType(other)),
+    let Some((target, used)) = addr::parse(&buf[3..])? else {
+        return Ok(None);
     };
+    let end = 3 + used;
     let command = match cmd {
         1 => Command::Connect,
         2 => Command::Bind,
@@ -260,23 +227,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, Socks5Error
 pub fn encode_reply(reply: Reply, bound: SocketAddr) -> Vec<u8> {
     let mut out = Vec::with_capacity(22);
     out.extend_from_slice(&[VERSION, reply as u8, 0]);
-    match bound {
-        SocketAddr::V4(a) => {
-            out.push(1);
-            out.extend_from_slice(&a.ip().octets());
-        }
-        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
-            Some(v4) => {
-                out.push(1);
-                out.extend_from_slice(&v4.octets());
-            }
-            None => {
-                out.push(4);
-                out.extend_from_slice(&a.ip().octets());
-            }
-        },
-    }
-    out.extend_from_slice(&bound.port().to_be_bytes());
+    addr::encode_socket(bound, &mut out);
     out
 }
 
@@ -339,7 +290,7 @@ mod tests {
         assert_eq!(r.target, TargetAddr::Ip("127.0.0.1:8080".parse().unwrap()));
 
         let mut v6 = vec![5, 2, 0, 4];
-        v6.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        v6.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
         v6.extend_from_slice(&[0, 80]);
         let (r, n) = parse_request(&v6).unwrap().unwrap();
         assert_eq!((r.command, n), (Command::Bind, 22));
