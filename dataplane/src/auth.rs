@@ -19,7 +19,8 @@ use std::task::{Poll, Waker};
 use policy::{CompiledPolicy, UserId};
 use thiserror::Error;
 
-use crate::context::Shard;
+use crate::metrics::Counter;
+use crate::workers::WorkerPool;
 
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum AuthError {
@@ -148,14 +149,22 @@ enum Join {
     Wait(Rc<Pending>),
 }
 
+/// What a credential check uses of its shard.
+pub struct AuthEnv<'a> {
+    pub cache: &'a RefCell<CredentialCache>,
+    pub pool: &'a WorkerPool,
+    /// Counts Argon2id runs.
+    pub verifications: &'a Counter,
+}
+
 /// Verifies `password` against `phc` once per shard for identical concurrent checks.
 async fn verify(
-    shard: &Shard,
+    env: &AuthEnv<'_>,
     fp: Fingerprint,
     phc: &str,
     password: &[u8],
 ) -> Result<(bool, CacheOutcome), AuthError> {
-    let cache = &shard.creds;
+    let cache = env.cache;
     loop {
         let join = {
             let c = cache.borrow();
@@ -201,11 +210,9 @@ async fn verify(
             Join::Lead(pending) => {
                 let leader = Leader { cache, fp, pending };
                 let (phc, password) = (phc.to_string(), password.to_vec());
-                shard.metrics().password_verifications.inc();
-                let result = shard
-                    .shared
-                    .workers
-                    .passwords
+                env.verifications.inc();
+                let result = env
+                    .pool
                     .run(move || policy::password::verify(&phc, &password))
                     .await
                     .map_err(|e| {
@@ -221,18 +228,18 @@ async fn verify(
 }
 
 pub async fn authenticate(
-    shard: &Shard,
+    env: &AuthEnv<'_>,
     policy: &CompiledPolicy,
     user: &[u8],
     password: &[u8],
 ) -> Result<(UserId, CacheOutcome), AuthError> {
-    let cache = &shard.creds;
+    let cache = env.cache;
     let found = std::str::from_utf8(user)
         .ok()
         .and_then(|name| policy.user_by_name(name));
     let Some((id, entry)) = found else {
         let fp = cache.borrow().fingerprint(user, password, decoy_hash());
-        verify(shard, fp, decoy_hash(), password).await?;
+        verify(env, fp, decoy_hash(), password).await?;
         return Err(AuthError::UnknownUser);
     };
     let fp = cache
@@ -241,7 +248,7 @@ pub async fn authenticate(
     let outcome = if cache.borrow().contains(&fp) {
         CacheOutcome::Hit
     } else {
-        match verify(shard, fp, &entry.password_hash, password).await? {
+        match verify(env, fp, &entry.password_hash, password).await? {
             (true, outcome) => {
                 cache.borrow_mut().insert(fp, &entry.name);
                 outcome

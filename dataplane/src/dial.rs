@@ -11,7 +11,7 @@ use thiserror::Error;
 
 use proto::{Failure, FailureKind, TargetAddr};
 
-use crate::context::Shard;
+use crate::workers::WorkerPool;
 
 #[derive(Debug, Error)]
 pub enum DialError {
@@ -61,7 +61,7 @@ impl DialError {
 /// Resolves a name on the blocking pool: getaddrinfo may block for seconds and must never
 /// stall a shard.
 pub async fn resolve(
-    shard: &Shard,
+    resolver: &WorkerPool,
     target: &TargetAddr,
     deadline: Instant,
 ) -> Result<Vec<SocketAddr>, DialError> {
@@ -69,11 +69,7 @@ pub async fn resolve(
         TargetAddr::Ip(a) => return Ok(vec![*a]),
         TargetAddr::Domain(h, p) => (h.clone(), *p),
     };
-    let lookup = shard
-        .shared
-        .workers
-        .resolver
-        .run(move || (host.as_str(), port).to_socket_addrs());
+    let lookup = resolver.run(move || (host.as_str(), port).to_socket_addrs());
     let left = deadline.saturating_duration_since(Instant::now());
     match monoio::time::timeout(left, lookup).await {
         Err(_) => Err(DialError::Timeout),

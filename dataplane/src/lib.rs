@@ -9,6 +9,7 @@ pub mod context;
 pub mod dial;
 pub mod live;
 pub mod metrics;
+pub mod principal;
 pub mod relay;
 pub mod revoke;
 pub mod sessions;

@@ -3,7 +3,7 @@
 //! It is owned by the connection (and dropped with it), never a descriptor number that the
 //! kernel may have handed to someone else meanwhile. Revoking wakes the connection's task,
 //! which stops; the sockets it owns see the flag as they are dropped and close with a reset
-//! (see [`crate::stream::Stream`]). The same handle later says "reset this h2/QUIC stream" or
+//! (see the stream module). The same handle later says "reset this h2/QUIC stream" or
 //! "drop this UDP flow" to whoever owns one.
 
 use std::cell::Cell;

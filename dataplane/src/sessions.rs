@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use policy::{Decision, Protocol, Request};
 
-use crate::admission::principal::Principal;
 use crate::live::LivePolicy;
+use crate::principal::Principal;
 use crate::revoke::RevokeHandle;
 
 /// The policy a connection works with; a shard-local handle (no shared refcount traffic).

@@ -7,21 +7,19 @@
 //! Failures come back as a protocol-neutral [`Failure`], counted here; each driver maps it to
 //! its own codes.
 
-pub mod principal;
-
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use policy::{Protocol, Request, UserId};
 use proto::{Failure, FailureKind, TargetAddr};
 
-use crate::auth::{self, AuthError, CacheOutcome};
+use crate::auth::{self, AuthEnv, AuthError, CacheOutcome};
 use crate::context::Shard;
 use crate::dial;
 use crate::live::TunnelPermit;
+pub use crate::principal::Principal;
 use crate::sessions::{Destination, Grant, Session};
 use crate::stream::Stream;
-pub use principal::Principal;
 
 pub struct Admitted {
     pub stream: Stream,
@@ -50,7 +48,12 @@ pub async fn authenticate(
     password: &[u8],
 ) -> Result<Principal, Failure> {
     let policy = shard.policy();
-    match auth::authenticate(shard, &policy, user, password).await {
+    let env = AuthEnv {
+        cache: &shard.creds,
+        pool: &shard.shared.workers.passwords,
+        verifications: &shard.metrics().password_verifications,
+    };
+    match auth::authenticate(&env, &policy, user, password).await {
         Ok((id, outcome)) => {
             match outcome {
                 CacheOutcome::Hit => shard.metrics().credential_cache_hits.inc(),
@@ -126,7 +129,7 @@ pub async fn authorize(
     };
     let deadline = Instant::now() + shard.shared.config.timeouts.connect();
     let checked = async {
-        let addrs = dial::resolve(shard, target, deadline).await?;
+        let addrs = dial::resolve(&shard.shared.workers.resolver, target, deadline).await?;
         dial::permitted(
             &policy,
             user,
