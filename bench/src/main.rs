@@ -26,9 +26,12 @@ struct Args {
     /// contenders `before-socks5` and `before-connect`.
     #[arg(long)]
     zcproxy_before: Option<PathBuf>,
-    /// The compio runtime spike (`cargo build --release -p zcbench --features compio-spike`).
+    /// The runtime spikes (`cargo build --release -p zcbench --features compio-spike`): the
+    /// same SOCKS5 path on compio and on monoio.
     #[arg(long, default_value = "target/release/zcspike-compio")]
     spike: PathBuf,
+    #[arg(long, default_value = "target/release/zcspike-monoio")]
+    spike_monoio: PathBuf,
     /// Shards for zcproxy (default: one per CPU it may use).
     #[arg(long)]
     cores: Option<usize>,
@@ -95,7 +98,7 @@ fn start(args: &Args, dir: &std::path::Path, name: &str, port: u16) -> Option<Ru
         let bin = args.zcproxy_before.as_deref()?;
         zc_bin(bin, None, hs, label)
     };
-    let spike = |flags: &[&str], label| peers::compio_spike(&args.spike, port, cores, flags, label);
+    let spike = |flags: &[&str], label| peers::spike(&args.spike, port, cores, flags, label);
     match name {
         "direct" => Some(peers::direct()),
         "zcproxy-socks5" => zc(None, Handshake::Socks5, "zcproxy (SOCKS5, splice)"),
@@ -112,6 +115,13 @@ fn start(args: &Args, dir: &std::path::Path, name: &str, port: u16) -> Option<Ru
         ),
         "before-socks5" => before(Handshake::Socks5, "zcproxy before (SOCKS5, splice)"),
         "before-connect" => before(Handshake::Connect, "zcproxy before (CONNECT, splice)"),
+        "monoio-spike" => peers::spike(
+            &args.spike_monoio,
+            port,
+            cores,
+            &[],
+            "monoio spike (SOCKS5, splice)",
+        ),
         "compio" => spike(&[], "compio spike (SOCKS5, splice)"),
         "compio-multishot" => spike(&["--multishot"], "compio spike, multishot accept"),
         "compio-defer" => spike(&["--defer-taskrun"], "compio spike, DEFER_TASKRUN"),

@@ -227,14 +227,8 @@ pub fn socks5_rs(port: u16, threads: usize) -> Option<Running> {
     )
 }
 
-/// The compio spike of zcproxy's SOCKS5 path (`zcspike-compio`, issue 10).
-pub fn compio_spike(
-    bin: &Path,
-    port: u16,
-    cores: usize,
-    flags: &[&str],
-    label: &str,
-) -> Option<Running> {
+/// A runtime spike of zcproxy's SOCKS5 path (`zcspike-compio`, `zcspike-monoio`; issue 10).
+pub fn spike(bin: &Path, port: u16, cores: usize, flags: &[&str], label: &str) -> Option<Running> {
     spawn(
         label,
         Handshake::Socks5,

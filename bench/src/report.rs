@@ -23,7 +23,7 @@ pub struct Row {
 impl Row {
     /// zcproxy itself, an earlier zcproxy binary, or the runtime spike: never a peer.
     fn is_ours(&self) -> bool {
-        self.name.starts_with("zcproxy") || self.name.starts_with("compio spike")
+        self.name.starts_with("zcproxy") || self.name.contains(" spike")
     }
 }
 

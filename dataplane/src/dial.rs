@@ -5,12 +5,12 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Instant;
 
-use monoio::net::TcpStream;
 use policy::{CompiledPolicy, Decision, DenyReason, Request, UserId};
 use thiserror::Error;
 
 use proto::{Failure, FailureKind, TargetAddr};
 
+use crate::rt::{self, TcpStream};
 use crate::workers::WorkerPool;
 
 #[derive(Debug, Error)]
@@ -71,7 +71,7 @@ pub async fn resolve(
     };
     let lookup = resolver.run(move || (host.as_str(), port).to_socket_addrs());
     let left = deadline.saturating_duration_since(Instant::now());
-    match monoio::time::timeout(left, lookup).await {
+    match rt::timeout(left, lookup).await {
         Err(_) => Err(DialError::Timeout),
         Ok(Err(e)) => Err(DialError::Other(io::Error::other(e))),
         Ok(Ok(Err(e))) => Err(DialError::Resolve(e.to_string())),
@@ -124,7 +124,7 @@ pub async fn connect(
         if left.is_zero() {
             return Err(DialError::Timeout);
         }
-        match monoio::time::timeout(left, TcpStream::connect_addr(*addr)).await {
+        match rt::timeout(left, rt::connect(*addr)).await {
             Err(_) => return Err(DialError::Timeout),
             Ok(Ok(stream)) => return Ok((stream, *addr)),
             Ok(Err(e)) => last = DialError::from_io(e),

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod principal;
 pub mod relay;
 pub mod revoke;
+pub mod rt;
 pub mod sessions;
 pub mod shard;
 pub mod shared;

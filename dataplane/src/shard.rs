@@ -11,11 +11,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpListener;
-
 use crate::conn;
 use crate::context::Shard;
 use crate::metrics::ErrorKind;
+use crate::rt::{self, TcpListener};
 use crate::shared::Shared;
 
 /// Binds one SO_REUSEPORT listener (the kernel spreads connections across them).
@@ -55,9 +54,10 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: flume::Recei
     // accept would take the channel's lock once per connection.
     let mut stopped = std::pin::pin!(stop.recv_async());
     loop {
-        let accepted = monoio::select! {
-            r = listener.accept() => r,
-            _ = &mut stopped => break,
+        let accepting = std::pin::pin!(listener.accept());
+        let accepted = match rt::race(accepting, stopped.as_mut()).await {
+            rt::Either::Left(r) => r,
+            rt::Either::Right(_) => break,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -66,7 +66,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: flume::Recei
                     shard.metrics().error(ErrorKind::ConnectionLimit);
                     continue;
                 };
-                monoio::spawn(async move {
+                rt::spawn(async move {
                     conn::serve(guard.shard(), stream, peer).await;
                     drop(guard);
                 });
@@ -81,7 +81,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: flume::Recei
                         tracing::warn!(core = shard.id, error = %e, "accept failed; backing off");
                         last_warning = Some(Instant::now());
                     }
-                    monoio::time::sleep(Duration::from_millis(50)).await;
+                    rt::sleep(rt::ACCEPT_BACKOFF).await;
                 }
             }
         }
@@ -90,40 +90,13 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: flume::Recei
     // Draining: live tunnels get until the deadline to finish on their own.
     let deadline = Instant::now() + shard.shared.config.timeouts.drain();
     while shard.active_connections() > 0 && Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(20)).await;
+        rt::sleep(Duration::from_millis(20)).await;
     }
     tracing::info!(
         core = shard.id,
         remaining = shard.active_connections(),
         "shard stopped"
     );
-}
-
-type ShardRuntime = monoio::FusionRuntime<
-    monoio::time::TimeDriver<monoio::IoUringDriver>,
-    monoio::time::TimeDriver<monoio::LegacyDriver>,
->;
-
-/// The shard's executor. IORING_SETUP_COOP_TASKRUN lets the kernel run io_uring completion
-/// work at the shard's next syscall instead of interrupting it: measured +13% tunnels/s and
-/// -13% CPU per tunnel here (docs/benchmarks.md). Kernels before 5.19 refuse the flag; the
-/// shard then starts without it.
-fn build_runtime() -> io::Result<ShardRuntime> {
-    let builder = |coop: bool| {
-        let mut urb = io_uring::IoUring::builder();
-        if coop {
-            urb.setup_coop_taskrun();
-        }
-        monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-            .enable_timer()
-            .with_entries(1024)
-            .uring_builder(urb)
-            .build()
-    };
-    builder(true).or_else(|e| {
-        tracing::debug!(error = %e, "io_uring without COOP_TASKRUN");
-        builder(false)
-    })
 }
 
 fn run_shard(
@@ -137,11 +110,11 @@ fn run_shard(
         .metrics()
         .policy_revision
         .set(shard.policy().revision as i64);
-    let mut rt = build_runtime()?;
-    rt.block_on(async move {
+    let mut runtime = rt::build_runtime()?;
+    runtime.block_on(async move {
         let listener = TcpListener::from_std(listener)?;
         let _listening = shared.lifecycle.listening();
-        monoio::spawn(follow_policy(shard.clone()));
+        rt::spawn(follow_policy(shard.clone()));
         accept_loop(shard, listener, stop).await;
         Ok(())
     })

@@ -6,6 +6,8 @@
 //! either (a full queue refuses at once).
 
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -20,6 +22,14 @@ pub enum PoolError {
 pub struct WorkerPool {
     name: &'static str,
     jobs: flume::Sender<Job>,
+    queue: flume::Receiver<Job>,
+    max_threads: usize,
+    /// Threads started so far: a pool starts its threads as work arrives, so an idle proxy
+    /// does not hold threads it has never needed.
+    started: AtomicUsize,
+    /// Threads waiting for a job right now.
+    waiting: Arc<AtomicUsize>,
+    on_idle: Option<fn()>,
 }
 
 /// Gives memory freed by finished jobs back to the system. Argon2id allocates its whole
@@ -35,8 +45,8 @@ pub fn release_memory() {
 }
 
 impl WorkerPool {
-    /// `threads` workers behind a queue of `queue` jobs. `on_idle` runs on a worker each
-    /// time it finds the queue empty after a job.
+    /// Up to `threads` workers behind a queue of `queue` jobs. `on_idle` runs on a worker
+    /// each time it finds the queue empty after a job.
     pub fn new(
         name: &'static str,
         threads: usize,
@@ -44,21 +54,44 @@ impl WorkerPool {
         on_idle: Option<fn()>,
     ) -> io::Result<WorkerPool> {
         let (jobs, rx) = flume::bounded::<Job>(queue);
-        for i in 0..threads.max(1) {
-            let rx = rx.clone();
-            std::thread::Builder::new()
-                .name(format!("zcproxy-{name}-{i}"))
-                .spawn(move || {
-                    // Ends when the pool (every sender) is dropped.
-                    while let Ok(job) = rx.recv() {
-                        job();
-                        if let (Some(idle), true) = (on_idle, rx.is_empty()) {
-                            idle();
-                        }
-                    }
-                })?;
-        }
-        Ok(WorkerPool { name, jobs })
+        let pool = WorkerPool {
+            name,
+            jobs,
+            queue: rx,
+            max_threads: threads.max(1),
+            started: AtomicUsize::new(0),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            on_idle,
+        };
+        // One thread from the start, so that a failure to start threads shows at start-up.
+        pool.start_thread()?;
+        Ok(pool)
+    }
+
+    fn start_thread(&self) -> io::Result<()> {
+        let i = self.started.fetch_add(1, Ordering::AcqRel);
+        let (rx, waiting, on_idle) = (self.queue.clone(), self.waiting.clone(), self.on_idle);
+        let spawned = std::thread::Builder::new()
+            .name(format!("zcproxy-{}-{i}", self.name))
+            .spawn(move || loop {
+                waiting.fetch_add(1, Ordering::AcqRel);
+                let job = rx.recv();
+                waiting.fetch_sub(1, Ordering::AcqRel);
+                // Ends when the pool (every sender) is dropped.
+                let Ok(job) = job else { return };
+                job();
+                if let (Some(idle), true) = (on_idle, rx.is_empty()) {
+                    idle();
+                }
+            });
+        spawned.map(drop).inspect_err(|_| {
+            self.started.fetch_sub(1, Ordering::AcqRel);
+        })
+    }
+
+    /// Threads started so far.
+    pub fn threads(&self) -> usize {
+        self.started.load(Ordering::Acquire)
     }
 
     /// Runs `f` on the pool; the calling task waits without blocking its thread.
@@ -74,6 +107,13 @@ impl WorkerPool {
             flume::TrySendError::Full(_) => PoolError::Busy(self.name),
             flume::TrySendError::Disconnected(_) => PoolError::Stopped(self.name),
         })?;
+        // Nobody free to take it: one more thread, up to the bound. A thread that cannot
+        // start leaves the job to those that exist.
+        if self.waiting.load(Ordering::Acquire) == 0 && self.threads() < self.max_threads {
+            if let Err(e) = self.start_thread() {
+                tracing::warn!(pool = self.name, error = %e, "worker thread not started");
+            }
+        }
         rx.recv_async()
             .await
             .map_err(|_| PoolError::Stopped(self.name))
@@ -85,6 +125,43 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
     use std::time::Duration;
+
+    #[test]
+    fn threads_start_as_work_arrives_up_to_the_bound() {
+        let pool = WorkerPool::new("lazy", 3, 16, None).unwrap();
+        assert_eq!(pool.threads(), 1);
+        let (release, blocked) = mpsc::channel::<()>();
+        let blocked = Arc::new(std::sync::Mutex::new(blocked));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let jobs: Vec<_> = (0..6)
+                .map(|i| {
+                    let blocked = blocked.clone();
+                    Box::pin(pool.run(move || {
+                        let _ = blocked.lock().unwrap().recv();
+                        i
+                    }))
+                })
+                .collect();
+            let mut jobs = jobs;
+            for j in &mut jobs {
+                assert!(futures_util::FutureExt::now_or_never(j).is_none());
+                // Let a started thread reach its queue before the next job is offered.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert_eq!(pool.threads(), 3, "bounded");
+            for _ in 0..6 {
+                release.send(()).unwrap();
+            }
+            let mut done: Vec<i32> = Vec::new();
+            for j in jobs {
+                done.push(j.await.unwrap());
+            }
+            assert_eq!(done, [0, 1, 2, 3, 4, 5]);
+        });
+    }
 
     #[test]
     fn a_full_queue_refuses_instead_of_growing() {

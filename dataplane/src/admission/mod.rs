@@ -170,7 +170,7 @@ pub fn record_grant(
 }
 
 /// Wraps a socket opened for `session`: idle-bounded, reset if the session is revoked.
-pub fn session_stream(shard: &Shard, session: &Session, socket: monoio::net::TcpStream) -> Stream {
+pub fn session_stream(shard: &Shard, session: &Session, socket: crate::rt::TcpStream) -> Stream {
     Stream::new(socket, shard.shared.config.timeouts.idle())
         .reset_on_revoke(session.revoke_handle())
 }

@@ -5,7 +5,6 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpListener;
 use policy::Protocol;
 use proto::{Failure, FailureKind, TargetAddr};
 
@@ -13,6 +12,7 @@ use crate::admission::{self, Principal};
 use crate::context::Shard;
 use crate::live::TunnelPermit;
 use crate::metrics::ErrorKind;
+use crate::rt::{self, TcpListener};
 use crate::sessions::Session;
 use crate::stream::Stream;
 
@@ -82,8 +82,7 @@ impl PendingBind {
     ) -> Result<(Stream, SocketAddr, Option<TunnelPermit>), Failure> {
         let deadline = Instant::now() + wait;
         loop {
-            let accepted =
-                monoio::time::timeout(super::left(deadline), self.listener.accept()).await;
+            let accepted = rt::timeout(super::left(deadline), self.listener.accept()).await;
             match accepted {
                 Err(_) => {
                     shard.metrics().failure(FailureKind::ConnectTimeout);

@@ -17,6 +17,7 @@ use crate::context::Shard;
 use crate::live::TunnelPermit;
 use crate::metrics::ErrorKind;
 use crate::relay::{self, RelayError, Side};
+use crate::rt;
 use crate::sessions::Session;
 use crate::stream::{BufStream, ReadError};
 
@@ -93,14 +94,14 @@ async fn read_head(
 ) -> Option<RequestHead> {
     let timeouts = &shard.shared.config.timeouts;
     let deadline = if !first && client.buffered().is_empty() {
-        match monoio::time::timeout(timeouts.idle(), client.read_more()).await {
+        match rt::timeout(timeouts.idle(), client.read_more()).await {
             Ok(Ok(n)) if n > 0 => Instant::now() + timeouts.handshake(),
             _ => return None,
         }
     } else {
         deadline
     };
-    match monoio::time::timeout(
+    match rt::timeout(
         left(deadline),
         client.read_message(MAX_HEAD, http::parse_request),
     )
@@ -316,7 +317,7 @@ async fn exchange(
             shard.metrics().error(ErrorKind::UpstreamTimeout);
             fail(FailureKind::ResponseTimeout, "no response head in time")
         };
-        let resp = match monoio::time::timeout(shard.shared.config.timeouts.idle(), read).await {
+        let resp = match rt::timeout(shard.shared.config.timeouts.idle(), read).await {
             Err(_) => return Err(timed_out()),
             Ok(Err(ReadError::Io(e))) if e.kind() == std::io::ErrorKind::TimedOut => {
                 return Err(timed_out())

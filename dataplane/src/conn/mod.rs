@@ -6,9 +6,9 @@ pub mod socks4;
 pub mod socks5;
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
 use policy::Protocol;
 use proto::sniff::{sniff, Sniffed};
 
@@ -16,6 +16,7 @@ use crate::admission;
 use crate::context::Shard;
 use crate::metrics::ErrorKind;
 use crate::relay::{self, RelayError};
+use crate::rt::{self, TcpStream};
 use crate::sessions::Session;
 use crate::stream::{BufStream, Stream};
 
@@ -48,9 +49,10 @@ impl Drop for ProtocolGuard<'_> {
 pub async fn serve(shard: &Shard, socket: TcpStream, peer: SocketAddr) {
     let session = shard.sessions.register(peer);
     let stream = admission::session_stream(shard, &session, socket);
-    monoio::select! {
-        _ = serve_session(shard, &session, stream) => {}
-        _ = session.revoked() => shard.metrics().error(ErrorKind::PolicyRevoked),
+    let serving = pin!(serve_session(shard, &session, stream));
+    let revoked = pin!(session.revoked());
+    if let rt::Either::Right(()) = rt::race(serving, revoked).await {
+        shard.metrics().error(ErrorKind::PolicyRevoked);
     }
 }
 
@@ -59,7 +61,7 @@ async fn serve_session(shard: &Shard, session: &Session, stream: Stream) {
     let started = Instant::now();
     let deadline = started + shard.shared.config.timeouts.handshake();
     let mut client = BufStream::new(stream);
-    match monoio::time::timeout(left(deadline), client.read_more()).await {
+    match rt::timeout(left(deadline), client.read_more()).await {
         Ok(Ok(n)) if n > 0 => {}
         Ok(_) => return,
         Err(_) => {
@@ -98,6 +100,9 @@ pub async fn run_tunnel(shard: &Shard, client: BufStream, upstream: Stream, star
             return;
         }
     }
+    // The handshake buffer (8 KiB of capacity) must not live as long as the tunnel: idle
+    // tunnels would each keep a touched page of it.
+    drop(early);
     match relay::relay(&shard.relay_env(), &client, &upstream).await {
         Ok(()) => {}
         Err(RelayError::Idle) => shard.metrics().error(ErrorKind::IdleTimeout),

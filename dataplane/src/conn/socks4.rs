@@ -13,6 +13,7 @@ use super::{bind, left, run_tunnel, ProtocolGuard};
 use crate::admission;
 use crate::context::Shard;
 use crate::metrics::ErrorKind;
+use crate::rt;
 use crate::sessions::Session;
 use crate::stream::{BufStream, ReadError};
 
@@ -38,7 +39,7 @@ pub async fn serve(
 ) {
     let _open = ProtocolGuard::new(shard, Protocol::Socks4);
     let read = client.read_message(MAX_MESSAGE, socks4::parse_request);
-    let request = match monoio::time::timeout(left(deadline), read).await {
+    let request = match rt::timeout(left(deadline), read).await {
         Err(_) => {
             shard.metrics().error(ErrorKind::HandshakeTimeout);
             return;

@@ -13,6 +13,7 @@ use super::{bind, left, run_tunnel, ProtocolGuard};
 use crate::admission::{self, Principal};
 use crate::context::Shard;
 use crate::metrics::ErrorKind;
+use crate::rt;
 use crate::sessions::Session;
 use crate::stream::{BufStream, ReadError};
 
@@ -132,7 +133,7 @@ pub async fn serve(
             _ => Err(()),
         }
     };
-    let (principal, request) = match monoio::time::timeout(left(deadline), handshake).await {
+    let (principal, request) = match rt::timeout(left(deadline), handshake).await {
         Ok(Ok(v)) => v,
         Ok(Err(())) => return,
         Err(_) => {

@@ -22,10 +22,9 @@ use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
-
 use crate::config::RelayMode;
 use crate::metrics::{Counter, ShardMetrics};
+use crate::rt::{self, TcpStream};
 use crate::stream::Stream;
 use crate::sys;
 use buf_pool::BufPool;
@@ -146,9 +145,9 @@ impl Tunnel<'_> {
                 return Err(RelayError::Idle);
             }
             let ready = if write {
-                monoio::time::timeout(idle_left, stream.writable(false)).await
+                rt::timeout(idle_left, rt::writable(stream)).await
             } else {
-                monoio::time::timeout(idle_left, stream.readable(false)).await
+                rt::timeout(idle_left, rt::readable(stream)).await
             };
             match ready {
                 Ok(Ok(())) => return Ok(()),

@@ -13,11 +13,10 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use monoio::net::TcpStream;
-
 pub use buffered::{BufStream, ReadError};
 
 use crate::revoke::RevokeHandle;
+use crate::rt::{self, TcpStream};
 use crate::sys;
 
 pub struct Stream {
@@ -68,12 +67,12 @@ impl Stream {
         loop {
             let wait = async {
                 if write {
-                    self.socket.writable(false).await
+                    rt::writable(&self.socket).await
                 } else {
-                    self.socket.readable(false).await
+                    rt::readable(&self.socket).await
                 }
             };
-            match monoio::time::timeout(self.idle, wait).await {
+            match rt::timeout(self.idle, wait).await {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(e)) if sys::is_spurious(&e) => continue,
                 Ok(Err(e)) => return Err(e),
