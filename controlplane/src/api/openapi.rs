@@ -118,8 +118,8 @@ pub fn spec() -> Value {
             },
             "/v1/api-keys/{id}": {"parameters": [id], "delete": op("Revoke an API key", no_content, true, json!({}))},
             "/v1/settings": {
-                "get": op("Default action and anonymous client networks", ok("The settings", "Settings"), false, json!({})),
-                "put": op("Replace the settings (anonymous access comes only from here)", ok("The settings", "Settings"), true, json!({"requestBody": body("Settings")}))
+                "get": op("Default action and anonymous client networks", ok("The settings", "SettingsOut"), false, json!({})),
+                "put": op("Replace the settings (anonymous access comes only from here)", ok("The settings as stored", "SettingsOut"), true, json!({"requestBody": body("Settings")}))
             },
             "/v1/policy/snapshot": {"get": op("The whole policy at one revision", ok("Snapshot", "Snapshot"), false, json!({}))},
             "/v1/audit": {"get": op("Audit log, newest first", ok("A page of entries", "AuditPage"), false, json!({"parameters": [
@@ -175,6 +175,10 @@ fn schemas() -> Value {
         "Settings": {"type": "object", "additionalProperties": false, "required": ["default_action", "anonymous_clients"], "properties": {
             "default_action": {"type": "string", "enum": ["allow", "deny"]},
             "anonymous_clients": {"type": "array", "maxItems": 100, "items": {"type": "string", "pattern": cidr_re}}}},
+        // Responses: the stored, canonical form (any IPv6 notation, host bits cleared).
+        "SettingsOut": {"type": "object", "required": ["default_action", "anonymous_clients"], "properties": {
+            "default_action": {"type": "string", "enum": ["allow", "deny"]},
+            "anonymous_clients": {"type": "array", "items": {"type": "string"}}}},
         "RuleOut": {"type": "object", "required": ["action"], "properties": {
             "action": {"type": "string", "enum": ["allow", "deny"]},
             "hosts": {"type": "array", "items": {"type": "string"}},
