@@ -69,19 +69,6 @@ struct Args {
     base_port: u16,
 }
 
-fn raise_nofile() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit on our own process with a valid struct.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-    }
-}
-
 fn start(args: &Args, dir: &std::path::Path, name: &str, port: u16) -> Option<Running> {
     let cores = args.cores.unwrap_or_else(|| {
         args.proxy_cpus.as_ref().map_or_else(
@@ -211,7 +198,7 @@ fn measure(args: &Args, via: &Running, up: &Upstreams, idle: usize) -> Option<Ro
 
 fn main() {
     let args = Args::parse();
-    raise_nofile();
+    testkit::raise_nofile();
     if let Some(proxies) = &args.proxy_cpus {
         match cpus::split(proxies.clone()) {
             Ok(load) => {

@@ -166,7 +166,7 @@ fn a_body_that_stalls_midway_is_given_up_after_the_idle_timeout() {
 /// (it was 29 KiB per tunnel with a password, 7 without).
 #[test]
 fn idle_tunnels_with_a_password_cost_what_anonymous_ones_do() {
-    common::raise_nofile();
+    testkit::raise_nofile();
     const TUNNELS: usize = 1000;
     let upstream = common::holding_server();
     let anonymous = Proxy::builder()

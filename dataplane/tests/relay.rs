@@ -6,7 +6,8 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{raise_nofile, socks5, spawn_server, Dest, Pattern, Proxy};
+use common::{socks5, spawn_server, Dest, Pattern, Proxy};
+use testkit::raise_nofile;
 
 const GIB: u64 = 1 << 30;
 

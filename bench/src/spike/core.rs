@@ -3,100 +3,41 @@
 //! inline splice(2) through pooled pipes, with the same handshake, connect and idle timeouts
 //! and burst rules as zcproxy. Each spike binary supplies a [`Runtime`]; nothing else
 //! differs, so `zcbench` compares runtimes rather than features. No policy, no metrics, no
-//! auth: it is not a product.
+//! auth: it is not a product. It borrows zcproxy's syscall helpers, pipe pool and listener
+//! set-up, so those are the same code too.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
 use proto::socks5;
+use zcproxy::relay::pipe_pool::{Pipe, PipePool};
+use zcproxy::sys;
 
 const HANDSHAKE: Duration = Duration::from_secs(10);
 const CONNECT: Duration = Duration::from_secs(10);
 const BURST_ROUNDS: usize = 16;
 const SMALL_READ: usize = 16 * 1024;
-const PIPE_SIZE: i32 = 256 * 1024;
+const PIPE_SIZE: usize = 256 * 1024;
 
-fn check(ret: isize) -> io::Result<usize> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret as usize)
-    }
-}
-
-fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: buf is valid for writes of buf.len() bytes.
-    check(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
-}
-
-fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: buf is valid for reads of buf.len() bytes.
-    check(unsafe {
-        libc::send(
-            fd,
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    })
-}
-
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-    // SAFETY: null offsets for sockets and pipes; both descriptors are owned by the caller.
-    check(unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-        )
-    })
-}
-
-struct Pipe {
-    read: OwnedFd,
-    write: OwnedFd,
-    buffered: usize,
-}
-
-fn new_pipe() -> io::Result<Pipe> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds is a valid two-element array for pipe2 to fill.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded; both descriptors are ours alone.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: plain fcntl on a descriptor we own.
-    unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
-    Ok(Pipe {
-        read,
-        write,
-        buffered: 0,
-    })
-}
-
-/// The shard's pipes, held only while bytes are in flight (as zcproxy's pool).
+/// The shard's pipes: zcproxy's own pool (held only while bytes are in flight).
 #[derive(Default)]
-pub struct Pipes(std::cell::RefCell<Vec<Pipe>>);
+pub struct Pipes(RefCell<Option<PipePool>>);
 
 impl Pipes {
     fn take(&self) -> io::Result<Pipe> {
-        match self.0.borrow_mut().pop() {
-            Some(p) => Ok(p),
-            None => new_pipe(),
-        }
+        self.0
+            .borrow_mut()
+            .get_or_insert_with(|| PipePool::new(64, PIPE_SIZE))
+            .take()
     }
     fn give(&self, p: Pipe) {
-        let mut free = self.0.borrow_mut();
-        if p.buffered == 0 && free.len() < 64 {
-            free.push(p);
+        if let Some(pool) = self.0.borrow_mut().as_mut() {
+            pool.give(p);
         }
     }
 }
@@ -123,7 +64,7 @@ async fn read_some<R: Runtime>(
 ) -> io::Result<usize> {
     let mut chunk = [0u8; 1024];
     loop {
-        match recv(s.as_raw_fd(), &mut chunk) {
+        match sys::recv(s.as_raw_fd(), &mut chunk) {
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
                 return Ok(n);
@@ -159,7 +100,7 @@ async fn read_message<R: Runtime, T, E>(
 async fn write_all<R: Runtime>(s: &R::Sock, data: &[u8], idle: Duration) -> io::Result<()> {
     let mut sent = 0;
     while sent < data.len() {
-        match send(s.as_raw_fd(), &data[sent..]) {
+        match sys::send(s.as_raw_fd(), &data[sent..]) {
             Ok(n) => sent += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready::<R>(s, true, idle).await?,
             Err(e) => return Err(e),
@@ -181,7 +122,7 @@ async fn pump<R: Runtime>(
         let mut eof = false;
         let mut result = Ok(());
         for _ in 0..BURST_ROUNDS {
-            match splice(src.as_raw_fd(), pipe.write.as_raw_fd(), PIPE_SIZE as usize) {
+            match sys::splice(src.as_raw_fd(), pipe.write_fd(), pipe.capacity) {
                 Ok(0) => {
                     eof = true;
                     break;
@@ -189,7 +130,7 @@ async fn pump<R: Runtime>(
                 Ok(n) => {
                     pipe.buffered = n;
                     while pipe.buffered > 0 {
-                        match splice(pipe.read.as_raw_fd(), dst.as_raw_fd(), pipe.buffered) {
+                        match sys::splice(pipe.read_fd(), dst.as_raw_fd(), pipe.buffered) {
                             Ok(m) => pipe.buffered -= m,
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                                 if let Err(e) = ready::<R>(dst, true, idle).await {
@@ -217,8 +158,7 @@ async fn pump<R: Runtime>(
         pipes.give(pipe);
         result?;
         if eof {
-            // SAFETY: shutdown on a socket we own.
-            unsafe { libc::shutdown(dst.as_raw_fd(), libc::SHUT_WR) };
+            sys::shutdown_write(dst.as_raw_fd());
             return Ok(());
         }
     }
@@ -271,17 +211,15 @@ pub async fn serve<R: Runtime>(
     let down = std::pin::pin!(pump::<R>(&pipes, &upstream, &client, idle));
     let result = futures_util::future::try_join(up, down).await.map(drop);
     if result.is_err() {
-        reset_on_close(client.as_raw_fd());
-        reset_on_close(upstream.as_raw_fd());
+        sys::abort_on_close(client.as_raw_fd());
+        sys::abort_on_close(upstream.as_raw_fd());
     }
     result
 }
 
 /// Non-blocking (the relay issues syscalls itself) and without Nagle's delay.
 fn prepare(fd: RawFd) {
-    let on: libc::c_int = 1;
-    // SAFETY: ioctl(FIONBIO) on a descriptor the caller owns, with a valid int pointer.
-    unsafe { libc::ioctl(fd, libc::FIONBIO, &on) };
+    let _ = sys::set_nonblocking(fd);
     let _ = socket2::SockRef::from(&borrow(fd)).set_nodelay(true);
 }
 
@@ -295,25 +233,6 @@ fn local_addr(fd: RawFd) -> Option<SocketAddr> {
         .local_addr()
         .ok()?
         .as_socket()
-}
-
-fn reset_on_close(fd: RawFd) {
-    let _ = socket2::SockRef::from(&borrow(fd)).set_linger(Some(Duration::ZERO));
-}
-
-/// Binds one SO_REUSEPORT listener per shard, as zcproxy does.
-pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let sock = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    sock.set_reuse_address(true)?;
-    sock.set_reuse_port(true)?;
-    sock.set_nonblocking(true)?;
-    sock.bind(&addr.into())?;
-    sock.listen(4096)?;
-    Ok(sock.into())
 }
 
 /// Options both spikes take.
@@ -337,7 +256,7 @@ pub struct Args {
 pub fn run(args: Args, shard: fn(std::net::TcpListener, Args) -> io::Result<()>) -> io::Result<()> {
     let threads: Vec<_> = (0..args.cores.max(1))
         .map(|_| {
-            let listener = bind(args.listen)?;
+            let listener = zcproxy::shard::bind_listener(args.listen)?;
             let args = args.clone();
             Ok(std::thread::spawn(move || shard(listener, args)))
         })

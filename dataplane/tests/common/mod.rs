@@ -414,20 +414,6 @@ pub fn echo_server() -> SocketAddr {
     })
 }
 
-/// Lets this test process hold as many descriptors as its hard limit allows.
-pub fn raise_nofile() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain getrlimit/setrlimit on our own process.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-    }
-}
-
 /// An upstream that accepts and holds every connection, on one thread.
 pub fn holding_server() -> SocketAddr {
     let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
