@@ -189,6 +189,16 @@ fn bind_roundtrip(proxy: &Proxy, socks4: bool) {
         common::read_socks5_reply(&mut control).unwrap()
     };
     assert_eq!(from, inbound.local_addr().unwrap());
+    // The listener served its one connection and is closed (the runtime closes descriptors
+    // through its ring, so allow it a moment): nobody else can connect in.
+    let closed = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        TcpStream::connect(bound).is_err()
+    });
+    assert!(
+        closed,
+        "the BIND listener stayed open for the tunnel's lifetime"
+    );
     inbound.write_all(b"data from server").unwrap();
     let mut buf = [0u8; 16];
     control.read_exact(&mut buf).unwrap();
