@@ -22,16 +22,30 @@ pub fn open(via: &Running, target: SocketAddr) -> io::Result<TcpStream> {
     };
     match via.handshake {
         Handshake::None => {}
-        Handshake::Socks5 => {
+        Handshake::Socks5 | Handshake::Socks5Auth => {
             // Greeting first, request after the method selection: some servers (microsocks)
             // do not accept a pipelined request.
-            s.write_all(&[5, 1, 0])?;
+            let auth = via.handshake == Handshake::Socks5Auth;
+            s.write_all(&[5, 1, if auth { 2 } else { 0 }])?;
             let mut method = [0u8; 2];
             s.read_exact(&mut method)?;
-            if method != [5, 0] {
+            if method != [5, if auth { 2 } else { 0 }] {
                 return Err(io::Error::other(format!(
                     "SOCKS5 method refused: {method:?}"
                 )));
+            }
+            if auth {
+                let (user, pass) = crate::peers::BENCH_CREDENTIALS;
+                let mut msg = vec![1, user.len() as u8];
+                msg.extend_from_slice(user.as_bytes());
+                msg.push(pass.len() as u8);
+                msg.extend_from_slice(pass.as_bytes());
+                s.write_all(&msg)?;
+                let mut status = [0u8; 2];
+                s.read_exact(&mut status)?;
+                if status[1] != 0 {
+                    return Err(io::Error::other("SOCKS5 credentials refused"));
+                }
             }
             let mut msg = vec![5, 1, 0, 1];
             msg.extend_from_slice(&t.ip().octets());

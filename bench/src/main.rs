@@ -90,6 +90,18 @@ fn start(args: &Args, dir: &std::path::Path, name: &str, port: u16) -> Option<Ru
         "direct" => Some(peers::direct()),
         "zcproxy-socks5" => zc(None, Handshake::Socks5, "zcproxy (SOCKS5, splice)"),
         "zcproxy-connect" => zc(None, Handshake::Connect, "zcproxy (CONNECT, splice)"),
+        "zcproxy-auth" => {
+            let (user, pass) = peers::BENCH_CREDENTIALS;
+            let hash = policy::password::hash(pass).ok()?;
+            let config = format!(
+                "[policy]\n[[policy.users]]\nname = \"{user}\"\npassword_hash = \"{hash}\"\n"
+            );
+            zc(
+                Some(&config),
+                Handshake::Socks5Auth,
+                "zcproxy (SOCKS5, password)",
+            )
+        }
         "zcproxy-copy" => zc(
             Some("relay = \"copy\"\n"),
             Handshake::Socks5,
@@ -116,8 +128,10 @@ fn start(args: &Args, dir: &std::path::Path, name: &str, port: u16) -> Option<Ru
             &["--multishot", "--defer-taskrun"],
             "compio spike, multishot + DEFER_TASKRUN",
         ),
-        "fast-socks5" => peers::fast_socks5(port),
-        "socks5-rs" => peers::socks5_rs(port, cores),
+        "fast-socks5" => peers::fast_socks5(port, false),
+        "fast-socks5-auth" => peers::fast_socks5(port, true),
+        "socks5-rs" => peers::socks5_rs(port, cores, false),
+        "socks5-rs-auth" => peers::socks5_rs(port, cores, true),
         "danted" => peers::danted(dir, port),
         "microsocks" => peers::microsocks(port),
         "squid" => peers::squid(dir, port),

@@ -10,8 +10,13 @@ use std::time::{Duration, Instant};
 pub enum Handshake {
     None,
     Socks5,
+    /// SOCKS5 with RFC 1929 username/password ([`BENCH_CREDENTIALS`]).
+    Socks5Auth,
     Connect,
 }
+
+/// The user every `-auth` contender is configured with.
+pub const BENCH_CREDENTIALS: (&str, &str) = ("bench", "bench-password");
 
 pub struct Running {
     pub name: String,
@@ -202,29 +207,38 @@ pub fn tinyproxy(dir: &Path, port: u16) -> Option<Running> {
 /// Where `cargo install` put the Rust peers (see docs/benchmarks.md for the commands).
 const RUST_PEERS: &str = "/opt/zcbench-peers";
 
-/// fast-socks5's `server` example (tokio, one worker per CPU it may use), without auth.
-pub fn fast_socks5(port: u16) -> Option<Running> {
-    spawn(
-        "fast-socks5 (SOCKS5)",
-        Handshake::Socks5,
-        ([127, 0, 0, 1], port).into(),
-        Command::new(format!("{RUST_PEERS}/fast-socks5/bin/server"))
-            .args(["--listen-addr", &format!("127.0.0.1:{port}"), "no-auth"])
-            .env("RUST_LOG", "error"),
-    )
+/// fast-socks5's `server` example (tokio, one worker per CPU it may use), with or without
+/// username/password.
+pub fn fast_socks5(port: u16, auth: bool) -> Option<Running> {
+    let mut cmd = Command::new(format!("{RUST_PEERS}/fast-socks5/bin/server"));
+    cmd.args(["--listen-addr", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "error");
+    let (user, pass) = BENCH_CREDENTIALS;
+    let (label, hs) = if auth {
+        cmd.args(["password", "--username", user, "--password", pass]);
+        ("fast-socks5 (SOCKS5, password)", Handshake::Socks5Auth)
+    } else {
+        cmd.arg("no-auth");
+        ("fast-socks5 (SOCKS5)", Handshake::Socks5)
+    };
+    spawn(label, hs, ([127, 0, 0, 1], port).into(), &mut cmd)
 }
 
-/// socks5-rs (tokio), as many worker threads as zcproxy has shards.
-pub fn socks5_rs(port: u16, threads: usize) -> Option<Running> {
-    spawn(
-        "socks5-rs (SOCKS5)",
-        Handshake::Socks5,
-        ([127, 0, 0, 1], port).into(),
-        Command::new(format!("{RUST_PEERS}/bin/socks5-rs"))
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--work-threads", &threads.to_string()])
-            .env("RUST_LOG", "error"),
-    )
+/// socks5-rs (tokio), as many worker threads as zcproxy has shards, with or without
+/// username/password.
+pub fn socks5_rs(port: u16, threads: usize, auth: bool) -> Option<Running> {
+    let mut cmd = Command::new(format!("{RUST_PEERS}/bin/socks5-rs"));
+    cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--work-threads", &threads.to_string()])
+        .env("RUST_LOG", "error");
+    let (user, pass) = BENCH_CREDENTIALS;
+    let (label, hs) = if auth {
+        cmd.args(["--username", user, "--password", pass]);
+        ("socks5-rs (SOCKS5, password)", Handshake::Socks5Auth)
+    } else {
+        ("socks5-rs (SOCKS5)", Handshake::Socks5)
+    };
+    spawn(label, hs, ([127, 0, 0, 1], port).into(), &mut cmd)
 }
 
 /// A runtime spike of zcproxy's SOCKS5 path (`zcspike-compio`, `zcspike-monoio`; issue 10).
