@@ -38,21 +38,19 @@ pub enum AuthError {
 
 type Fingerprint = [u8; 32];
 
-/// One verification in progress on this shard, awaited by every identical check.
-#[derive(Default)]
-struct Pending {
-    /// Some(verified) once the run finished; None while it runs.
-    outcome: Cell<Option<Result<bool, AuthError>>>,
-    abandoned: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
+/// Where a verification in progress stands.
+#[derive(Clone)]
+enum Outcome {
+    Running,
+    Done(Result<bool, AuthError>),
+    /// The check that ran it was cancelled (handshake deadline, revocation) before the end.
+    Abandoned,
 }
 
-impl Pending {
-    fn finish(&self) {
-        for w in self.waiters.borrow_mut().drain(..) {
-            w.wake();
-        }
-    }
+/// One verification in progress on this shard, awaited by every identical check.
+struct Pending {
+    outcome: RefCell<Outcome>,
+    waiters: RefCell<Vec<Waker>>,
 }
 
 pub struct CredentialCache {
@@ -136,11 +134,16 @@ impl Drop for Leader<'_> {
         let cache = self.cache.borrow();
         cache.inflight.borrow_mut().remove(&self.fp);
         cache.running.set(cache.running.get() - 1);
-        // A leader that finished set the outcome before dropping; none means cancelled.
-        let done = self.pending.outcome.take();
-        self.pending.abandoned.set(done.is_none());
-        self.pending.outcome.set(done);
-        self.pending.finish();
+        // A leader that finished set the outcome before dropping; still running means cancelled.
+        {
+            let mut outcome = self.pending.outcome.borrow_mut();
+            if matches!(*outcome, Outcome::Running) {
+                *outcome = Outcome::Abandoned;
+            }
+        }
+        for w in self.pending.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
     }
 }
 
@@ -173,7 +176,10 @@ async fn verify(
                 Some(p) => Join::Wait(p.clone()),
                 None if c.running.get() >= c.max_running => return Err(AuthError::Overloaded),
                 None => {
-                    let p = Rc::new(Pending::default());
+                    let p = Rc::new(Pending {
+                        outcome: RefCell::new(Outcome::Running),
+                        waiters: RefCell::new(Vec::new()),
+                    });
                     inflight.insert(fp, p.clone());
                     c.running.set(c.running.get() + 1);
                     Join::Lead(p)
@@ -182,29 +188,18 @@ async fn verify(
         };
         match join {
             Join::Wait(p) => {
-                poll_fn(|cx| {
-                    if p.abandoned.get() {
-                        return Poll::Ready(());
+                let outcome = poll_fn(|cx| match &*p.outcome.borrow() {
+                    Outcome::Running => {
+                        p.waiters.borrow_mut().push(cx.waker().clone());
+                        Poll::Pending
                     }
-                    match p.outcome.take() {
-                        Some(o) => {
-                            p.outcome.set(Some(o.clone()));
-                            Poll::Ready(())
-                        }
-                        None => {
-                            p.waiters.borrow_mut().push(cx.waker().clone());
-                            Poll::Pending
-                        }
-                    }
+                    other => Poll::Ready(other.clone()),
                 })
                 .await;
-                match p.outcome.take() {
-                    Some(o) => {
-                        p.outcome.set(Some(o.clone()));
-                        return o.map(|ok| (ok, CacheOutcome::Shared));
-                    }
+                match outcome {
+                    Outcome::Done(o) => return o.map(|ok| (ok, CacheOutcome::Shared)),
                     // The leader was cancelled: try again (perhaps as the leader).
-                    None => continue,
+                    _ => continue,
                 }
             }
             Join::Lead(pending) => {
@@ -219,7 +214,7 @@ async fn verify(
                         tracing::warn!(error = %e, "credential check not run");
                         AuthError::Overloaded
                     });
-                leader.pending.outcome.set(Some(result.clone()));
+                *leader.pending.outcome.borrow_mut() = Outcome::Done(result.clone());
                 drop(leader);
                 return result.map(|ok| (ok, CacheOutcome::Miss));
             }
@@ -283,6 +278,43 @@ mod tests {
             assert!(c.verified.len() <= 2);
         }
         assert!(c.contains(&[4; 32]));
+    }
+
+    /// A check cancelled while its Argon2 run is under way (handshake deadline, revocation)
+    /// must not leave an identical check waiting for it forever: that one runs it itself.
+    #[test]
+    fn a_cancelled_leader_hands_the_check_to_its_waiter() {
+        use std::future::Future;
+        let phc = policy::password::hash("pw").unwrap();
+        let cache = RefCell::new(CredentialCache::new(8, 2));
+        let pool = WorkerPool::new("test", 1, 4, None).unwrap();
+        let verifications = Counter::default();
+        let env = AuthEnv {
+            cache: &cache,
+            pool: &pool,
+            verifications: &verifications,
+        };
+        let fp = cache.borrow().fingerprint(b"u", b"pw", &phc);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let outcome = rt.block_on(async {
+            let mut leader = Box::pin(verify(&env, fp, &phc, b"pw"));
+            let mut waiter = Box::pin(verify(&env, fp, &phc, b"pw"));
+            let waker = std::task::Waker::noop();
+            let mut cx = std::task::Context::from_waker(waker);
+            assert!(leader.as_mut().poll(&mut cx).is_pending());
+            assert!(waiter.as_mut().poll(&mut cx).is_pending());
+            drop(leader);
+            let patience = std::time::Duration::from_secs(30);
+            tokio::time::timeout(patience, waiter)
+                .await
+                .expect("the waiter took the check over")
+        });
+        assert!(matches!(outcome, Ok((true, CacheOutcome::Miss))));
+        assert_eq!(verifications.get(), 2);
+        assert!(cache.borrow().inflight.borrow().is_empty());
     }
 
     #[test]

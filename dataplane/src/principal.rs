@@ -31,13 +31,6 @@ impl Principal {
         })
     }
 
-    pub fn name(&self) -> Option<&str> {
-        match self {
-            Principal::Anonymous => None,
-            Principal::User(i) => Some(&i.name),
-        }
-    }
-
     /// This principal's standing in `policy`: its user id (None: anonymous), or why it has
     /// none there.
     pub fn resolve(

@@ -2,7 +2,7 @@
 
 use super::failure::{Failure, FailureKind};
 
-/// The RFC 9209 §2.3 error types zcproxy sends.
+/// The RFC 9209 §2.3 error types zcproxy sends (only those; the RFC has more).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyError {
     DnsError,
@@ -11,12 +11,9 @@ pub enum ProxyError {
     ConnectionRefused,
     ConnectionTerminated,
     ConnectionTimeout,
-    HttpRequestDenied,
     HttpRequestError,
-    HttpResponseIncomplete,
     HttpProtocolError,
     HttpResponseTimeout,
-    ProxyConfigurationError,
     ProxyInternalError,
 }
 
@@ -31,12 +28,9 @@ impl ProxyError {
             ConnectionRefused => "connection_refused",
             ConnectionTerminated => "connection_terminated",
             ConnectionTimeout => "connection_timeout",
-            HttpRequestDenied => "http_request_denied",
             HttpRequestError => "http_request_error",
-            HttpResponseIncomplete => "http_response_incomplete",
             HttpProtocolError => "http_protocol_error",
             HttpResponseTimeout => "http_response_timeout",
-            ProxyConfigurationError => "proxy_configuration_error",
             ProxyInternalError => "proxy_internal_error",
         }
     }

@@ -16,7 +16,7 @@ use proto::{Failure, FailureKind, TargetAddr};
 use crate::auth::{self, AuthEnv, AuthError, CacheOutcome};
 use crate::context::Shard;
 use crate::dial;
-use crate::live::TunnelPermit;
+use crate::live::{LivePolicy, TunnelPermit};
 pub use crate::principal::Principal;
 use crate::sessions::{Destination, Grant, Session};
 use crate::stream::Stream;
@@ -90,11 +90,12 @@ pub fn anonymous(shard: &Shard, client: IpAddr) -> Result<Principal, Failure> {
 
 fn standing(
     shard: &Shard,
+    policy: &LivePolicy,
     session: &Session,
     principal: &Principal,
 ) -> Result<Option<UserId>, Failure> {
     principal
-        .resolve(&shard.policy(), session.client.ip())
+        .resolve(policy, session.client.ip())
         .map_err(|kind| refuse(shard, Failure::new(kind, "credentials no longer valid")))
 }
 
@@ -117,7 +118,7 @@ pub async fn authorize(
     target: &TargetAddr,
 ) -> Result<Authorized, Failure> {
     let policy = shard.policy();
-    let user = standing(shard, session, principal)?;
+    let user = standing(shard, &policy, session, principal)?;
     let permit = match user {
         Some(id) => Some(policy.acquire(id).ok_or_else(|| {
             refuse(
@@ -213,11 +214,12 @@ pub fn readmit(
     target: &TargetAddr,
     peer: SocketAddr,
 ) -> bool {
-    let Ok(user) = principal.resolve(&shard.policy(), session.client.ip()) else {
+    let policy = shard.policy();
+    let Ok(user) = principal.resolve(&policy, session.client.ip()) else {
         return false;
     };
     let req = acl_request(session, protocol, target);
-    if dial::permitted(&shard.policy(), user, &req, &[peer]).is_err() {
+    if dial::permitted(&policy, user, &req, &[peer]).is_err() {
         return false;
     }
     record_grant(session, principal, protocol, target, peer);

@@ -49,10 +49,6 @@ impl Stream {
         self.socket.local_addr()
     }
 
-    pub fn idle(&self) -> Duration {
-        self.idle
-    }
-
     /// The socket the relay moves bytes on (readiness and splice). Later stream kinds that
     /// are not a plain socket (TLS without kTLS, h2, QUIC) will answer `None` and be copied.
     pub(crate) fn socket(&self) -> &TcpStream {

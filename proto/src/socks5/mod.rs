@@ -239,6 +239,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn failures_map_to_reply_codes() {
+        use FailureKind::*;
+        for (kind, reply) in [
+            (ConnectionRefused, Reply::ConnectionRefused),
+            (NetworkUnreachable, Reply::NetworkUnreachable),
+            (HostUnreachable, Reply::HostUnreachable),
+            (Dns, Reply::HostUnreachable),
+            (ConnectTimeout, Reply::TtlExpired),
+            (Denied, Reply::NotAllowed),
+            (Revoked, Reply::NotAllowed),
+            (UserLimit, Reply::NotAllowed),
+            (Unsupported, Reply::CommandNotSupported),
+            (AddressType, Reply::AddressTypeNotSupported),
+            (Internal, Reply::GeneralFailure),
+        ] {
+            assert_eq!(Reply::for_failure(kind), reply, "{kind:?}");
+        }
+    }
+
+    #[test]
     fn greeting() {
         assert_eq!(parse_greeting(&[5]), Ok(None));
         assert_eq!(parse_greeting(&[5, 2, 0]), Ok(None));
