@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use policy::Protocol;
 use proto::{Failure, FailureKind, TargetAddr};
@@ -21,6 +21,10 @@ pub struct PendingBind {
     pub bound: SocketAddr,
     expected: Vec<IpAddr>,
     pub permit: Option<TunnelPermit>,
+    /// What the grant of the inbound connection will name.
+    principal: Principal,
+    protocol: Protocol,
+    target: TargetAddr,
 }
 
 /// The local address this host would use to reach `peer` (no packet is sent).
@@ -65,22 +69,22 @@ pub async fn listen(
             .map(|a| policy::address::canonical(a.ip()))
             .collect(),
         permit: authorized.permit,
+        principal: principal.clone(),
+        protocol,
+        target: target.clone(),
     })
 }
 
 impl PendingBind {
-    /// Waits for the expected host to connect; connections from anyone else are closed.
-    /// The listener closes as soon as the one connection is taken (or the wait ends).
+    /// Waits (up to `timeouts.bind_accept_secs`) for the expected host to connect;
+    /// connections from anyone else are closed. The listener closes as soon as the one
+    /// connection is taken (or the wait ends).
     pub async fn accept(
         self,
         shard: &Shard,
         session: &Session,
-        principal: &Principal,
-        protocol: Protocol,
-        target: &TargetAddr,
-        wait: Duration,
     ) -> Result<(Stream, SocketAddr, Option<TunnelPermit>), Failure> {
-        let deadline = Instant::now() + wait;
+        let deadline = Instant::now() + shard.shared.config.timeouts.bind_accept();
         loop {
             let accepted = rt::timeout(super::left(deadline), self.listener.accept()).await;
             match accepted {
@@ -96,7 +100,8 @@ impl PendingBind {
                         .expected
                         .contains(&policy::address::canonical(peer.ip()))
                     {
-                        admission::record_grant(session, principal, protocol, target, peer);
+                        let (principal, target) = (&self.principal, &self.target);
+                        admission::record_grant(session, principal, self.protocol, target, peer);
                         let stream = admission::session_stream(shard, session, socket);
                         return Ok((stream, peer, self.permit));
                     }

@@ -4,6 +4,7 @@ pub mod bind;
 pub mod http;
 pub mod socks4;
 pub mod socks5;
+mod socks_commands;
 
 use std::net::SocketAddr;
 use std::pin::pin;

@@ -9,7 +9,8 @@ use proto::socks4::{self, Command, Reply};
 use proto::socks5::UNSPECIFIED;
 use proto::Failure;
 
-use super::{bind, left, run_tunnel, ProtocolGuard};
+use super::socks_commands::{self, SocksClient};
+use super::{left, ProtocolGuard};
 use crate::admission;
 use crate::context::Shard;
 use crate::metrics::ErrorKind;
@@ -28,6 +29,21 @@ async fn reply(client: &mut BufStream, code: Reply, bound: SocketAddr) -> bool {
 
 async fn refuse(client: &mut BufStream, failure: &Failure) {
     reply(client, Reply::for_failure(failure.kind), UNSPECIFIED).await;
+}
+
+/// A SOCKS4 client after its request.
+struct Client(BufStream);
+
+impl SocksClient for Client {
+    async fn granted(&mut self, addr: SocketAddr) -> bool {
+        reply(&mut self.0, Reply::Granted, addr).await
+    }
+    async fn refused(&mut self, failure: &Failure) {
+        refuse(&mut self.0, failure).await
+    }
+    fn into_stream(self) -> BufStream {
+        self.0
+    }
 }
 
 pub async fn serve(
@@ -60,41 +76,15 @@ pub async fn serve(
             return refuse(&mut client, &f).await;
         }
     };
-    let target = &request.target;
+    let cmd = socks_commands::Command {
+        principal: &principal,
+        protocol: Protocol::Socks4,
+        target: &request.target,
+        started,
+    };
+    let client = Client(client);
     match request.command {
-        Command::Connect => {
-            match admission::admit(shard, session, &principal, Protocol::Socks4, target).await {
-                Ok(admitted) => {
-                    let bound = admitted.stream.local_addr().unwrap_or(UNSPECIFIED);
-                    if reply(&mut client, Reply::Granted, bound).await {
-                        let _permit = admitted.permit;
-                        run_tunnel(shard, client, admitted.stream, started).await;
-                    }
-                }
-                Err(f) => refuse(&mut client, &f).await,
-            }
-        }
-        Command::Bind => {
-            let pending =
-                match bind::listen(shard, session, &principal, Protocol::Socks4, target).await {
-                    Ok(p) => p,
-                    Err(f) => return refuse(&mut client, &f).await,
-                };
-            if !reply(&mut client, Reply::Granted, pending.bound).await {
-                return;
-            }
-            let wait = shard.shared.config.timeouts.bind_accept();
-            match pending
-                .accept(shard, session, &principal, Protocol::Socks4, target, wait)
-                .await
-            {
-                Ok((inbound, from, _permit)) => {
-                    if reply(&mut client, Reply::Granted, from).await {
-                        run_tunnel(shard, client, inbound, started).await;
-                    }
-                }
-                Err(f) => refuse(&mut client, &f).await,
-            }
-        }
+        Command::Connect => socks_commands::connect(shard, session, cmd, client).await,
+        Command::Bind => socks_commands::bind(shard, session, cmd, client).await,
     }
 }

@@ -9,7 +9,8 @@ use proto::socks5::handshake::{Handshake, Step};
 use proto::socks5::{self, Command, Reply};
 use proto::Failure;
 
-use super::{bind, left, run_tunnel, ProtocolGuard};
+use super::socks_commands::{self, SocksClient};
+use super::{left, ProtocolGuard};
 use crate::admission::{self, Principal};
 use crate::context::Shard;
 use crate::metrics::ErrorKind;
@@ -66,6 +67,18 @@ impl Client {
     async fn refuse(&mut self, failure: &Failure) {
         self.reply(Reply::for_failure(failure.kind), socks5::UNSPECIFIED)
             .await;
+    }
+}
+
+impl SocksClient for Client {
+    async fn granted(&mut self, addr: SocketAddr) -> bool {
+        self.reply(Reply::Succeeded, addr).await
+    }
+    async fn refused(&mut self, failure: &Failure) {
+        self.refuse(failure).await
+    }
+    fn into_stream(self) -> BufStream {
+        self.stream
     }
 }
 
@@ -141,42 +154,15 @@ pub async fn serve(
             return;
         }
     };
-    let target = &request.target;
+    let cmd = socks_commands::Command {
+        principal: &principal,
+        protocol: Protocol::Socks5,
+        target: &request.target,
+        started,
+    };
     match request.command {
-        Command::Connect => {
-            match admission::admit(shard, session, &principal, Protocol::Socks5, target).await {
-                Ok(admitted) => {
-                    let bound = admitted.stream.local_addr().unwrap_or(socks5::UNSPECIFIED);
-                    if client.reply(Reply::Succeeded, bound).await {
-                        let _permit = admitted.permit;
-                        run_tunnel(shard, client.stream, admitted.stream, started).await;
-                    }
-                }
-                Err(f) => client.refuse(&f).await,
-            }
-        }
-        Command::Bind => {
-            let pending =
-                match bind::listen(shard, session, &principal, Protocol::Socks5, target).await {
-                    Ok(p) => p,
-                    Err(f) => return client.refuse(&f).await,
-                };
-            if !client.reply(Reply::Succeeded, pending.bound).await {
-                return;
-            }
-            let wait = shard.shared.config.timeouts.bind_accept();
-            match pending
-                .accept(shard, session, &principal, Protocol::Socks5, target, wait)
-                .await
-            {
-                Ok((inbound, from, _permit)) => {
-                    if client.reply(Reply::Succeeded, from).await {
-                        run_tunnel(shard, client.stream, inbound, started).await;
-                    }
-                }
-                Err(f) => client.refuse(&f).await,
-            }
-        }
+        Command::Connect => socks_commands::connect(shard, session, cmd, client).await,
+        Command::Bind => socks_commands::bind(shard, session, cmd, client).await,
         Command::UdpAssociate => {
             client
                 .reply(Reply::CommandNotSupported, socks5::UNSPECIFIED)
