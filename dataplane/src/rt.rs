@@ -9,7 +9,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::Poll;
-use std::time::Duration;
 
 pub use monoio::net::{TcpListener, TcpStream};
 pub use monoio::spawn;
@@ -86,13 +85,11 @@ pub fn io_uring_available() -> bool {
     monoio::utils::detect_uring()
 }
 
-/// How long until the next retry after a failed accept (out of descriptors).
-pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::pin::pin;
+    use std::time::Duration;
 
     #[test]
     fn race_returns_the_first_to_finish_and_drops_the_other() {

@@ -81,7 +81,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: flume::Recei
                         tracing::warn!(core = shard.id, error = %e, "accept failed; backing off");
                         last_warning = Some(Instant::now());
                     }
-                    rt::sleep(rt::ACCEPT_BACKOFF).await;
+                    rt::sleep(Duration::from_millis(50)).await;
                 }
             }
         }
