@@ -107,10 +107,10 @@ fn start(args: &Args, dir: &std::path::Path, name: &str, port: u16) -> Option<Ru
             Handshake::Socks5,
             "zcproxy (SOCKS5, copy)",
         ),
-        "zcproxy-uring" => zc(
-            Some("relay = \"uring-splice\"\n"),
+        "zcproxy-epoll" => zc(
+            Some("driver = \"epoll\"\n"),
             Handshake::Socks5,
-            "zcproxy (SOCKS5, io_uring SPLICE op)",
+            "zcproxy (SOCKS5, epoll driver)",
         ),
         "before-socks5" => before(Handshake::Socks5, "zcproxy before (SOCKS5, splice)"),
         "before-connect" => before(Handshake::Connect, "zcproxy before (CONNECT, splice)"),

@@ -22,7 +22,7 @@ use futures_util::StreamExt;
 struct Compio;
 
 impl core::Runtime for Compio {
-    type Sock = PollFd<socket2_06::Socket>;
+    type Sock = PollFd<socket2::Socket>;
 
     async fn ready(s: &Self::Sock, write: bool) -> io::Result<()> {
         if write {

@@ -41,8 +41,18 @@ pub enum RelayMode {
     Splice,
     /// Plain recv/send through a user-space buffer (for comparison and odd sockets).
     Copy,
-    /// The io_uring SPLICE op (io-wq workers, blocking sockets); for comparison.
-    UringSplice,
+}
+
+/// Which kernel interface the shards' runtime waits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IoDriver {
+    /// io_uring where the kernel (and seccomp) allow it, epoll otherwise (default).
+    Auto,
+    /// io_uring or refuse to start: for operators who would rather know.
+    IoUring,
+    /// epoll even where io_uring works.
+    Epoll,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -233,6 +243,7 @@ pub struct Config {
     /// Pin each shard to its CPU.
     pub pin_cores: bool,
     pub relay: RelayMode,
+    pub driver: IoDriver,
     pub log_format: LogFormat,
     /// tracing filter, e.g. "info" or "zcproxy=debug".
     pub log_level: String,
@@ -252,6 +263,7 @@ impl Default for Config {
             cores: None,
             pin_cores: true,
             relay: RelayMode::Splice,
+            driver: IoDriver::Auto,
             log_format: LogFormat::Text,
             log_level: "info".into(),
             via_name: "zcproxy".into(),

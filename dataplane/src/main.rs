@@ -230,8 +230,7 @@ fn run(cfg: Config) -> Result<(), String> {
         admin::start(shared.clone(), l).map_err(|e| e.to_string())?;
     }
     let listen = shared.config.listen;
-    let io_uring = zcproxy::rt::io_uring_available();
-    tracing::info!(%listen, cores = shared.cores, io_uring, relay = ?shared.config.relay, "zcproxy listening");
+    tracing::info!(%listen, cores = shared.cores, relay = ?shared.config.relay, "zcproxy listening");
     eprintln!(
         "zcproxy listening on {listen} ({} cores; SOCKS5, SOCKS4/4a, HTTP and CONNECT on this one port)\n  try: curl -x socks5h://{listen} http://example.com/   or   curl -x http://{listen} http://example.com/{}",
         shared.cores,

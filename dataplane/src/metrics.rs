@@ -149,6 +149,8 @@ pub struct ShardMetrics {
     pub errors: [Counter; ErrorKind::ALL.len()],
     pub policy_revision: Gauge,
     pub sessions_revoked: Counter,
+    /// 1 while the core runs on io_uring, 0 on epoll.
+    pub io_uring: Gauge,
 }
 
 impl ShardMetrics {
@@ -193,7 +195,7 @@ pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 /// Renders every shard's block in the Prometheus text format (version 0.0.4).
 pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    let simple: [(&str, &str, &str, Getter); 14] = [
+    let simple: [(&str, &str, &str, Getter); 15] = [
         (
             "zcproxy_accepted_connections_total",
             "counter",
@@ -277,6 +279,12 @@ pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
             "counter",
             "Live connections closed because a policy change no longer allowed them",
             |m| m.sessions_revoked.get() as f64,
+        ),
+        (
+            "zcproxy_io_uring",
+            "gauge",
+            "1 if the core's runtime waits on io_uring, 0 if on epoll",
+            |m| m.io_uring.get() as f64,
         ),
     ];
     for (name, kind, help, get) in simple {

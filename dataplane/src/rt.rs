@@ -1,18 +1,91 @@
-//! The runtime seam: everything the data plane takes from its async runtime (monoio today)
-//! goes through here — the shard runtime, the listener and connected sockets, readiness,
-//! the timer, spawning and racing two futures. A change of runtime rewrites this file (and
-//! drops or ports `relay/uring_splice.rs`, which drives monoio's own SPLICE op); nothing
+//! The runtime seam: everything the data plane takes from its async runtime (compio) goes
+//! through here — the shard runtime, the listener and connected sockets, readiness, the
+//! timer, spawning and racing two futures. A change of runtime rewrites this file; nothing
 //! else names the runtime. See docs/architecture.md, "Runtime".
 
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::Poll;
 
-pub use monoio::net::{TcpListener, TcpStream};
-pub use monoio::spawn;
-pub use monoio::time::{sleep, timeout};
+use compio::driver::{DriverType, ProactorBuilder};
+use compio::runtime::fd::PollFd;
+use compio::runtime::{Runtime, RuntimeBuilder};
+
+use crate::config::IoDriver;
+
+pub use compio::time::{sleep, timeout};
+
+/// A connected TCP socket. The data plane moves bytes with its own syscalls (recv, send,
+/// splice) after the runtime says the socket is ready, so the runtime gives readiness only.
+pub struct TcpStream(PollFd<socket2::Socket>);
+
+impl TcpStream {
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an IP socket"))
+    }
+
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.0.set_tcp_nodelay(on)
+    }
+}
+
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// A listening TCP socket whose accepts are io_uring ACCEPT ops.
+pub struct TcpListener(compio::net::TcpListener);
+
+impl TcpListener {
+    /// Takes over a listener bound elsewhere (the shards' SO_REUSEPORT sockets are bound
+    /// before any shard starts, so a taken port fails start-up at once).
+    pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+        listener.set_nonblocking(true)?;
+        compio::net::TcpListener::from_std(listener).map(TcpListener)
+    }
+
+    pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+        TcpListener::from_std(std::net::TcpListener::bind(addr)?)
+    }
+
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (stream, peer) = self.0.accept().await?;
+        Ok((TcpStream(stream.into_poll_fd()?), peer))
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = compio::net::TcpStream::connect(addr).await?;
+    Ok(TcpStream(stream.into_poll_fd()?))
+}
+
+/// Waits until `socket` is readable (io_uring POLL_ADD, one shot). A wait given up (by a
+/// timeout) stays armed in the socket and is picked up by the next wait.
+pub async fn readable(socket: &TcpStream) -> io::Result<()> {
+    socket.0.read_ready().await
+}
+
+/// Waits until `socket` is writable.
+pub async fn writable(socket: &TcpStream) -> io::Result<()> {
+    socket.0.write_ready().await
+}
+
+/// Runs `task` on the current shard, detached: it lives until it finishes.
+pub fn spawn(task: impl Future<Output = ()> + 'static) {
+    compio::runtime::spawn(task).detach();
+}
 
 /// The outcome of [`race`].
 pub enum Either<A, B> {
@@ -38,41 +111,28 @@ pub fn race<'f, A: Future, B: Future>(
     })
 }
 
-pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-    TcpStream::connect_addr(addr).await
-}
+pub type ShardRuntime = Runtime;
 
-/// Waits until `socket` is readable (io_uring POLL_ADD, one shot).
-pub async fn readable(socket: &TcpStream) -> io::Result<()> {
-    socket.readable(false).await
-}
-
-/// Waits until `socket` is writable.
-pub async fn writable(socket: &TcpStream) -> io::Result<()> {
-    socket.writable(false).await
-}
-
-pub type ShardRuntime = monoio::FusionRuntime<
-    monoio::time::TimeDriver<monoio::IoUringDriver>,
-    monoio::time::TimeDriver<monoio::LegacyDriver>,
->;
-
-/// The shard's executor: io_uring where the kernel allows it, epoll otherwise (containers
-/// whose seccomp profile blocks io_uring still run). IORING_SETUP_COOP_TASKRUN lets the
-/// kernel run completion work at the shard's next syscall instead of interrupting it:
-/// measured +13% tunnels/s and -13% CPU per tunnel here (docs/benchmarks.md). Kernels before
-/// 5.19 refuse the flag; the shard then starts without it.
-pub fn build_runtime() -> io::Result<ShardRuntime> {
+/// The shard's executor on `driver`. With `Auto`, io_uring where the kernel allows it,
+/// epoll otherwise (containers whose seccomp profile blocks io_uring still run).
+/// IORING_SETUP_COOP_TASKRUN (+ TASKRUN_FLAG) lets the kernel run completion work at the
+/// shard's next syscall instead of interrupting it: measured +13% tunnels/s and -13% CPU
+/// per tunnel here (docs/benchmarks.md). DEFER_TASKRUN and multishot accept measured no
+/// better (docs/architecture.md). Kernels before 5.19 refuse the flags; the shard then
+/// starts without them.
+pub fn build_runtime(driver: IoDriver) -> io::Result<ShardRuntime> {
     let builder = |coop: bool| {
-        let mut urb = io_uring::IoUring::builder();
+        let mut proactor = ProactorBuilder::new();
+        proactor.capacity(1024);
         if coop {
-            urb.setup_coop_taskrun();
+            proactor.coop_taskrun(true).taskrun_flag(true);
         }
-        monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-            .enable_timer()
-            .with_entries(1024)
-            .uring_builder(urb)
-            .build()
+        match driver {
+            IoDriver::Auto => &mut proactor,
+            IoDriver::IoUring => proactor.driver_type(DriverType::IoUring),
+            IoDriver::Epoll => proactor.driver_type(DriverType::Poll),
+        };
+        RuntimeBuilder::new().with_proactor(proactor).build()
     };
     builder(true).or_else(|e| {
         tracing::debug!(error = %e, "io_uring without COOP_TASKRUN");
@@ -80,9 +140,9 @@ pub fn build_runtime() -> io::Result<ShardRuntime> {
     })
 }
 
-/// Whether the shards will run on io_uring (else epoll).
-pub fn io_uring_available() -> bool {
-    monoio::utils::detect_uring()
+/// Whether `runtime` runs on io_uring (else epoll).
+pub fn on_io_uring(runtime: &ShardRuntime) -> bool {
+    runtime.driver_type().is_iouring()
 }
 
 #[cfg(test)]
@@ -93,12 +153,34 @@ mod tests {
 
     #[test]
     fn race_returns_the_first_to_finish_and_drops_the_other() {
-        let mut rt = build_runtime().unwrap();
+        let rt = build_runtime(IoDriver::Auto).unwrap();
         rt.block_on(async {
             let (slow, fast) = (pin!(sleep(Duration::from_secs(30))), pin!(async { 7 }));
             assert!(matches!(race(slow, fast).await, Either::Right(7)));
             let (one, two) = (pin!(async { 1 }), pin!(async { 2 }));
             assert!(matches!(race(one, two).await, Either::Left(1)));
         });
+    }
+
+    /// Readiness, a timed-out wait picked up again, accept and connect, on both drivers.
+    #[test]
+    fn sockets_work_on_io_uring_and_on_epoll() {
+        for driver in [IoDriver::IoUring, IoDriver::Epoll] {
+            let rt = build_runtime(driver).unwrap();
+            assert_eq!(on_io_uring(&rt), driver == IoDriver::IoUring);
+            rt.block_on(async {
+                let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+                let addr = listener.local_addr().unwrap();
+                let client = connect(addr).await.unwrap();
+                let (accepted, _) = listener.accept().await.unwrap();
+                let quiet = timeout(Duration::from_millis(20), readable(&accepted)).await;
+                assert!(quiet.is_err(), "nothing was sent yet");
+                let sent = crate::sys::send(client.as_raw_fd(), b"x").unwrap();
+                assert_eq!(sent, 1);
+                readable(&accepted).await.unwrap();
+                writable(&client).await.unwrap();
+                assert_eq!(accepted.local_addr().unwrap(), addr);
+            });
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! One shard per core: a single-threaded io_uring executor pinned to its CPU with its own
+//! One shard per core: a single-threaded io_uring (or epoll) executor pinned to its CPU with its own
 //! SO_REUSEPORT listener on the shared address. What shards share: the per-user tunnel
 //! counters (touched once per tunnel), the policy bus (read when a policy is published), the
 //! metrics blocks (each shard writes only its own) and two worker pools (name resolution,
@@ -110,7 +110,12 @@ fn run_shard(
         .metrics()
         .policy_revision
         .set(shard.policy().revision as i64);
-    let mut runtime = rt::build_runtime()?;
+    let runtime = rt::build_runtime(shared.config.driver)?;
+    let io_uring = rt::on_io_uring(&runtime);
+    shard.metrics().io_uring.set(io_uring as i64);
+    if id == 0 {
+        tracing::info!(io_uring, driver = ?shared.config.driver, "shard runtime");
+    }
     runtime.block_on(async move {
         let listener = TcpListener::from_std(listener)?;
         let _listening = shared.lifecycle.listening();

@@ -190,12 +190,12 @@ fn client_data_sent_with_the_request_is_not_lost() {
     assert_eq!(&echoed, b"early bird");
 }
 
-/// The io_uring SPLICE-op relay keeps the relay's whole contract: byte-exact both ways, FIN
-/// and RST propagated, idle timeout.
+/// On the epoll driver (hosts whose seccomp profile blocks io_uring) the relay keeps its
+/// whole contract: byte-exact both ways through splice, FIN and RST propagated, idle timeout.
 #[test]
-fn uring_splice_mode_keeps_the_relay_contract() {
+fn epoll_driver_keeps_the_relay_contract() {
     let proxy = Proxy::builder()
-        .config("relay = \"uring-splice\"\ncores = 1\n[timeouts]\nidle_secs = 1\n[[policy.rules]]\naction = \"allow\"\ndestinations = [\"127.0.0.0/8\"]\n")
+        .config("driver = \"epoll\"\ncores = 1\n[timeouts]\nidle_secs = 1\n[[policy.rules]]\naction = \"allow\"\ndestinations = [\"127.0.0.0/8\"]\n")
         .start();
     let len = 64 << 20;
     bulk_through(&proxy, bulk_server(len), len);
@@ -204,12 +204,18 @@ fn uring_splice_mode_keeps_the_relay_contract() {
     check_half_close(&proxy);
     check_upstream_reset(&proxy);
 
-    // An idle tunnel is closed after idle_secs although both SPLICE ops are parked in io-wq.
     let server = common::echo_server();
     let (mut s, _) = socks5(proxy.addr, Dest::Addr(server), None, 1).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = [0u8; 1];
     assert_eq!(s.read(&mut buf).expect("closed, not timed out"), 0);
+    assert_eq!(proxy.metric("zcproxy_io_uring", &[]), 0.0);
+
+    // And `io-uring` means io_uring (this kernel has it; elsewhere the proxy refuses to start).
+    let uring = Proxy::builder()
+        .config("driver = \"io-uring\"\ncores = 1\n")
+        .start();
+    assert_eq!(uring.metric("zcproxy_io_uring", &[]), 1.0);
 }
 
 #[test]

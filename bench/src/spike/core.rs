@@ -220,7 +220,7 @@ pub async fn serve<R: Runtime>(
 /// Non-blocking (the relay issues syscalls itself) and without Nagle's delay.
 fn prepare(fd: RawFd) {
     let _ = sys::set_nonblocking(fd);
-    let _ = socket2::SockRef::from(&borrow(fd)).set_nodelay(true);
+    let _ = socket2::SockRef::from(&borrow(fd)).set_tcp_nodelay(true);
 }
 
 fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {

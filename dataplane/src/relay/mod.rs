@@ -12,8 +12,6 @@
 pub mod buf_pool;
 pub mod pipe_pool;
 
-mod uring_splice;
-
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
 use std::io;
@@ -162,11 +160,7 @@ impl Tunnel<'_> {
     /// Moves bytes from `dir.src` to `dir.dst` until end of stream (then passes the FIN on
     /// when `forward_fin`) or until the byte budget is spent. Returns whether EOF was seen.
     async fn pump(&self, dir: &Direction<'_>, forward_fin: bool) -> Result<bool, RelayError> {
-        let mut mode = match self.env.mode {
-            // HTTP bodies are short-lived transfers: the readiness path serves them.
-            RelayMode::UringSplice => RelayMode::Splice,
-            m => m,
-        };
+        let mut mode = self.env.mode;
         loop {
             if dir.remaining() == 0 {
                 return Ok(false);
@@ -181,7 +175,7 @@ impl Tunnel<'_> {
                     }
                     other => other?,
                 },
-                RelayMode::Copy | RelayMode::UringSplice => self.copy_burst(dir).await?,
+                RelayMode::Copy => self.copy_burst(dir).await?,
             };
             match burst {
                 Burst::Eof => {
@@ -376,19 +370,15 @@ pub async fn relay(
     upstream: &Stream,
 ) -> Result<(), RelayError> {
     let (client, upstream) = (client.socket(), upstream.socket());
-    let result = if env.mode == RelayMode::UringSplice {
-        uring_splice::relay(env, client, upstream).await
-    } else {
-        let tunnel = Tunnel {
-            env,
-            last_activity: Cell::new(Instant::now()),
-        };
-        let up_dir = Direction::new(client, upstream, Side::Client, env, u64::MAX);
-        let down_dir = Direction::new(upstream, client, Side::Upstream, env, u64::MAX);
-        let up = pin!(tunnel.relay_pump(&up_dir));
-        let down = pin!(tunnel.relay_pump(&down_dir));
-        join_fail_fast(up, down).await
+    let tunnel = Tunnel {
+        env,
+        last_activity: Cell::new(Instant::now()),
     };
+    let up_dir = Direction::new(client, upstream, Side::Client, env, u64::MAX);
+    let down_dir = Direction::new(upstream, client, Side::Upstream, env, u64::MAX);
+    let up = pin!(tunnel.relay_pump(&up_dir));
+    let down = pin!(tunnel.relay_pump(&down_dir));
+    let result = join_fail_fast(up, down).await;
     match &result {
         Err(RelayError::Reset(side)) | Err(RelayError::Io(side, _)) => {
             let healthy = match side.other() {
