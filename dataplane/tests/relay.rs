@@ -94,8 +94,10 @@ fn one_gib_each_way_byte_exact_with_splice() {
     assert!(proxy.metric("zcproxy_bytes_upstream_to_client_total", &[]) >= GIB as f64);
 }
 
+/// The copy path is the one every stream that is not a plain socket takes (TLS without kTLS,
+/// h2 and QUIC streams): byte-exact both ways, FIN and RST propagated.
 #[test]
-fn copy_mode_is_byte_exact_too() {
+fn copy_mode_keeps_the_relay_contract() {
     let proxy = Proxy::builder()
         .config("relay = \"copy\"\ncores = 1\n[[policy.rules]]\naction = \"allow\"\ndestinations = [\"127.0.0.0/8\"]\n")
         .start();
@@ -103,6 +105,9 @@ fn copy_mode_is_byte_exact_too() {
     bulk_through(&proxy, bulk_server(len), len);
     assert_eq!(proxy.metric("zcproxy_splice_bytes_total", &[]), 0.0);
     assert!(proxy.metric("zcproxy_copy_bytes_total", &[]) >= 2.0 * len as f64);
+    check_half_close(&proxy);
+    check_upstream_reset(&proxy);
+    assert_eq!(proxy.metric("zcproxy_splice_bytes_total", &[]), 0.0);
 }
 
 #[test]

@@ -4,10 +4,10 @@
 //! from the source socket into a pooled pipe and from the pipe into the destination socket,
 //! on the shard thread itself. Measured on these machines this is 2-3x cheaper in CPU than the
 //! io_uring SPLICE op, which the kernel always hands to io-wq worker threads (see
-//! docs/architecture.md). A copy path serves sockets that cannot splice and the `copy` mode.
-//! Drivers hand over two [`Stream`]s and never see which path runs; today every stream is a
-//! plain socket, and the first that is not (TLS without kTLS, h2 and QUIC streams) brings a
-//! copy path over the stream's own read and write.
+//! docs/architecture.md). Drivers hand over two [`Stream`]s and never see which path runs:
+//! splice when both are plain sockets, a copy through a pooled buffer over the streams' own
+//! `try_read`/`try_write` otherwise (sockets that cannot splice, `relay = "copy"`, and the
+//! stream kinds that are not a socket: TLS without kTLS, h2 and QUIC streams).
 
 pub mod buf_pool;
 pub mod pipe_pool;
@@ -15,14 +15,14 @@ pub mod pipe_pool;
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::config::RelayMode;
 use crate::metrics::{Counter, ShardMetrics};
-use crate::rt::{self, TcpStream};
+use crate::rt;
 use crate::stream::Stream;
 use crate::sys;
 use buf_pool::BufPool;
@@ -74,8 +74,8 @@ struct Tunnel<'a> {
 }
 
 struct Direction<'a> {
-    src: &'a TcpStream,
-    dst: &'a TcpStream,
+    src: &'a Stream,
+    dst: &'a Stream,
     src_side: Side,
     bytes: &'a Counter,
     /// Most bytes this direction moves (u64::MAX: until end of stream).
@@ -85,8 +85,8 @@ struct Direction<'a> {
 
 impl<'a> Direction<'a> {
     fn new(
-        src: &'a TcpStream,
-        dst: &'a TcpStream,
+        src: &'a Stream,
+        dst: &'a Stream,
         src_side: Side,
         env: &'a RelayEnv<'a>,
         limit: u64,
@@ -133,7 +133,7 @@ impl Tunnel<'_> {
         self.last_activity.set(Instant::now());
     }
 
-    async fn wait(&self, stream: &TcpStream, write: bool, side: Side) -> Result<(), RelayError> {
+    async fn wait(&self, stream: &Stream, write: bool, side: Side) -> Result<(), RelayError> {
         loop {
             let idle_left = self
                 .env
@@ -142,12 +142,7 @@ impl Tunnel<'_> {
             if idle_left.is_zero() {
                 return Err(RelayError::Idle);
             }
-            let ready = if write {
-                rt::timeout(idle_left, rt::writable(stream)).await
-            } else {
-                rt::timeout(idle_left, rt::readable(stream)).await
-            };
-            match ready {
+            match rt::timeout(idle_left, stream.readiness(write)).await {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(e)) if sys::is_spurious(&e) => continue,
                 Ok(Err(e)) => return Err(RelayError::Io(side, e)),
@@ -180,7 +175,7 @@ impl Tunnel<'_> {
             match burst {
                 Burst::Eof => {
                     if forward_fin {
-                        sys::shutdown_write(dir.dst.as_raw_fd());
+                        dir.dst.shutdown_write();
                     }
                     return Ok(true);
                 }
@@ -211,6 +206,10 @@ impl Tunnel<'_> {
     }
 
     async fn splice_burst(&self, dir: &Direction<'_>) -> Result<Burst, RelayError> {
+        // A stream that is not a plain socket is copied.
+        let (Some(src), Some(dst)) = (dir.src.splice_fd(), dir.dst.splice_fd()) else {
+            return self.copy_burst(dir).await;
+        };
         let pipe = self.env.pipes.borrow_mut().take();
         self.pipe_gauges();
         let mut pipe = match pipe {
@@ -218,7 +217,6 @@ impl Tunnel<'_> {
             // Out of descriptors or pipe pages: this burst goes through user space.
             Err(_) => return self.copy_burst(dir).await,
         };
-        let (src, dst) = (dir.src.as_raw_fd(), dir.dst.as_raw_fd());
         let mut result = Ok(Burst::Pending);
         for _ in 0..BURST_ROUNDS {
             let want = dir.budget(pipe.capacity);
@@ -265,7 +263,7 @@ impl Tunnel<'_> {
     async fn drain(
         &self,
         pipe: &mut pipe_pool::Pipe,
-        dst_stream: &TcpStream,
+        dst_stream: &Stream,
         dst: RawFd,
         dst_side: Side,
     ) -> Result<(), RelayError> {
@@ -289,13 +287,12 @@ impl Tunnel<'_> {
     }
 
     async fn copy_with(&self, dir: &Direction<'_>, buf: &mut [u8]) -> Result<Burst, RelayError> {
-        let (src, dst) = (dir.src.as_raw_fd(), dir.dst.as_raw_fd());
         for _ in 0..BURST_ROUNDS {
             let want = dir.budget(buf.len());
             if want == 0 {
                 return Ok(Burst::Done);
             }
-            let n = match sys::recv(src, &mut buf[..want]) {
+            let n = match dir.src.try_read(&mut buf[..want]) {
                 Ok(0) => return Ok(Burst::Eof),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Burst::Pending),
@@ -303,7 +300,7 @@ impl Tunnel<'_> {
             };
             let mut sent = 0;
             while sent < n {
-                match sys::send(dst, &buf[sent..n]) {
+                match dir.dst.try_write(&buf[sent..n]) {
                     Ok(m) => sent += m,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         self.wait(dir.dst, true, dir.src_side.other()).await?
@@ -369,7 +366,6 @@ pub async fn relay(
     client: &Stream,
     upstream: &Stream,
 ) -> Result<(), RelayError> {
-    let (client, upstream) = (client.socket(), upstream.socket());
     let tunnel = Tunnel {
         env,
         last_activity: Cell::new(Instant::now()),
@@ -385,7 +381,7 @@ pub async fn relay(
                 Side::Client => client,
                 Side::Upstream => upstream,
             };
-            sys::abort_on_close(healthy.as_raw_fd());
+            healthy.reset_on_close();
         }
         Err(RelayError::Idle) | Ok(()) => {}
     }
@@ -402,7 +398,6 @@ pub async fn transfer(
     dst: &Stream,
     limit: Option<u64>,
 ) -> Result<u64, RelayError> {
-    let (src, dst) = (src.socket(), dst.socket());
     let tunnel = Tunnel {
         env,
         last_activity: Cell::new(Instant::now()),

@@ -49,26 +49,50 @@ impl Stream {
         self.socket.local_addr()
     }
 
-    /// The socket the relay moves bytes on (readiness and splice). Later stream kinds that
-    /// are not a plain socket (TLS without kTLS, h2, QUIC) will answer `None` and be copied.
-    pub(crate) fn socket(&self) -> &TcpStream {
-        &self.socket
+    /// The descriptor splice(2) may move this stream's bytes on: `Some` for a plain socket.
+    /// Stream kinds that are not one (TLS without kTLS, h2 and QUIC streams) answer `None`
+    /// and the relay copies through [`Stream::try_read`] and [`Stream::try_write`].
+    pub(crate) fn splice_fd(&self) -> Option<RawFd> {
+        Some(self.raw_fd())
     }
 
-    pub(crate) fn raw_fd(&self) -> RawFd {
+    fn raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
+    }
+
+    /// Waits until the stream is readable (or writable), with no timeout of its own: the
+    /// relay keeps one idle clock for both directions of a tunnel.
+    pub(crate) async fn readiness(&self, write: bool) -> io::Result<()> {
+        if write {
+            rt::writable(&self.socket).await
+        } else {
+            rt::readable(&self.socket).await
+        }
+    }
+
+    /// Reads what is there without waiting (`WouldBlock`: nothing yet; 0: end of stream).
+    pub(crate) fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        sys::recv(self.raw_fd(), buf)
+    }
+
+    /// Writes what the stream takes now without waiting (`WouldBlock`: nothing).
+    pub(crate) fn try_write(&self, data: &[u8]) -> io::Result<usize> {
+        sys::send(self.raw_fd(), data)
+    }
+
+    /// Passes an end of stream on (a FIN); reading goes on.
+    pub(crate) fn shutdown_write(&self) {
+        sys::shutdown_write(self.raw_fd());
+    }
+
+    /// Closes with a reset instead of a FIN when dropped (the other side of its tunnel broke).
+    pub(crate) fn reset_on_close(&self) {
+        sys::abort_on_close(self.raw_fd());
     }
 
     async fn ready(&self, write: bool) -> io::Result<()> {
         loop {
-            let wait = async {
-                if write {
-                    rt::writable(&self.socket).await
-                } else {
-                    rt::readable(&self.socket).await
-                }
-            };
-            match rt::timeout(self.idle, wait).await {
+            match rt::timeout(self.idle, self.readiness(write)).await {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(e)) if sys::is_spurious(&e) => continue,
                 Ok(Err(e)) => return Err(e),
@@ -110,7 +134,7 @@ impl Drop for Stream {
     fn drop(&mut self) {
         if self.revoke.as_ref().is_some_and(RevokeHandle::is_revoked) {
             // A reset, not a FIN: a peer must not take a cut-off transfer for a complete one.
-            sys::abort_on_close(self.raw_fd());
+            self.reset_on_close();
         }
     }
 }
