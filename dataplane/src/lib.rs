@@ -10,6 +10,7 @@ pub mod dial;
 pub mod live;
 pub mod metrics;
 pub mod principal;
+pub mod quic;
 pub mod relay;
 pub mod revoke;
 pub mod rt;

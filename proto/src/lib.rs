@@ -5,14 +5,18 @@
 //! the client as the party at fault. [`failure`] is the protocol-neutral outcome of a
 //! request that each protocol maps to its own codes. No runtime, no sockets, no clocks.
 
+pub mod capsule;
 pub mod chunked;
 pub mod failure;
 pub mod http;
+pub mod http_datagram;
+pub mod masque;
 pub mod proxy_status;
 pub mod sniff;
 pub mod socks4;
 pub mod socks5;
 pub mod target;
+pub mod varint;
 
 pub use failure::{Blame, Failure, FailureKind};
 pub use target::TargetAddr;
