@@ -19,4 +19,5 @@ pub mod shard;
 pub mod shared;
 pub mod stream;
 pub mod sys;
+pub mod tls;
 pub mod workers;

@@ -1,0 +1,190 @@
+//! The proxy's TLS identity: one certificate and key shared by every TLS listener (QUIC, and
+//! TLS over TCP), from PEM files that are reloaded when they change, or generated at start
+//! when none are configured (so the quick start needs no certificate made by hand).
+
+mod certs;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+pub use certs::{fingerprint, TlsError};
+pub use watch::spawn_reloader;
+
+/// Where the certificate in use came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+    /// Generated at start; the certificate (not the key) was written to this file.
+    Generated {
+        written_to: PathBuf,
+    },
+}
+
+#[derive(Debug)]
+pub struct Identity {
+    current: ArcSwap<CertifiedKey>,
+    origin: Origin,
+}
+
+impl Identity {
+    /// The certificate chain and key in these PEM files (reloaded by [`spawn_reloader`]).
+    pub fn from_files(cert: PathBuf, key: PathBuf) -> Result<Identity, TlsError> {
+        Ok(Identity {
+            current: ArcSwap::new(certs::load(&cert, &key)?),
+            origin: Origin::Files { cert, key },
+        })
+    }
+
+    /// A self-signed certificate for the names local clients use to reach `listen`, written
+    /// (the certificate only) into `dir` for clients to trust.
+    pub fn generate(listen: SocketAddr, dir: &Path) -> Result<Identity, TlsError> {
+        let (key, pem) = certs::generate(listen)?;
+        let path = dir.join(format!("zcproxy-{}.pem", listen.port()));
+        certs::write_pem(&path, &pem)?;
+        Ok(Identity {
+            current: ArcSwap::new(key),
+            origin: Origin::Generated { written_to: path },
+        })
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current.load_full()
+    }
+
+    /// SHA-256 fingerprint of the certificate in use.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.current.load())
+    }
+
+    /// Reads the configured files again and puts them in use for every handshake from now
+    /// on; `Ok(false)` when they hold what is already in use. A generated identity has
+    /// nothing to reload. On error the certificate in use stays.
+    pub fn reload(&self) -> Result<bool, TlsError> {
+        let Origin::Files { cert, key } = &self.origin else {
+            return Ok(false);
+        };
+        let fresh = certs::load(cert, key)?;
+        if fresh.cert == self.current.load().cert {
+            return Ok(false);
+        }
+        self.current.store(fresh);
+        Ok(true)
+    }
+
+    /// A rustls server configuration that answers every handshake with the certificate in
+    /// use at that moment, offering `alpn` (e.g. `h3`, or `h2` and `http/1.1`).
+    pub fn server_config(self: &Arc<Self>, alpn: &[&[u8]]) -> rustls::ServerConfig {
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("the ring provider supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Resolver(self.clone())));
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config
+    }
+}
+
+#[derive(Debug)]
+struct Resolver(Arc<Identity>);
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.current())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    /// Drives a client and a server connection against each other in memory.
+    fn handshake(
+        server: rustls::ServerConfig,
+        client: rustls::ClientConfig,
+        name: &'static str,
+    ) -> Result<(Option<Vec<u8>>, CertificateDer<'static>), rustls::Error> {
+        let mut c = rustls::ClientConnection::new(Arc::new(client), name.try_into().unwrap())?;
+        let mut s = rustls::ServerConnection::new(Arc::new(server))?;
+        let mut buf = Vec::new();
+        for _ in 0..10 {
+            buf.clear();
+            c.write_tls(&mut buf).unwrap();
+            s.read_tls(&mut &buf[..]).unwrap();
+            s.process_new_packets()?;
+            buf.clear();
+            s.write_tls(&mut buf).unwrap();
+            c.read_tls(&mut &buf[..]).unwrap();
+            c.process_new_packets()?;
+            if !c.is_handshaking() && !s.is_handshaking() {
+                break;
+            }
+        }
+        let peer = c.peer_certificates().unwrap()[0].clone().into_owned();
+        Ok((c.alpn_protocol().map(<[u8]>::to_vec), peer))
+    }
+
+    fn trusting(pem_file: &Path, alpn: &[u8]) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(pem_file).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        cfg.alpn_protocols = vec![alpn.to_vec()];
+        cfg
+    }
+
+    /// A client that trusts the file the proxy wrote completes a handshake for localhost and
+    /// 127.0.0.1, gets the ALPN the listener offers and sees the fingerprint that was logged.
+    #[test]
+    fn a_generated_identity_is_trusted_through_the_file_it_wrote() {
+        let dir = std::env::temp_dir().join(format!("zcproxy-tls-id-{}", std::process::id()));
+        let identity =
+            Arc::new(Identity::generate("127.0.0.1:4433".parse().unwrap(), &dir).unwrap());
+        let Origin::Generated { written_to } = identity.origin().clone() else {
+            panic!("generated");
+        };
+        assert_eq!(written_to, dir.join("zcproxy-4433.pem"));
+        for name in ["localhost", "127.0.0.1"] {
+            let (alpn, peer) = handshake(
+                identity.server_config(&[b"h3"]),
+                trusting(&written_to, b"h3"),
+                name,
+            )
+            .unwrap();
+            assert_eq!(alpn.as_deref(), Some(&b"h3"[..]));
+            assert_eq!(peer, identity.current().cert[0]);
+        }
+        // A name the certificate does not carry fails, as it must.
+        assert!(handshake(
+            identity.server_config(&[b"h3"]),
+            trusting(&written_to, b"h3"),
+            "example.com"
+        )
+        .is_err());
+        assert!(!identity.reload().unwrap(), "nothing to reload");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
