@@ -1,6 +1,6 @@
 //! The runtime seam: everything the data plane takes from its async runtime (compio) goes
 //! through here — the shard runtime, the listener and connected sockets, readiness, the
-//! timer, spawning and racing two futures. A change of runtime rewrites this file; nothing
+//! timer, spawning and racing two futures, UDP sockets for QUIC. A change of runtime rewrites this file; nothing
 //! else names the runtime. See docs/architecture.md, "Runtime".
 
 use std::future::{poll_fn, Future};
@@ -36,6 +36,38 @@ impl TcpStream {
 }
 
 impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// A UDP socket; datagrams move with the data plane's own syscalls (batched, GSO/GRO)
+/// after the runtime says it is ready.
+pub struct UdpSocket(PollFd<socket2::Socket>);
+
+impl UdpSocket {
+    pub fn new(socket: socket2::Socket) -> io::Result<UdpSocket> {
+        socket.set_nonblocking(true)?;
+        PollFd::new(socket).map(UdpSocket)
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an IP socket"))
+    }
+
+    pub async fn readable(&self) -> io::Result<()> {
+        self.0.read_ready().await
+    }
+
+    pub async fn writable(&self) -> io::Result<()> {
+        self.0.write_ready().await
+    }
+}
+
+impl AsRawFd for UdpSocket {
     fn as_raw_fd(&self) -> RawFd {
         self.0.as_raw_fd()
     }

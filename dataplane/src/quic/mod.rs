@@ -2,3 +2,4 @@
 //! group and the QUIC connections whose IDs name it (`steer`).
 
 pub mod steer;
+pub mod udp;
