@@ -119,6 +119,20 @@ pub fn spawn(task: impl Future<Output = ()> + 'static) {
     compio::runtime::spawn(task).detach();
 }
 
+/// Lets the shard's other tasks run before this one goes on.
+pub async fn yield_now() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
+
 /// The outcome of [`race`].
 pub enum Either<A, B> {
     Left(A),

@@ -1,5 +1,9 @@
 //! QUIC on the proxy's port (issue 11): each shard owns a UDP socket of one SO_REUSEPORT
-//! group and the QUIC connections whose IDs name it (`steer`).
+//! group (`udp`), a quinn-proto endpoint driving its connections (`endpoint`, `conn`), and
+//! issues connection IDs that name it (`cid`), by which the kernel steers packets (`steer`).
 
+pub mod cid;
+pub mod conn;
+pub mod endpoint;
 pub mod steer;
 pub mod udp;
