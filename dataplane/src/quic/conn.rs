@@ -7,12 +7,13 @@ use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::io;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use bytes::Bytes;
 use quinn_proto::{
-    ConnectionError, ConnectionEvent, ConnectionHandle, Dir, Event, ReadError, StreamEvent,
-    StreamId, VarInt, WriteError,
+    ConnectionError, ConnectionEvent, ConnectionHandle, Dir, Event, ReadError, SendDatagramError,
+    StreamEvent, StreamId, VarInt, WriteError,
 };
 
 use super::endpoint::Endpoint;
@@ -33,8 +34,43 @@ struct State {
     dirty: bool,
     readable: HashMap<StreamId, Waker>,
     writable: HashMap<StreamId, Waker>,
-    accepting: Option<Waker>,
+    /// Waiting for the peer to open a stream, per direction (bidi, uni).
+    accepting: [Option<Waker>; 2],
+    /// Waiting for the peer to allow another stream of ours, per direction.
+    opening: [Option<Waker>; 2],
+    datagram: Option<Waker>,
     lost: Option<ConnectionError>,
+}
+
+fn dir_index(dir: Dir) -> usize {
+    match dir {
+        Dir::Bi => 0,
+        Dir::Uni => 1,
+    }
+}
+
+/// Why a stream operation could not go on.
+#[derive(Debug, Clone)]
+pub enum StreamError {
+    /// The whole connection is gone.
+    Connection(ConnectionError),
+    /// The peer reset the stream (reading) or asked us to stop sending (writing).
+    Reset(u64),
+    /// The stream is already finished or reset on our side.
+    Closed,
+}
+
+impl From<StreamError> for io::Error {
+    fn from(e: StreamError) -> io::Error {
+        match e {
+            StreamError::Connection(c) => closed(&c),
+            StreamError::Reset(code) => io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                format!("stream reset by the peer (code {code:#x})"),
+            ),
+            StreamError::Closed => io::ErrorKind::NotConnected.into(),
+        }
+    }
 }
 
 fn closed(e: &ConnectionError) -> io::Error {
@@ -52,7 +88,9 @@ impl Conn {
                 dirty: true,
                 readable: HashMap::new(),
                 writable: HashMap::new(),
-                accepting: None,
+                accepting: [None, None],
+                opening: [None, None],
+                datagram: None,
                 lost: None,
             }),
         })
@@ -72,87 +110,153 @@ impl Conn {
         }
     }
 
+    /// The next stream of `dir` the peer opens.
+    pub fn poll_accept(
+        &self,
+        dir: Dir,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<StreamId, ConnectionError>> {
+        let mut st = self.state.borrow_mut();
+        if let Some(id) = st.conn.streams().accept(dir) {
+            drop(st);
+            // Accepting may raise the peer's stream limit: let the driver say so.
+            self.wake_driver();
+            return Poll::Ready(Ok(id));
+        }
+        if let Some(e) = &st.lost {
+            return Poll::Ready(Err(e.clone()));
+        }
+        st.accepting[dir_index(dir)] = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Opens a stream of `dir`, waiting while the peer's limit allows none.
+    pub fn poll_open(
+        &self,
+        dir: Dir,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<StreamId, ConnectionError>> {
+        let mut st = self.state.borrow_mut();
+        if let Some(e) = &st.lost {
+            return Poll::Ready(Err(e.clone()));
+        }
+        if let Some(id) = st.conn.streams().open(dir) {
+            return Poll::Ready(Ok(id));
+        }
+        st.opening[dir_index(dir)] = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// The next piece of stream `id` (at most `max` bytes); `None` at its end.
+    pub fn poll_read(
+        &self,
+        id: StreamId,
+        max: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Bytes>, StreamError>> {
+        let mut st = self.state.borrow_mut();
+        let mut recv = st.conn.recv_stream(id);
+        let mut chunks = match recv.read(true) {
+            Ok(c) => c,
+            Err(_) => return Poll::Ready(Err(StreamError::Closed)),
+        };
+        let got = chunks.next(max);
+        let transmit = chunks.finalize().should_transmit();
+        let out = match got {
+            Ok(Some(chunk)) => Poll::Ready(Ok(Some(chunk.bytes))),
+            Ok(None) => Poll::Ready(Ok(None)),
+            Err(ReadError::Blocked) => match &st.lost {
+                Some(e) => Poll::Ready(Err(StreamError::Connection(e.clone()))),
+                None => {
+                    st.readable.insert(id, cx.waker().clone());
+                    Poll::Pending
+                }
+            },
+            Err(ReadError::Reset(code)) => Poll::Ready(Err(StreamError::Reset(code.into_inner()))),
+        };
+        drop(st);
+        if transmit {
+            // Reading opened the flow-control window: the peer should hear of it.
+            self.wake_driver();
+        }
+        out
+    }
+
+    /// Writes as much of `data` as stream `id` takes now (at least one byte, or waits).
+    pub fn poll_write(
+        &self,
+        id: StreamId,
+        data: &[u8],
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<usize, StreamError>> {
+        let mut st = self.state.borrow_mut();
+        let out = match st.conn.send_stream(id).write(data) {
+            Ok(n) => Poll::Ready(Ok(n)),
+            Err(WriteError::Blocked) => match &st.lost {
+                Some(e) => Poll::Ready(Err(StreamError::Connection(e.clone()))),
+                None => {
+                    st.writable.insert(id, cx.waker().clone());
+                    Poll::Pending
+                }
+            },
+            Err(WriteError::Stopped(code)) => {
+                Poll::Ready(Err(StreamError::Reset(code.into_inner())))
+            }
+            Err(WriteError::ClosedStream) => Poll::Ready(Err(StreamError::Closed)),
+        };
+        drop(st);
+        if matches!(out, Poll::Ready(Ok(_))) {
+            self.wake_driver();
+        }
+        out
+    }
+
+    /// Sends an unreliable datagram (QUIC DATAGRAM frame).
+    pub fn send_datagram(&self, data: Bytes) -> Result<(), SendDatagramError> {
+        let result = self.state.borrow_mut().conn.datagrams().send(data, true);
+        self.wake_driver();
+        result
+    }
+
+    /// The largest datagram the path and the peer take now (`None`: datagrams not allowed).
+    pub fn max_datagram_size(&self) -> Option<usize> {
+        self.state.borrow_mut().conn.datagrams().max_size()
+    }
+
+    /// The next datagram the peer sent.
+    pub fn poll_datagram(&self, cx: &mut Context<'_>) -> Poll<Result<Bytes, ConnectionError>> {
+        let mut st = self.state.borrow_mut();
+        if let Some(d) = st.conn.datagrams().recv() {
+            return Poll::Ready(Ok(d));
+        }
+        if let Some(e) = &st.lost {
+            return Poll::Ready(Err(e.clone()));
+        }
+        st.datagram = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
     /// The next bidirectional stream the peer opens; `None` once the connection is gone.
     pub async fn accept_bi(&self) -> Option<StreamId> {
-        poll_fn(|cx| {
-            let mut st = self.state.borrow_mut();
-            if let Some(id) = st.conn.streams().accept(Dir::Bi) {
-                return Poll::Ready(Some(id));
-            }
-            if st.lost.is_some() {
-                return Poll::Ready(None);
-            }
-            st.accepting = Some(cx.waker().clone());
-            Poll::Pending
-        })
-        .await
+        poll_fn(|cx| self.poll_accept(Dir::Bi, cx)).await.ok()
     }
 
     /// Reads what has arrived on stream `id` into `buf`; 0 at the end of the stream.
     pub async fn read(&self, id: StreamId, buf: &mut [u8]) -> io::Result<usize> {
-        let result = poll_fn(|cx| {
-            let mut st = self.state.borrow_mut();
-            let mut recv = st.conn.recv_stream(id);
-            let mut chunks = match recv.read(true) {
-                Ok(c) => c,
-                Err(_) => return Poll::Ready(Ok(0)),
-            };
-            let got = chunks.next(buf.len());
-            let transmit = chunks.finalize().should_transmit();
-            let out = match got {
-                Ok(Some(chunk)) => {
-                    buf[..chunk.bytes.len()].copy_from_slice(&chunk.bytes);
-                    Poll::Ready(Ok(chunk.bytes.len()))
-                }
-                Ok(None) => Poll::Ready(Ok(0)),
-                Err(ReadError::Blocked) => match &st.lost {
-                    Some(e) => Poll::Ready(Err(closed(e))),
-                    None => {
-                        st.readable.insert(id, cx.waker().clone());
-                        Poll::Pending
-                    }
-                },
-                Err(ReadError::Reset(code)) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::ConnectionReset,
-                    format!("stream reset by the peer (code {code})"),
-                ))),
-            };
-            drop(st);
-            if transmit {
-                self.wake_driver();
+        match poll_fn(|cx| self.poll_read(id, buf.len(), cx)).await? {
+            Some(chunk) => {
+                buf[..chunk.len()].copy_from_slice(&chunk);
+                Ok(chunk.len())
             }
-            out
-        })
-        .await;
-        result
+            None => Ok(0),
+        }
     }
 
     /// Writes all of `data` to stream `id`, waiting while flow control holds it back.
     pub async fn write_all(&self, id: StreamId, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
-            let n = poll_fn(|cx| {
-                let mut st = self.state.borrow_mut();
-                match st.conn.send_stream(id).write(data) {
-                    Ok(n) => Poll::Ready(Ok(n)),
-                    Err(WriteError::Blocked) => match &st.lost {
-                        Some(e) => Poll::Ready(Err(closed(e))),
-                        None => {
-                            st.writable.insert(id, cx.waker().clone());
-                            Poll::Pending
-                        }
-                    },
-                    Err(WriteError::Stopped(code)) => Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::BrokenPipe,
-                        format!("the peer stopped the stream (code {code})"),
-                    ))),
-                    Err(WriteError::ClosedStream) => {
-                        Poll::Ready(Err(io::ErrorKind::NotConnected.into()))
-                    }
-                }
-            })
-            .await?;
+            let n = poll_fn(|cx| self.poll_write(id, data, cx)).await?;
             data = &data[n..];
-            self.wake_driver();
         }
         Ok(())
     }
@@ -163,54 +267,56 @@ impl Conn {
         self.wake_driver();
     }
 
-    /// Abandons stream `id` both ways with `code` (RESET_STREAM and STOP_SENDING).
-    pub fn reset(&self, id: StreamId, code: u32) {
-        {
-            let mut st = self.state.borrow_mut();
-            let _ = st.conn.send_stream(id).reset(VarInt::from_u32(code));
-            let _ = st.conn.recv_stream(id).stop(VarInt::from_u32(code));
-        }
+    /// Abandons sending on stream `id` with `code` (RESET_STREAM).
+    pub fn reset(&self, id: StreamId, code: u64) {
+        let code = VarInt::from_u64(code).unwrap_or(VarInt::MAX);
+        let _ = self.state.borrow_mut().conn.send_stream(id).reset(code);
+        self.wake_driver();
+    }
+
+    /// Asks the peer to stop sending on stream `id` (STOP_SENDING).
+    pub fn stop(&self, id: StreamId, code: u64) {
+        let code = VarInt::from_u64(code).unwrap_or(VarInt::MAX);
+        let _ = self.state.borrow_mut().conn.recv_stream(id).stop(code);
         self.wake_driver();
     }
 
     /// Closes the whole connection with an application error `code`.
-    pub fn close(&self, code: u32, reason: &[u8]) {
-        self.state.borrow_mut().conn.close(
-            Instant::now(),
-            VarInt::from_u32(code),
-            reason.to_vec().into(),
-        );
+    pub fn close(&self, code: u64, reason: &[u8]) {
+        let code = VarInt::from_u64(code).unwrap_or(VarInt::MAX);
+        let reason = reason.to_vec().into();
+        self.state
+            .borrow_mut()
+            .conn
+            .close(Instant::now(), code, reason);
         self.wake_driver();
     }
 
     /// Passes application events to whoever waits for them.
     fn dispatch(st: &mut State) {
         while let Some(event) = st.conn.poll() {
-            match event {
-                Event::Stream(StreamEvent::Readable { id }) => {
-                    if let Some(w) = st.readable.remove(&id) {
-                        w.wake();
-                    }
-                }
-                Event::Stream(StreamEvent::Writable { id } | StreamEvent::Stopped { id, .. }) => {
-                    if let Some(w) = st.writable.remove(&id) {
-                        w.wake();
-                    }
-                }
-                Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
-                    if let Some(w) = st.accepting.take() {
-                        w.wake();
-                    }
-                }
+            let waker = match event {
+                Event::Stream(StreamEvent::Readable { id }) => st.readable.remove(&id),
+                Event::Stream(
+                    StreamEvent::Writable { id }
+                    | StreamEvent::Stopped { id, .. }
+                    | StreamEvent::Finished { id },
+                ) => st.writable.remove(&id),
+                Event::Stream(StreamEvent::Opened { dir }) => st.accepting[dir_index(dir)].take(),
+                Event::Stream(StreamEvent::Available { dir }) => st.opening[dir_index(dir)].take(),
+                Event::DatagramReceived => st.datagram.take(),
                 Event::ConnectionLost { reason } => {
                     st.lost = Some(reason);
                     st.readable.drain().for_each(|(_, w)| w.wake());
                     st.writable.drain().for_each(|(_, w)| w.wake());
-                    if let Some(w) = st.accepting.take() {
-                        w.wake();
-                    }
+                    let waiting = st.accepting.iter_mut().chain(st.opening.iter_mut());
+                    waiting.filter_map(Option::take).for_each(Waker::wake);
+                    st.datagram.take()
                 }
-                _ => {}
+                _ => None,
+            };
+            if let Some(w) = waker {
+                w.wake();
             }
         }
     }

@@ -257,25 +257,6 @@ mod tests {
     use crate::config::IoDriver;
     use crate::tls::Origin;
 
-    fn client_config(cert_file: &std::path::Path) -> quinn::ClientConfig {
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls::pki_types::CertificateDer::pem_file_iter(cert_file).unwrap() {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        tls.alpn_protocols = vec![b"zc-test".to_vec()];
-        quinn::ClientConfig::new(Arc::new(
-            quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
-        ))
-    }
-
     /// quinn (a client this project did not write) opens 20 streams on one connection and
     /// gets back, byte for byte, 256 KiB sent on each; the shard serves them concurrently.
     #[test]
@@ -296,7 +277,10 @@ mod tests {
                 .unwrap();
             rt.block_on(async move {
                 let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-                ep.set_default_client_config(client_config(&written_to));
+                ep.set_default_client_config(super::super::test_support::client_config(
+                    &written_to,
+                    b"zc-test",
+                ));
                 let conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
                 let mut tasks = Vec::new();
                 for i in 0..20u8 {
