@@ -147,6 +147,45 @@ pub enum Fallback {
     Config,
 }
 
+/// QUIC (HTTP/3 CONNECT) on the proxy's port number, over UDP.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Quic {
+    pub enabled: bool,
+}
+
+impl Default for Quic {
+    fn default() -> Self {
+        Quic { enabled: true }
+    }
+}
+
+/// The proxy's TLS identity, shared by every TLS listener (QUIC now).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// PEM certificate chain, leaf first (with `key`). Without both, a self-signed
+    /// certificate is generated at start.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// How often the files are checked for changes, reloaded without a restart (0: never).
+    pub reload_secs: u64,
+    /// Where a generated certificate is written (the certificate only, for clients to trust).
+    pub generated_dir: PathBuf,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            cert: None,
+            key: None,
+            reload_secs: 5,
+            generated_dir: std::env::temp_dir().join("zcproxy"),
+        }
+    }
+}
+
 /// Where live policy comes from. Without `url` the proxy runs on its static `[policy]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -252,6 +291,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub control: Control,
+    pub quic: Quic,
+    pub tls: Tls,
     pub policy: PolicyDoc,
 }
 
@@ -270,6 +311,8 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             control: Control::default(),
+            quic: Quic::default(),
+            tls: Tls::default(),
             policy: PolicyDoc::default(),
         }
     }
@@ -333,6 +376,18 @@ impl Config {
                 )));
             }
             self.control.resolve_api_key()?;
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::Invalid(
+                "tls.cert and tls.key go together: set both, or neither for a generated certificate"
+                    .into(),
+            ));
+        }
+        // A QUIC connection ID names its core in one byte (see quic/steer.rs).
+        if self.quic.enabled && self.core_count() > 256 {
+            return Err(ConfigError::Invalid(
+                "QUIC steers to at most 256 cores: set fewer cores or quic.enabled = false".into(),
+            ));
         }
         if self.admin == Some(self.listen) {
             return Err(ConfigError::Invalid("admin and listen must differ".into()));

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
@@ -14,6 +15,7 @@ use zcproxy::config::{Config, LogFormat};
 use zcproxy::live::status::{PolicyStatus, Source};
 use zcproxy::live::{control, Compiler, PolicyBus};
 use zcproxy::shared::Shared;
+use zcproxy::tls::{Identity, Origin};
 use zcproxy::{admin, shard};
 
 #[derive(Parser, Debug)]
@@ -54,6 +56,25 @@ struct Cli {
     /// start).
     #[arg(long, env = "ZCPROXY_POLICY_CACHE", value_name = "FILE")]
     policy_cache: Option<PathBuf>,
+    /// PEM certificate chain for QUIC (with --tls-key); without, one is generated at start.
+    #[arg(
+        long,
+        env = "ZCPROXY_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(
+        long,
+        env = "ZCPROXY_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Serve only TCP (no QUIC on UDP).
+    #[arg(long)]
+    no_quic: bool,
     /// Log format.
     #[arg(long, value_enum)]
     log_format: Option<LogFormatArg>,
@@ -91,6 +112,13 @@ fn load(cli: &Cli) -> Result<Config, String> {
     }
     if cli.cores.is_some() {
         cfg.cores = cli.cores;
+    }
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        cfg.tls.cert = Some(cert.clone());
+        cfg.tls.key = Some(key.clone());
+    }
+    if cli.no_quic {
+        cfg.quic.enabled = false;
     }
     if let Some(u) = &cli.control_url {
         cfg.control.url = Some(u.clone());
@@ -214,10 +242,52 @@ fn policy_source(cfg: &Config) -> Result<PolicySource, String> {
     Ok((bus, status, Some(thread)))
 }
 
+/// The TLS identity (loaded, or generated and written out) and QUIC's server configuration;
+/// returns the start-up lines that say where the certificate is and its fingerprint.
+fn quic_setup(cfg: &Config) -> Result<(Arc<quinn_proto::ServerConfig>, String), String> {
+    let identity = match (&cfg.tls.cert, &cfg.tls.key) {
+        (Some(cert), Some(key)) => Identity::from_files(cert.clone(), key.clone()),
+        _ => Identity::generate(cfg.listen, &cfg.tls.generated_dir),
+    }
+    .map_err(|e| format!("TLS: {e}"))?;
+    let identity = Arc::new(identity);
+    let fingerprint = identity.fingerprint();
+    let banner = match identity.origin() {
+        Origin::Generated { written_to } => {
+            tracing::info!(certificate = %written_to.display(), sha256 = %fingerprint, "QUIC with a generated certificate");
+            format!(
+                "  QUIC (HTTP/3 CONNECT) on udp/{}; self-signed certificate for localhost in {} (SHA-256 {fingerprint}): HTTP/3 clients trust that file",
+                cfg.listen.port(),
+                written_to.display(),
+            )
+        }
+        Origin::Files { cert, .. } => {
+            tracing::info!(certificate = %cert.display(), sha256 = %fingerprint, "QUIC with the configured certificate");
+            format!(
+                "  QUIC (HTTP/3 CONNECT) on udp/{}, certificate {} (SHA-256 {fingerprint})",
+                cfg.listen.port(),
+                cert.display()
+            )
+        }
+    };
+    zcproxy::tls::spawn_reloader(identity.clone(), Duration::from_secs(cfg.tls.reload_secs));
+    let server = zcproxy::quic::endpoint::server_config(&identity, &[b"h3"])
+        .map_err(|e| format!("QUIC: {e}"))?;
+    Ok((server, banner))
+}
+
 fn run(cfg: Config) -> Result<(), String> {
     raise_nofile_limit();
     let (bus, status, _control) = policy_source(&cfg)?;
-    let shared = Arc::new(Shared::new(cfg, bus, status).map_err(|e| format!("worker pools: {e}"))?);
+    let mut shared = Shared::new(cfg, bus, status).map_err(|e| format!("worker pools: {e}"))?;
+    let quic_banner = if shared.config.quic.enabled {
+        let (server, banner) = quic_setup(&shared.config)?;
+        shared.quic = Some(server);
+        banner
+    } else {
+        String::new()
+    };
+    let shared = Arc::new(shared);
     let admin_listener = match shared.config.admin {
         Some(addr) => {
             Some(std::net::TcpListener::bind(addr).map_err(|e| format!("admin {addr}: {e}"))?)
@@ -236,6 +306,9 @@ fn run(cfg: Config) -> Result<(), String> {
         shared.cores,
         shared.config.admin.map(|a| format!("\n  metrics: curl http://{a}/metrics")).unwrap_or_default()
     );
+    if !quic_banner.is_empty() {
+        eprintln!("{quic_banner}");
+    }
 
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,

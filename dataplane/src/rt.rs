@@ -157,6 +157,44 @@ pub fn race<'f, A: Future, B: Future>(
     })
 }
 
+/// Polls both futures; the first error wins and stops polling the other, success waits for
+/// both. Takes the futures pinned by the caller so that they are stored once: an `async fn`
+/// taking them by value kept a second copy of each (the tunnel future was 14.7 KiB, copied
+/// on every spawn).
+pub fn join_fail_fast<'f, A, B, E>(
+    mut a: Pin<&'f mut A>,
+    mut b: Pin<&'f mut B>,
+) -> impl Future<Output = Result<(), E>> + 'f
+where
+    A: Future<Output = Result<(), E>>,
+    B: Future<Output = Result<(), E>>,
+{
+    let (mut a_done, mut b_done) = (false, false);
+    poll_fn(move |cx| {
+        if !a_done {
+            if let Poll::Ready(r) = a.as_mut().poll(cx) {
+                if r.is_err() {
+                    return Poll::Ready(r);
+                }
+                a_done = true;
+            }
+        }
+        if !b_done {
+            if let Poll::Ready(r) = b.as_mut().poll(cx) {
+                if r.is_err() {
+                    return Poll::Ready(r);
+                }
+                b_done = true;
+            }
+        }
+        if a_done && b_done {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    })
+}
+
 pub type ShardRuntime = Runtime;
 
 /// The shard's executor on `driver`. With `Auto`, io_uring where the kernel allows it,

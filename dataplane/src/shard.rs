@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use crate::conn;
 use crate::context::Shard;
 use crate::metrics::ErrorKind;
+use crate::quic::endpoint::Endpoint;
+use crate::quic::steer;
+use crate::quic::udp::{self, Offloads};
 use crate::rt::{self, TcpListener};
 use crate::shared::Shared;
 
@@ -99,12 +102,43 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: flume::Recei
     );
 }
 
+/// Serves QUIC on the shard's UDP socket: each connection HTTP/3, counted as active.
+async fn quic_loop(shard: Rc<Shard>, endpoint: Rc<Endpoint>) {
+    let max = shard.shared.config.limits.max_connections_per_core;
+    rt::spawn(endpoint.clone().run());
+    loop {
+        let conn = endpoint.accept().await;
+        shard.metrics().accepted.inc();
+        let Some(guard) = shard.enter(max) else {
+            shard.metrics().error(ErrorKind::ConnectionLimit);
+            conn.close(H3_EXCESSIVE_LOAD, b"connection limit");
+            continue;
+        };
+        let peer = conn.remote_address();
+        let shard = shard.clone();
+        rt::spawn(async move {
+            conn::h3::serve(shard, conn, peer).await;
+            drop(guard);
+        });
+    }
+}
+
+/// H3_EXCESSIVE_LOAD (RFC 9114 §8.1).
+const H3_EXCESSIVE_LOAD: u64 = 0x107;
+
+/// One shard's sockets: its TCP listener and, with QUIC on, its UDP socket.
+pub struct ShardSockets {
+    pub tcp: std::net::TcpListener,
+    pub udp: Option<(socket2::Socket, Offloads)>,
+}
+
 fn run_shard(
     id: usize,
     shared: Arc<Shared>,
-    listener: std::net::TcpListener,
+    sockets: ShardSockets,
     stop: flume::Receiver<()>,
 ) -> io::Result<()> {
+    let ShardSockets { tcp: listener, udp } = sockets;
     let shard = Rc::new(Shard::new(id, shared.clone()));
     shard
         .metrics()
@@ -120,6 +154,10 @@ fn run_shard(
         let listener = TcpListener::from_std(listener)?;
         let _listening = shared.lifecycle.listening();
         rt::spawn(follow_policy(shard.clone()));
+        if let (Some((socket, offloads)), Some(server)) = (udp, shared.quic.clone()) {
+            let endpoint = Endpoint::new(socket, offloads, id, server)?;
+            rt::spawn(quic_loop(shard.clone(), endpoint));
+        }
         accept_loop(shard, listener, stop).await;
         Ok(())
     })
@@ -131,6 +169,23 @@ pub struct Shards {
     pub stop: flume::Sender<()>,
 }
 
+/// Binds the shards' UDP sockets for QUIC, in shard order (a socket's place in the
+/// reuseport group is its shard), and attaches the connection-ID steering program.
+fn bind_quic(shared: &Shared) -> io::Result<Vec<(socket2::Socket, Offloads)>> {
+    if shared.quic.is_none() {
+        return Ok(Vec::new());
+    }
+    let sockets = (0..shared.cores)
+        .map(|_| udp::bind(shared.config.listen))
+        .collect::<io::Result<Vec<_>>>()?;
+    if let Some((first, _)) = sockets.first() {
+        if let Err(e) = steer::attach(first, shared.cores) {
+            tracing::warn!(error = %e, "QUIC packets cannot be steered by connection ID; a client that changes address may lose its connection");
+        }
+    }
+    Ok(sockets)
+}
+
 /// Starts `shared.cores` shards. Listeners are bound here, before any thread starts, so a
 /// taken port fails start-up at once.
 pub fn start(shared: Arc<Shared>) -> io::Result<Shards> {
@@ -138,9 +193,14 @@ pub fn start(shared: Arc<Shared>) -> io::Result<Shards> {
     let listeners = (0..shared.cores)
         .map(|_| bind_listener(shared.config.listen))
         .collect::<io::Result<Vec<_>>>()?;
+    let mut udp = bind_quic(&shared)?.into_iter();
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
     let mut handles = Vec::with_capacity(shared.cores);
-    for (id, listener) in listeners.into_iter().enumerate() {
+    for (id, tcp) in listeners.into_iter().enumerate() {
+        let sockets = ShardSockets {
+            tcp,
+            udp: udp.next(),
+        };
         let (shared, stop) = (shared.clone(), stop_rx.clone());
         let core = (shared.config.pin_cores && !core_ids.is_empty())
             .then(|| core_ids[id % core_ids.len()]);
@@ -150,7 +210,7 @@ pub fn start(shared: Arc<Shared>) -> io::Result<Shards> {
                 if let Some(core) = core {
                     core_affinity::set_for_current(core);
                 }
-                run_shard(id, shared, listener, stop)
+                run_shard(id, shared, sockets, stop)
             })?;
         handles.push(handle);
     }

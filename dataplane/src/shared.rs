@@ -52,6 +52,8 @@ pub struct Shared {
     pub bus: Arc<PolicyBus>,
     pub policy_status: Arc<PolicyStatus>,
     pub workers: Workers,
+    /// QUIC's server configuration (TLS identity, ALPN h3), when QUIC is on.
+    pub quic: Option<Arc<quinn_proto::ServerConfig>>,
 }
 
 impl Shared {
@@ -90,6 +92,7 @@ impl Shared {
             bus,
             policy_status,
             workers,
+            quic: None,
         })
     }
 

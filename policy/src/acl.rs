@@ -47,6 +47,8 @@ protocols! {
     Http => "http",
     /// HTTP CONNECT tunnels.
     Connect => "connect",
+    /// CONNECT over HTTP/3 (QUIC): a TCP tunnel per request stream.
+    H3Connect => "h3_connect",
 }
 
 impl Protocol {

@@ -170,6 +170,35 @@ fn parse_port(s: &str) -> Option<u16> {
     s.parse().ok().filter(|&p| p != 0)
 }
 
+/// `Basic` credentials from a Proxy-Authorization value (scheme name case-insensitive,
+/// RFC 9110 §11.1; RFC 7617 user-pass).
+pub fn parse_basic(value: &[u8]) -> Result<BasicCredentials, HttpError> {
+    let value = std::str::from_utf8(value)
+        .map_err(|_| HttpError::Authorization)?
+        .trim();
+    let (scheme, token) = value.split_once(' ').ok_or(HttpError::Authorization)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(HttpError::Authorization);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .map_err(|_| HttpError::Authorization)?;
+    let colon = decoded
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(HttpError::Authorization)?;
+    Ok(BasicCredentials {
+        user: decoded[..colon].to_vec(),
+        password: decoded[colon + 1..].to_vec(),
+    })
+}
+
+/// The target of a CONNECT request: `host:port` or `[v6]:port` (RFC 9110 §9.3.6, RFC 9114
+/// §4.4: `:authority` only).
+pub fn connect_target(authority: &str) -> Result<TargetAddr, HttpError> {
+    parse_authority(authority, None)
+}
+
 /// Splits `host[:port]` / `[v6][:port]`.
 fn parse_authority(auth: &str, default_port: Option<u16>) -> Result<TargetAddr, HttpError> {
     if auth.contains('@') {
@@ -298,27 +327,10 @@ impl RequestHead {
     /// Basic credentials from Proxy-Authorization (scheme name case-insensitive,
     /// RFC 9110 §11.1). `Ok(None)` when the field is absent.
     pub fn proxy_credentials(&self) -> Result<Option<BasicCredentials>, HttpError> {
-        let Some(value) = header_values(&self.headers, "proxy-authorization").next() else {
-            return Ok(None);
-        };
-        let value = std::str::from_utf8(value)
-            .map_err(|_| HttpError::Authorization)?
-            .trim();
-        let (scheme, token) = value.split_once(' ').ok_or(HttpError::Authorization)?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return Err(HttpError::Authorization);
-        }
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(token.trim())
-            .map_err(|_| HttpError::Authorization)?;
-        let colon = decoded
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(HttpError::Authorization)?;
-        Ok(Some(BasicCredentials {
-            user: decoded[..colon].to_vec(),
-            password: decoded[colon + 1..].to_vec(),
-        }))
+        header_values(&self.headers, "proxy-authorization")
+            .next()
+            .map(parse_basic)
+            .transpose()
     }
 
     /// The head sent upstream: origin-form target, hop-by-hop fields (and those the client

@@ -96,6 +96,11 @@ impl Conn {
         })
     }
 
+    /// Where the client is now (it may migrate).
+    pub fn remote_address(&self) -> std::net::SocketAddr {
+        self.state.borrow().conn.remote_address()
+    }
+
     /// Hands over an event the endpoint routed to this connection.
     pub(super) fn deliver(&self, event: ConnectionEvent) {
         self.state.borrow_mut().inbox.push_back(event);

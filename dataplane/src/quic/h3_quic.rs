@@ -99,11 +99,27 @@ impl<B: Buf> quic::OpenStreams<B> for H3Conn {
     }
 }
 
+/// H3_NO_ERROR: a stream no longer read because its answer is complete (RFC 9114 §4.1.1).
+const H3_NO_ERROR: u64 = 0x100;
+/// H3_REQUEST_CANCELLED: a stream abandoned before it was finished (RFC 9114 §8.1).
+const H3_REQUEST_CANCELLED: u64 = 0x10c;
+
 /// The sending half of a stream: one buffer h3 handed over, written as flow control allows.
+/// Dropped before it was finished (a request cut short, e.g. revoked by a policy change), it
+/// resets the stream rather than leaving the peer waiting.
 pub struct SendStream<B: Buf> {
     conn: Rc<Conn>,
     id: StreamId,
     pending: Option<WriteBuf<B>>,
+    done: bool,
+}
+
+impl<B: Buf> Drop for SendStream<B> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.reset(self.id, H3_REQUEST_CANCELLED);
+        }
+    }
 }
 
 impl<B: Buf> SendStream<B> {
@@ -112,6 +128,7 @@ impl<B: Buf> SendStream<B> {
             conn: conn.clone(),
             id,
             pending: None,
+            done: false,
         }
     }
 }
@@ -143,11 +160,13 @@ impl<B: Buf> quic::SendStream<B> for SendStream<B> {
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
         ready!(quic::SendStream::<B>::poll_ready(self, cx))?;
         self.conn.finish(self.id);
+        self.done = true;
         Poll::Ready(Ok(()))
     }
 
     fn reset(&mut self, reset_code: u64) {
         self.pending = None;
+        self.done = true;
         self.conn.reset(self.id, reset_code);
     }
 
@@ -156,10 +175,19 @@ impl<B: Buf> quic::SendStream<B> for SendStream<B> {
     }
 }
 
-/// The receiving half of a stream.
+/// The receiving half of a stream. Dropped before its end, it asks the peer to stop sending.
 pub struct RecvStream {
     conn: Rc<Conn>,
     id: StreamId,
+    done: bool,
+}
+
+impl Drop for RecvStream {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.stop(self.id, H3_NO_ERROR);
+        }
+    }
 }
 
 impl RecvStream {
@@ -167,6 +195,7 @@ impl RecvStream {
         RecvStream {
             conn: conn.clone(),
             id,
+            done: false,
         }
     }
 }
@@ -178,12 +207,15 @@ impl quic::RecvStream for RecvStream {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Bytes>, StreamErrorIncoming>> {
-        self.conn
-            .poll_read(self.id, usize::MAX, cx)
-            .map_err(stream_error)
+        let polled = ready!(self.conn.poll_read(self.id, usize::MAX, cx));
+        if !matches!(polled, Ok(Some(_))) {
+            self.done = true;
+        }
+        Poll::Ready(polled.map_err(stream_error))
     }
 
     fn stop_sending(&mut self, error_code: u64) {
+        self.done = true;
         self.conn.stop(self.id, error_code);
     }
 

@@ -13,11 +13,9 @@ pub mod buf_pool;
 pub mod pipe_pool;
 
 use std::cell::{Cell, RefCell};
-use std::future::{poll_fn, Future};
 use std::io;
 use std::os::fd::RawFd;
-use std::pin::{pin, Pin};
-use std::task::Poll;
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use crate::config::RelayMode;
@@ -320,44 +318,6 @@ impl Tunnel<'_> {
     }
 }
 
-/// Polls both futures; the first error wins and stops polling the other, success waits for
-/// both. Takes the futures pinned by the caller so that they are stored once: an `async fn`
-/// taking them by value kept a second copy of each (the tunnel future was 14.7 KiB, copied
-/// on every spawn).
-fn join_fail_fast<'f, A, B, E>(
-    mut a: Pin<&'f mut A>,
-    mut b: Pin<&'f mut B>,
-) -> impl Future<Output = Result<(), E>> + 'f
-where
-    A: Future<Output = Result<(), E>>,
-    B: Future<Output = Result<(), E>>,
-{
-    let (mut a_done, mut b_done) = (false, false);
-    poll_fn(move |cx| {
-        if !a_done {
-            if let Poll::Ready(r) = a.as_mut().poll(cx) {
-                if r.is_err() {
-                    return Poll::Ready(r);
-                }
-                a_done = true;
-            }
-        }
-        if !b_done {
-            if let Poll::Ready(r) = b.as_mut().poll(cx) {
-                if r.is_err() {
-                    return Poll::Ready(r);
-                }
-                b_done = true;
-            }
-        }
-        if a_done && b_done {
-            Poll::Ready(Ok(()))
-        } else {
-            Poll::Pending
-        }
-    })
-}
-
 /// Relays until both directions have ended (each FIN is passed on as a FIN, so half-closed
 /// tunnels keep working), until either side resets (the other side is then reset too), or
 /// until the tunnel has been idle for `env.idle`.
@@ -374,7 +334,7 @@ pub async fn relay(
     let down_dir = Direction::new(upstream, client, Side::Upstream, env, u64::MAX);
     let up = pin!(tunnel.relay_pump(&up_dir));
     let down = pin!(tunnel.relay_pump(&down_dir));
-    let result = join_fail_fast(up, down).await;
+    let result = rt::join_fail_fast(up, down).await;
     match &result {
         Err(RelayError::Reset(side)) | Err(RelayError::Io(side, _)) => {
             let healthy = match side.other() {

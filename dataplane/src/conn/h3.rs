@@ -1,0 +1,234 @@
+//! HTTP/3 requests on a shard's QUIC connection (RFC 9114). CONNECT (§4.4) opens a TCP
+//! tunnel per request stream through the admission gate: DATA frames one way, the socket's
+//! bytes the other, a FIN for a stream end and a reset (H3_CONNECT_ERROR) for a broken
+//! tunnel. Each request stream is its own session, so a policy change closes exactly the
+//! streams it revokes and leaves the connection's others alone.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use h3::server::{RequestResolver, RequestStream};
+use http::{Method, Request, Response, StatusCode};
+use policy::Protocol;
+use proto::{proxy_status, Failure, FailureKind};
+
+use super::ProtocolGuard;
+use crate::admission::{self, Principal};
+use crate::context::Shard;
+use crate::metrics::ErrorKind;
+use crate::quic::conn::Conn;
+use crate::quic::h3_quic::{BidiStream, H3Conn};
+use crate::rt;
+use crate::sessions::Session;
+use crate::stream::Stream;
+
+/// Largest header section accepted from a client.
+const MAX_FIELD_SECTION: u64 = 16 * 1024;
+/// Bytes read from the upstream socket per DATA frame at most.
+const CHUNK: usize = 64 * 1024;
+
+type H3Stream = RequestStream<BidiStream<Bytes>, Bytes>;
+
+/// Serves the HTTP/3 connection `conn` from `peer` until it closes.
+pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, peer: SocketAddr) {
+    let built = h3::server::builder()
+        .enable_extended_connect(true)
+        .enable_datagram(true)
+        .max_field_section_size(MAX_FIELD_SECTION)
+        .build::<_, Bytes>(H3Conn(conn))
+        .await;
+    let mut h3 = match built {
+        Ok(h3) => h3,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "HTTP/3 connection not set up");
+            return;
+        }
+    };
+    loop {
+        match h3.accept().await {
+            Ok(Some(resolver)) => {
+                let shard = shard.clone();
+                rt::spawn(async move { request(shard, resolver, peer).await });
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "HTTP/3 connection ended");
+                return;
+            }
+        }
+    }
+}
+
+async fn request(shard: Rc<Shard>, resolver: RequestResolver<H3Conn, Bytes>, peer: SocketAddr) {
+    let (req, stream) = match resolver.resolve_request().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "HTTP/3 request not read");
+            shard.metrics().error(ErrorKind::ClientProtocol);
+            return;
+        }
+    };
+    let session = shard.sessions.register(peer);
+    let serving = pin!(handle(&shard, &session, req, stream));
+    let revoked = pin!(session.revoked());
+    // A revoked request's stream is dropped unfinished: both halves reset.
+    if let rt::Either::Right(()) = rt::race(serving, revoked).await {
+        shard.metrics().error(ErrorKind::PolicyRevoked);
+    }
+}
+
+async fn handle(shard: &Shard, session: &Session, req: Request<()>, mut stream: H3Stream) {
+    let started = Instant::now();
+    let extended = req.extensions().get::<h3::ext::Protocol>().is_some();
+    if req.method() != Method::CONNECT || extended {
+        let failure = Failure::new(
+            FailureKind::Unsupported,
+            "this proxy serves CONNECT over HTTP/3",
+        );
+        return respond_failure(shard, &mut stream, &failure).await;
+    }
+    let _guard = ProtocolGuard::new(shard, Protocol::H3Connect);
+    let target = req
+        .uri()
+        .authority()
+        .ok_or(proto::http::HttpError::Host)
+        .and_then(|a| proto::http::connect_target(a.as_str()));
+    let target = match target {
+        Ok(t) => t,
+        Err(e) => {
+            let failure = Failure::new(FailureKind::Malformed, e.to_string());
+            return respond_failure(shard, &mut stream, &failure).await;
+        }
+    };
+    let principal = match identify(shard, session, &req).await {
+        Ok(p) => p,
+        Err(f) => return respond_failure(shard, &mut stream, &f).await,
+    };
+    let admitted =
+        match admission::admit(shard, session, &principal, Protocol::H3Connect, &target).await {
+            Ok(a) => a,
+            Err(f) => return respond_failure(shard, &mut stream, &f).await,
+        };
+    if stream.send_response(Response::new(())).await.is_err() {
+        return;
+    }
+    shard.metrics().handshake_seconds.observe(started.elapsed());
+    tunnel(shard, stream, admitted.stream).await;
+    drop(admitted.permit);
+}
+
+async fn identify(
+    shard: &Shard,
+    session: &Session,
+    req: &Request<()>,
+) -> Result<Principal, Failure> {
+    match req.headers().get(http::header::PROXY_AUTHORIZATION) {
+        Some(value) => match proto::http::parse_basic(value.as_bytes()) {
+            Ok(creds) => admission::authenticate(shard, &creds.user, &creds.password).await,
+            Err(e) => {
+                shard.metrics().auth_failures.inc();
+                Err(Failure::new(FailureKind::AuthRequired, e.to_string()))
+            }
+        },
+        None => admission::anonymous(shard, session.client.ip()),
+    }
+}
+
+async fn respond_failure(shard: &Shard, stream: &mut H3Stream, failure: &Failure) {
+    let (status, error) = proxy_status::http_answer(failure.kind);
+    let mut resp =
+        Response::builder().status(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY));
+    if status == 407 {
+        resp = resp.header(http::header::PROXY_AUTHENTICATE, "Basic realm=\"zcproxy\"");
+    }
+    if let Some(e) = error {
+        let value = proxy_status::header_value(&shard.shared.config.via_name, e, failure);
+        resp = resp.header("proxy-status", value);
+    }
+    let Ok(resp) = resp.body(()) else { return };
+    if stream.send_response(resp).await.is_ok() {
+        let _ = stream
+            .send_data(Bytes::from(format!("{}\n", failure.detail)))
+            .await;
+        let _ = stream.finish().await;
+    }
+}
+
+/// Relays between the request stream and the upstream socket until both directions ended,
+/// either breaks, or nothing moved for the idle timeout.
+async fn tunnel(shard: &Shard, stream: H3Stream, upstream: Stream) {
+    let (mut send, mut recv) = stream.split();
+    let (send_half, recv_half) = (&mut send, &mut recv);
+    let idle = shard.shared.config.timeouts.idle();
+    let last = Cell::new(Instant::now());
+    let up = async {
+        loop {
+            match recv_half.recv_data().await {
+                Ok(Some(mut chunk)) => {
+                    while chunk.has_remaining() {
+                        let n = chunk.chunk().len();
+                        upstream.write_all(chunk.chunk()).await.map_err(drop)?;
+                        chunk.advance(n);
+                        shard.metrics().bytes_client_to_upstream.add(n as u64);
+                    }
+                    last.set(Instant::now());
+                }
+                Ok(None) => {
+                    upstream.shutdown_write();
+                    return Ok(());
+                }
+                Err(_) => return Err(()),
+            }
+        }
+    };
+    let down = async {
+        loop {
+            let mut buf = BytesMut::zeroed(CHUNK);
+            let n = loop {
+                match upstream.try_read(&mut buf) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        upstream.readiness(false).await.map_err(drop)?
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return Err(()),
+                }
+            };
+            if n == 0 {
+                send_half.finish().await.map_err(drop)?;
+                return Ok(());
+            }
+            buf.truncate(n);
+            shard.metrics().bytes_upstream_to_client.add(n as u64);
+            send_half.send_data(buf.freeze()).await.map_err(drop)?;
+            last.set(Instant::now());
+        }
+    };
+    let watchdog = async {
+        loop {
+            let quiet = last.get().elapsed();
+            if quiet >= idle {
+                return;
+            }
+            rt::sleep(idle - quiet).await;
+        }
+    };
+    let ended = {
+        let (up, down) = (pin!(up), pin!(down));
+        let both = pin!(rt::join_fail_fast(up, down));
+        matches!(
+            rt::race(both, pin!(watchdog)).await,
+            rt::Either::Left(Ok(()))
+        )
+    };
+    if !ended {
+        // Broken or idle: the client sees the stream reset, the upstream a reset.
+        upstream.reset_on_close();
+        send.stop_stream(h3::error::Code::H3_CONNECT_ERROR);
+        recv.stop_sending(h3::error::Code::H3_CONNECT_ERROR);
+    }
+}
