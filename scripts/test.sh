@@ -34,6 +34,8 @@ ensure_cmd openssl openssl
 ensure_cmd prlimit util-linux
 # Python client libraries the proxy is tested with.
 python3 -c "import requests, socks" 2>/dev/null || pip install -q "requests[socks]"
+# aioquic: the Python HTTP/3 client the QUIC tests drive.
+python3 -c "import aioquic" 2>/dev/null || pip install -q aioquic
 # PostgreSQL and NATS for the control plane tests.
 ./scripts/services.sh
 

@@ -202,3 +202,34 @@ fn tcp_protocols_share_the_port_number() {
         );
     });
 }
+
+/// aioquic (Python) as the HTTP/3 client: 8 MiB echoed byte-exact through one tunnel, ten
+/// tunnels at once, and 407 without credentials.
+#[test]
+fn aioquic_connects_through_h3() {
+    let proxy = Proxy::builder()
+        .allow_loopback()
+        .arg("--user")
+        .arg("py:quic pass")
+        .start();
+    let echo = common::echo_server();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/aioquic_connect.py"
+    );
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(proxy.addr.to_string())
+        .arg(generated_cert(&proxy))
+        .arg(echo.to_string())
+        .arg((8 << 20).to_string())
+        .arg("py:quic pass")
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
