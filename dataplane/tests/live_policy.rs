@@ -572,3 +572,51 @@ fn anonymous_access_comes_only_from_the_settings() {
     );
     assert!(closed_within(&mut t, 5), "anonymous tunnel survived");
 }
+
+/// HTTP/3: a deny rule resets exactly the CONNECT stream it revokes; the user's other tunnel
+/// on the same QUIC connection keeps working, and deleting the user ends that one too.
+#[test]
+fn a_policy_change_resets_only_the_h3_streams_it_revokes() {
+    let (stack, proxy, echo, _web) = with_alice();
+    let other = echo_server();
+    common::h3::with_h3(&proxy, |mut send| async move {
+        use common::h3::{open_tunnel, round_trip};
+        let auth = Some("alice:one");
+        let (mut a_tx, mut a_rx) = open_tunnel(&mut send, echo, auth).await;
+        let (mut b_tx, mut b_rx) = open_tunnel(&mut send, other, auth).await;
+        round_trip(&mut a_tx, &mut a_rx, b"first").await.unwrap();
+        round_trip(&mut b_tx, &mut b_rx, b"first").await.unwrap();
+
+        stack.control.ok(
+            "POST",
+            "/v1/users/alice/rules",
+            &format!(r#"{{"action":"deny","ports":["{}"]}}"#, echo.port()),
+        );
+        let reset = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if round_trip(&mut a_tx, &mut a_rx, b"again").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert!(reset.is_ok(), "the revoked stream stayed open");
+        round_trip(&mut b_tx, &mut b_rx, b"still here")
+            .await
+            .unwrap();
+
+        stack.control.ok("DELETE", "/v1/users/alice", "");
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if round_trip(&mut b_tx, &mut b_rx, b"x").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "a deleted user's stream stayed open");
+    });
+    assert!(sum_metric(&proxy.metrics(), "zcproxy_sessions_revoked_total", &[]) >= 2.0);
+}

@@ -4,106 +4,11 @@
 
 mod common;
 
-use std::future::poll_fn;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
 
-use bytes::{Buf, Bytes};
+use common::h3::{connect_request, echo_through, generated_cert, with_h3};
 use common::Proxy;
-
-fn generated_cert(proxy: &Proxy) -> PathBuf {
-    std::env::temp_dir()
-        .join("zcproxy")
-        .join(format!("zcproxy-{}.pem", proxy.addr.port()))
-}
-
-fn client_config(cert_file: &PathBuf) -> quinn::ClientConfig {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(cert_file).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    quinn::ClientConfig::new(Arc::new(
-        quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
-    ))
-}
-
-type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
-
-/// Runs `f` with an HTTP/3 connection to the proxy, on a current-thread tokio runtime.
-fn with_h3<F, Fut>(proxy: &Proxy, f: F)
-where
-    F: FnOnce(SendRequest) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let cert = generated_cert(proxy);
-    let addr = proxy.addr;
-    rt.block_on(async move {
-        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        ep.set_default_client_config(client_config(&cert));
-        let quic = ep.connect(addr, "localhost").unwrap().await.unwrap();
-        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(quic))
-            .await
-            .unwrap();
-        let drive = tokio::spawn(async move { poll_fn(|cx| driver.poll_close(cx)).await });
-        f(send).await;
-        drive.abort();
-        ep.close(0u32.into(), b"done");
-        ep.wait_idle().await;
-    });
-}
-
-fn connect_request(target: SocketAddr, auth: Option<&str>) -> http::Request<()> {
-    let mut req = http::Request::builder()
-        .method(http::Method::CONNECT)
-        .uri(target.to_string());
-    if let Some(a) = auth {
-        use base64::Engine;
-        let token = base64::engine::general_purpose::STANDARD.encode(a);
-        req = req.header("proxy-authorization", format!("Basic {token}"));
-    }
-    req.body(()).unwrap()
-}
-
-/// Sends `data` through a CONNECT tunnel to an echo server and returns what came back.
-async fn echo_through(send: &mut SendRequest, target: SocketAddr, data: Vec<u8>) -> Vec<u8> {
-    let stream = send
-        .send_request(connect_request(target, None))
-        .await
-        .unwrap();
-    let (mut tx, mut rx) = stream.split();
-    let resp = rx.recv_response().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let writer = async move {
-        for chunk in data.chunks(100_000) {
-            tx.send_data(Bytes::copy_from_slice(chunk)).await.unwrap();
-        }
-        tx.finish().await.unwrap();
-    };
-    let reader = async move {
-        let mut got = Vec::new();
-        while let Some(mut chunk) = rx.recv_data().await.unwrap() {
-            got.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
-        }
-        got
-    };
-    let ((), got) = tokio::join!(writer, reader);
-    got
-}
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
