@@ -280,12 +280,21 @@ fn run(cfg: Config) -> Result<(), String> {
     raise_nofile_limit();
     let (bus, status, _control) = policy_source(&cfg)?;
     let mut shared = Shared::new(cfg, bus, status).map_err(|e| format!("worker pools: {e}"))?;
-    let quic_banner = if shared.config.quic.enabled {
-        let (server, banner) = quic_setup(&shared.config)?;
-        shared.quic = Some(server);
-        banner
-    } else {
-        String::new()
+    let quic_banner = match shared.config.quic.enabled {
+        false => String::new(),
+        true => match quic_setup(&shared.config) {
+            Ok((server, banner)) => {
+                shared.quic = Some(server);
+                banner
+            }
+            // A certificate the operator configured must work; a generated one that cannot
+            // be written (a read-only file system) leaves the TCP protocols serving.
+            Err(e) if shared.config.tls.cert.is_none() => {
+                tracing::warn!(error = %e, "QUIC disabled: set tls.generated_dir to a writable directory or configure tls.cert and tls.key");
+                format!("  QUIC disabled: {e}")
+            }
+            Err(e) => return Err(e),
+        },
     };
     let shared = Arc::new(shared);
     let admin_listener = match shared.config.admin {

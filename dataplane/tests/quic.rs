@@ -138,3 +138,19 @@ fn aioquic_connects_through_h3() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A generated certificate that cannot be written leaves QUIC off and TCP serving.
+#[test]
+fn an_unwritable_certificate_directory_leaves_tcp_serving() {
+    let proxy = Proxy::builder()
+        .allow_loopback()
+        .config("[tls]\ngenerated_dir = \"/proc/zcproxy-cannot-write-here\"\n")
+        .start();
+    let echo = common::echo_server();
+    let (mut s, _) = common::socks5(proxy.addr, common::Dest::Addr(echo), None, 1).unwrap();
+    s.write_all(b"tcp").unwrap();
+    let mut buf = [0u8; 3];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"tcp");
+    assert!(!generated_cert(&proxy).exists());
+}

@@ -26,25 +26,26 @@ pub fn spawn_reloader(identity: Arc<Identity>, every: Duration) -> Option<JoinHa
     if every.is_zero() {
         return None;
     }
+    // Taken now, not when the thread first runs: a change made in between must count.
+    let mut seen = (stamp(&cert), stamp(&key));
     let handle = std::thread::Builder::new()
         .name("zcproxy-tls-reload".into())
-        .spawn(move || {
-            let mut seen = (stamp(&cert), stamp(&key));
-            loop {
-                std::thread::sleep(every);
-                let now = (stamp(&cert), stamp(&key));
-                if now == seen {
-                    continue;
-                }
-                seen = now;
-                match identity.reload() {
-                    Ok(true) => tracing::info!(
-                        cert = %cert.display(),
-                        sha256 = %identity.fingerprint(),
-                        "TLS certificate reloaded"
-                    ),
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, "TLS certificate not reloaded; the one in use stays"),
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            let now = (stamp(&cert), stamp(&key));
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match identity.reload() {
+                Ok(true) => tracing::info!(
+                    cert = %cert.display(),
+                    sha256 = %identity.fingerprint(),
+                    "TLS certificate reloaded"
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLS certificate not reloaded; the one in use stays")
                 }
             }
         })
