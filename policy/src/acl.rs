@@ -49,6 +49,8 @@ protocols! {
     Connect => "connect",
     /// CONNECT over HTTP/3 (QUIC): a TCP tunnel per request stream.
     H3Connect => "h3_connect",
+    /// MASQUE CONNECT-UDP over HTTP/3: a UDP flow per request stream.
+    ConnectUdp => "connect_udp",
 }
 
 impl Protocol {

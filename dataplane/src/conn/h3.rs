@@ -16,6 +16,7 @@ use http::{Method, Request, Response, StatusCode};
 use policy::Protocol;
 use proto::{proxy_status, Failure, FailureKind};
 
+use super::connect_udp::{self, Flows};
 use super::ProtocolGuard;
 use crate::admission::{self, Principal};
 use crate::context::Shard;
@@ -31,7 +32,7 @@ const MAX_FIELD_SECTION: u64 = 16 * 1024;
 /// Bytes read from the upstream socket per DATA frame at most.
 const CHUNK: usize = 64 * 1024;
 
-type H3Stream = RequestStream<BidiStream<Bytes>, Bytes>;
+pub(super) type H3Stream = RequestStream<BidiStream<Bytes>, Bytes>;
 
 /// Serves the HTTP/3 connection `conn` from `peer` until it closes.
 pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, peer: SocketAddr) {
@@ -39,7 +40,7 @@ pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, peer: SocketAddr) {
         .enable_extended_connect(true)
         .enable_datagram(true)
         .max_field_section_size(MAX_FIELD_SECTION)
-        .build::<_, Bytes>(H3Conn(conn))
+        .build::<_, Bytes>(H3Conn(conn.clone()))
         .await;
     let mut h3 = match built {
         Ok(h3) => h3,
@@ -48,11 +49,13 @@ pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, peer: SocketAddr) {
             return;
         }
     };
+    let flows = Rc::new(Flows::default());
+    rt::spawn(flows.clone().dispatch(conn.clone()));
     loop {
         match h3.accept().await {
             Ok(Some(resolver)) => {
-                let shard = shard.clone();
-                rt::spawn(async move { request(shard, resolver, peer).await });
+                let (shard, conn, flows) = (shard.clone(), conn.clone(), flows.clone());
+                rt::spawn(async move { request(shard, resolver, peer, conn, flows).await });
             }
             Ok(None) => return,
             Err(e) => {
@@ -63,7 +66,13 @@ pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, peer: SocketAddr) {
     }
 }
 
-async fn request(shard: Rc<Shard>, resolver: RequestResolver<H3Conn, Bytes>, peer: SocketAddr) {
+async fn request(
+    shard: Rc<Shard>,
+    resolver: RequestResolver<H3Conn, Bytes>,
+    peer: SocketAddr,
+    conn: Rc<Conn>,
+    flows: Rc<Flows>,
+) {
     let (req, stream) = match resolver.resolve_request().await {
         Ok(r) => r,
         Err(e) => {
@@ -73,7 +82,7 @@ async fn request(shard: Rc<Shard>, resolver: RequestResolver<H3Conn, Bytes>, pee
         }
     };
     let session = shard.sessions.register(peer);
-    let serving = pin!(handle(&shard, &session, req, stream));
+    let serving = pin!(handle(&shard, &session, req, stream, conn, flows));
     let revoked = pin!(session.revoked());
     // A revoked request's stream is dropped unfinished: both halves reset.
     if let rt::Either::Right(()) = rt::race(serving, revoked).await {
@@ -81,13 +90,23 @@ async fn request(shard: Rc<Shard>, resolver: RequestResolver<H3Conn, Bytes>, pee
     }
 }
 
-async fn handle(shard: &Shard, session: &Session, req: Request<()>, mut stream: H3Stream) {
+async fn handle(
+    shard: &Shard,
+    session: &Session,
+    req: Request<()>,
+    mut stream: H3Stream,
+    conn: Rc<Conn>,
+    flows: Rc<Flows>,
+) {
     let started = Instant::now();
-    let extended = req.extensions().get::<h3::ext::Protocol>().is_some();
-    if req.method() != Method::CONNECT || extended {
+    let extended = req.extensions().get::<h3::ext::Protocol>().cloned();
+    if req.method() == Method::CONNECT && extended == Some(h3::ext::Protocol::CONNECT_UDP) {
+        return connect_udp::serve(shard, session, req, stream, conn, flows).await;
+    }
+    if req.method() != Method::CONNECT || extended.is_some() {
         let failure = Failure::new(
             FailureKind::Unsupported,
-            "this proxy serves CONNECT over HTTP/3",
+            "this proxy serves CONNECT and CONNECT-UDP over HTTP/3",
         );
         return respond_failure(shard, &mut stream, &failure).await;
     }
@@ -121,7 +140,7 @@ async fn handle(shard: &Shard, session: &Session, req: Request<()>, mut stream: 
     drop(admitted.permit);
 }
 
-async fn identify(
+pub(super) async fn identify(
     shard: &Shard,
     session: &Session,
     req: &Request<()>,
@@ -138,7 +157,7 @@ async fn identify(
     }
 }
 
-async fn respond_failure(shard: &Shard, stream: &mut H3Stream, failure: &Failure) {
+pub(super) async fn respond_failure(shard: &Shard, stream: &mut H3Stream, failure: &Failure) {
     let (status, error) = proxy_status::http_answer(failure.kind);
     let mut resp =
         Response::builder().status(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY));

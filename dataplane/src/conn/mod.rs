@@ -1,6 +1,7 @@
 //! Connection drivers: the IO around the sans-IO protocol cores.
 
 pub mod bind;
+mod connect_udp;
 pub mod h3;
 pub mod http;
 pub mod socks4;

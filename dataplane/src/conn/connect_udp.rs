@@ -1,0 +1,286 @@
+//! MASQUE CONNECT-UDP (RFC 9298) on an HTTP/3 connection: an extended CONNECT with
+//! `:protocol connect-udp` whose `:path` names a UDP target through the proxy's URI template
+//! opens one connected UDP socket on the shard; UDP payloads travel as HTTP datagrams (QUIC
+//! DATAGRAM frames, context 0) or, from a client without datagrams, as DATAGRAM capsules on
+//! the request stream. Datagrams of other contexts, unknown capsules and datagrams too large
+//! for the path are dropped (and counted), as the RFCs allow.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes};
+use http::{Request, Response};
+use policy::Protocol;
+use proto::capsule::{self, Step};
+use proto::{http_datagram, masque, Failure, FailureKind};
+
+use super::h3::{identify, respond_failure, H3Stream};
+use super::ProtocolGuard;
+use crate::admission;
+use crate::context::Shard;
+use crate::quic::conn::Conn;
+use crate::rt;
+use crate::sessions::Session;
+use crate::sys;
+
+/// Datagrams queued for one flow before the newest are dropped.
+const FLOW_QUEUE: usize = 1024;
+/// Largest UDP payload relayed (the IPv4 maximum).
+const MAX_UDP: usize = 65_507;
+
+/// Datagrams that arrived for one request stream, waiting for its flow.
+#[derive(Default)]
+struct Inbox {
+    queue: RefCell<VecDeque<Bytes>>,
+    waker: RefCell<Option<Waker>>,
+    dropped: Cell<u64>,
+}
+
+/// The CONNECT-UDP flows of one QUIC connection, by request stream ID, and the task that
+/// hands each incoming QUIC DATAGRAM frame to its flow.
+#[derive(Default)]
+pub struct Flows {
+    by_stream: RefCell<HashMap<u64, Rc<Inbox>>>,
+}
+
+impl Flows {
+    /// Reads the connection's datagrams until it closes and routes them by stream.
+    pub async fn dispatch(self: Rc<Self>, conn: Rc<Conn>) {
+        while let Ok(frame) = poll_fn(|cx| conn.poll_datagram(cx)).await {
+            let Some((stream, payload)) = http_datagram::from_quic(&frame) else {
+                continue;
+            };
+            let offset = frame.len() - payload.len();
+            let inbox = self.by_stream.borrow().get(&stream).cloned();
+            // Datagrams for a stream without a flow (not yet, or no longer) are dropped.
+            if let Some(inbox) = inbox {
+                let mut queue = inbox.queue.borrow_mut();
+                if queue.len() < FLOW_QUEUE {
+                    queue.push_back(frame.slice(offset..));
+                } else {
+                    inbox.dropped.set(inbox.dropped.get() + 1);
+                }
+                if let Some(w) = inbox.waker.borrow_mut().take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    fn open(&self, stream: u64) -> Rc<Inbox> {
+        let inbox = Rc::new(Inbox::default());
+        self.by_stream.borrow_mut().insert(stream, inbox.clone());
+        inbox
+    }
+
+    fn close(&self, stream: u64) {
+        self.by_stream.borrow_mut().remove(&stream);
+    }
+}
+
+/// Serves one CONNECT-UDP request to its end.
+pub async fn serve(
+    shard: &Shard,
+    session: &Session,
+    req: Request<()>,
+    mut stream: H3Stream,
+    conn: Rc<Conn>,
+    flows: Rc<Flows>,
+) {
+    let _guard = ProtocolGuard::new(shard, Protocol::ConnectUdp);
+    let path = req.uri().path_and_query().map_or("", |p| p.as_str());
+    let target = match masque::Template::default().target(path) {
+        Ok(t) => t,
+        // Not a path of this proxy's template: no such resource here.
+        Err(masque::TargetError::NoMatch) => {
+            let resp = Response::builder()
+                .status(http::StatusCode::NOT_FOUND)
+                .body(())
+                .unwrap_or_default();
+            if stream.send_response(resp).await.is_ok() {
+                let _ = stream.finish().await;
+            }
+            return;
+        }
+        Err(e) => {
+            let failure = Failure::new(FailureKind::Malformed, e.to_string());
+            return respond_failure(shard, &mut stream, &failure).await;
+        }
+    };
+    let principal = match identify(shard, session, &req).await {
+        Ok(p) => p,
+        Err(f) => return respond_failure(shard, &mut stream, &f).await,
+    };
+    let authorized =
+        match admission::authorize(shard, session, &principal, Protocol::ConnectUdp, &target).await
+        {
+            Ok(a) => a,
+            Err(f) => return respond_failure(shard, &mut stream, &f).await,
+        };
+    let Some(&peer) = authorized.addrs.first() else {
+        let f = Failure::new(FailureKind::Internal, "no address to send to");
+        return respond_failure(shard, &mut stream, &f).await;
+    };
+    let socket = match connected_udp(peer) {
+        Ok(s) => s,
+        Err(e) => {
+            let f = Failure::new(FailureKind::Internal, format!("UDP socket: {e}"));
+            return respond_failure(shard, &mut stream, &f).await;
+        }
+    };
+    admission::record_grant(session, &principal, Protocol::ConnectUdp, &target, peer);
+    let resp = Response::builder()
+        .header("capsule-protocol", "?1")
+        .body(())
+        .unwrap_or_default();
+    if stream.send_response(resp).await.is_err() {
+        return;
+    }
+    let stream_id = stream.id().into_inner();
+    let inbox = flows.open(stream_id);
+    relay(shard, stream, &conn, stream_id, &inbox, &socket).await;
+    flows.close(stream_id);
+    drop(authorized.permit);
+}
+
+fn connected_udp(peer: SocketAddr) -> std::io::Result<rt::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(peer),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    socket.connect(&peer.into())?;
+    rt::UdpSocket::new(socket)
+}
+
+/// Moves datagrams both ways until the client ends the request stream, either side fails, or
+/// nothing moved for the idle timeout.
+async fn relay(
+    shard: &Shard,
+    stream: H3Stream,
+    conn: &Conn,
+    stream_id: u64,
+    inbox: &Inbox,
+    socket: &rt::UdpSocket,
+) {
+    let (mut send, mut recv) = stream.split();
+    let idle = shard.shared.config.timeouts.idle();
+    let last = Cell::new(Instant::now());
+    let fd = socket.as_raw_fd();
+    let to_target = |payload: &[u8]| {
+        // Only context 0 carries UDP payloads; others were not negotiated (RFC 9298 §4).
+        if let Some(data) = http_datagram::udp_payload(payload) {
+            if sys::send(fd, data).is_ok() {
+                shard
+                    .metrics()
+                    .bytes_client_to_upstream
+                    .add(data.len() as u64);
+                last.set(Instant::now());
+            }
+        }
+    };
+    let from_datagrams = async {
+        loop {
+            let next = poll_fn(|cx| match inbox.queue.borrow_mut().pop_front() {
+                Some(d) => Poll::Ready(d),
+                None => {
+                    *inbox.waker.borrow_mut() = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await;
+            to_target(&next);
+        }
+    };
+    let from_capsules = async {
+        let mut decoder = capsule::Decoder::new(MAX_UDP + 8);
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            match recv.recv_data().await {
+                Ok(Some(mut chunk)) => {
+                    buf.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+                    loop {
+                        match decoder.next(&buf) {
+                            Step::NeedMore => break,
+                            Step::Datagram { payload, consumed } => {
+                                to_target(payload);
+                                buf.drain(..consumed);
+                            }
+                            Step::Skip { consumed, .. } => {
+                                buf.drain(..consumed);
+                            }
+                        }
+                    }
+                }
+                // The client ended the request stream: the flow is over.
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "CONNECT-UDP request stream ended");
+                    return;
+                }
+            }
+        }
+    };
+    let from_target = async {
+        let mut buf = vec![0u8; MAX_UDP];
+        let mut out = Vec::with_capacity(MAX_UDP + 16);
+        loop {
+            let n = match sys::recv(fd, &mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let _ = socket.readable().await;
+                    continue;
+                }
+                // ICMP errors (port unreachable, …) surface here; the flow goes on.
+                Err(_) => continue,
+            };
+            last.set(Instant::now());
+            shard.metrics().bytes_upstream_to_client.add(n as u64);
+            out.clear();
+            if conn.max_datagram_size().is_some() {
+                let mut payload = Vec::with_capacity(n + 1);
+                http_datagram::encode_udp(&buf[..n], &mut payload);
+                http_datagram::to_quic(stream_id, &payload, &mut out);
+                // Too large for the path, or the queue full: dropped, as UDP may be.
+                let _ = conn.send_datagram(Bytes::copy_from_slice(&out));
+            } else {
+                let mut payload = Vec::with_capacity(n + 1);
+                http_datagram::encode_udp(&buf[..n], &mut payload);
+                capsule::encode_datagram(&payload, &mut out);
+                if send.send_data(Bytes::copy_from_slice(&out)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let watchdog = async {
+        loop {
+            let quiet = last.get().elapsed();
+            if quiet >= idle {
+                return;
+            }
+            rt::sleep(idle - quiet).await;
+        }
+    };
+    let client_ended = {
+        let (a, b) = (pin!(from_capsules), pin!(watchdog));
+        let ends = pin!(rt::race(a, b));
+        let (c, d) = (pin!(from_datagrams), pin!(from_target));
+        let runs = pin!(rt::race(c, d));
+        matches!(
+            rt::race(ends, runs).await,
+            rt::Either::Left(rt::Either::Left(()))
+        )
+    };
+    if client_ended {
+        let _ = send.finish().await;
+    }
+    // Otherwise (idle, or the stream broke) dropping the halves resets the stream.
+}
