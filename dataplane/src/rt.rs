@@ -1,7 +1,7 @@
 //! The runtime seam: everything the data plane takes from its async runtime (compio) goes
 //! through here — the shard runtime, the listener and connected sockets, readiness, the
-//! timer, spawning and racing two futures, UDP sockets for QUIC. A change of runtime rewrites this file; nothing
-//! else names the runtime. See docs/architecture.md, "Runtime".
+//! timer, spawning and racing futures, and UDP sockets for QUIC. A change of runtime rewrites
+//! this file; nothing else names the runtime. See docs/architecture.md, "Runtime".
 
 use std::future::{poll_fn, Future};
 use std::io;

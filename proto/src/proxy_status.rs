@@ -58,6 +58,24 @@ pub fn http_answer(kind: FailureKind) -> (u16, Option<ProxyError>) {
     }
 }
 
+/// The challenge sent with a 407.
+pub const PROXY_AUTHENTICATE: &str = "Basic realm=\"zcproxy\"";
+
+/// An HTTP answer to `failure` from the proxy named `via`, for any HTTP version: the status
+/// and the header fields that go with it (`Proxy-Authenticate` on a 407, `Proxy-Status`
+/// where RFC 9209 has an error type).
+pub fn answer(via: &str, failure: &Failure) -> (u16, Vec<(&'static str, String)>) {
+    let (status, error) = http_answer(failure.kind);
+    let mut fields = Vec::new();
+    if status == 407 {
+        fields.push(("Proxy-Authenticate", PROXY_AUTHENTICATE.to_string()));
+    }
+    if let Some(e) = error {
+        fields.push(("Proxy-Status", header_value(via, e, failure)));
+    }
+    (status, fields)
+}
+
 /// The `Proxy-Status` header value naming this proxy (`via`), the error type and details.
 pub fn header_value(via: &str, error: ProxyError, failure: &Failure) -> String {
     // RFC 8941 string: only printable ASCII, with `"` and `\` escaped.

@@ -13,7 +13,6 @@ use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
-use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use http::{Request, Response};
@@ -22,7 +21,7 @@ use proto::capsule::{self, Step};
 use proto::{http_datagram, masque, Failure, FailureKind};
 
 use super::h3::{identify, respond_failure, H3Stream};
-use super::ProtocolGuard;
+use super::{IdleClock, ProtocolGuard};
 use crate::admission;
 use crate::context::Shard;
 use crate::quic::conn::Conn;
@@ -171,8 +170,7 @@ async fn relay(
     socket: &rt::UdpSocket,
 ) {
     let (mut send, mut recv) = stream.split();
-    let idle = shard.shared.config.timeouts.idle();
-    let last = Cell::new(Instant::now());
+    let clock = IdleClock::new(shard.shared.config.timeouts.idle());
     let fd = socket.as_raw_fd();
     let to_target = |payload: &[u8]| {
         // Only context 0 carries UDP payloads; others were not negotiated (RFC 9298 §4).
@@ -182,7 +180,7 @@ async fn relay(
                     .metrics()
                     .bytes_client_to_upstream
                     .add(data.len() as u64);
-                last.set(Instant::now());
+                clock.touch();
             }
         }
     };
@@ -205,19 +203,24 @@ async fn relay(
         loop {
             match recv.recv_data().await {
                 Ok(Some(mut chunk)) => {
-                    buf.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+                    while chunk.has_remaining() {
+                        let n = chunk.chunk().len();
+                        buf.extend_from_slice(chunk.chunk());
+                        chunk.advance(n);
+                    }
+                    // Step through every whole capsule, then drop what they took at once.
+                    let mut at = 0;
                     loop {
-                        match decoder.next(&buf) {
+                        match decoder.next(&buf[at..]) {
                             Step::NeedMore => break,
                             Step::Datagram { payload, consumed } => {
                                 to_target(payload);
-                                buf.drain(..consumed);
+                                at += consumed;
                             }
-                            Step::Skip { consumed, .. } => {
-                                buf.drain(..consumed);
-                            }
+                            Step::Skip { consumed, .. } => at += consumed,
                         }
                     }
+                    buf.drain(..at);
                 }
                 // The client ended the request stream: the flow is over.
                 Ok(None) => return,
@@ -230,6 +233,7 @@ async fn relay(
     };
     let from_target = async {
         let mut buf = vec![0u8; MAX_UDP];
+        let mut payload = Vec::with_capacity(MAX_UDP + 8);
         let mut out = Vec::with_capacity(MAX_UDP + 16);
         loop {
             let n = match sys::recv(fd, &mut buf) {
@@ -241,18 +245,16 @@ async fn relay(
                 // ICMP errors (port unreachable, …) surface here; the flow goes on.
                 Err(_) => continue,
             };
-            last.set(Instant::now());
+            clock.touch();
             shard.metrics().bytes_upstream_to_client.add(n as u64);
+            payload.clear();
+            http_datagram::encode_udp(&buf[..n], &mut payload);
             out.clear();
             if conn.max_datagram_size().is_some() {
-                let mut payload = Vec::with_capacity(n + 1);
-                http_datagram::encode_udp(&buf[..n], &mut payload);
                 http_datagram::to_quic(stream_id, &payload, &mut out);
                 // Too large for the path, or the queue full: dropped, as UDP may be.
                 let _ = conn.send_datagram(Bytes::copy_from_slice(&out));
             } else {
-                let mut payload = Vec::with_capacity(n + 1);
-                http_datagram::encode_udp(&buf[..n], &mut payload);
                 capsule::encode_datagram(&payload, &mut out);
                 if send.send_data(Bytes::copy_from_slice(&out)).await.is_err() {
                     return;
@@ -260,15 +262,7 @@ async fn relay(
             }
         }
     };
-    let watchdog = async {
-        loop {
-            let quiet = last.get().elapsed();
-            if quiet >= idle {
-                return;
-            }
-            rt::sleep(idle - quiet).await;
-        }
-    };
+    let watchdog = clock.expired();
     let client_ended = {
         let (a, b) = (pin!(from_capsules), pin!(watchdog));
         let ends = pin!(rt::race(a, b));

@@ -4,20 +4,19 @@
 //! tunnel. Each request stream is its own session, so a policy change closes exactly the
 //! streams it revokes and leaves the connection's others alone.
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use h3::server::{RequestResolver, RequestStream};
 use http::{Method, Request, Response, StatusCode};
 use policy::Protocol;
 use proto::{proxy_status, Failure, FailureKind};
 
 use super::connect_udp::{self, Flows};
-use super::ProtocolGuard;
+use super::{IdleClock, ProtocolGuard};
 use crate::admission::{self, Principal};
 use crate::context::Shard;
 use crate::metrics::ErrorKind;
@@ -158,15 +157,11 @@ pub(super) async fn identify(
 }
 
 pub(super) async fn respond_failure(shard: &Shard, stream: &mut H3Stream, failure: &Failure) {
-    let (status, error) = proxy_status::http_answer(failure.kind);
+    let (status, fields) = proxy_status::answer(&shard.shared.config.via_name, failure);
     let mut resp =
         Response::builder().status(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY));
-    if status == 407 {
-        resp = resp.header(http::header::PROXY_AUTHENTICATE, "Basic realm=\"zcproxy\"");
-    }
-    if let Some(e) = error {
-        let value = proxy_status::header_value(&shard.shared.config.via_name, e, failure);
-        resp = resp.header("proxy-status", value);
+    for (name, value) in fields {
+        resp = resp.header(name, value);
     }
     let Ok(resp) = resp.body(()) else { return };
     if stream.send_response(resp).await.is_ok() {
@@ -182,8 +177,7 @@ pub(super) async fn respond_failure(shard: &Shard, stream: &mut H3Stream, failur
 async fn tunnel(shard: &Shard, stream: H3Stream, upstream: Stream) {
     let (mut send, mut recv) = stream.split();
     let (send_half, recv_half) = (&mut send, &mut recv);
-    let idle = shard.shared.config.timeouts.idle();
-    let last = Cell::new(Instant::now());
+    let clock = IdleClock::new(shard.shared.config.timeouts.idle());
     let up = async {
         loop {
             match recv_half.recv_data().await {
@@ -194,7 +188,7 @@ async fn tunnel(shard: &Shard, stream: H3Stream, upstream: Stream) {
                         chunk.advance(n);
                         shard.metrics().bytes_client_to_upstream.add(n as u64);
                     }
-                    last.set(Instant::now());
+                    clock.touch();
                 }
                 Ok(None) => {
                     upstream.shutdown_write();
@@ -205,8 +199,10 @@ async fn tunnel(shard: &Shard, stream: H3Stream, upstream: Stream) {
         }
     };
     let down = async {
+        // One buffer for the tunnel; each DATA frame gets an exact-size copy (quinn copies
+        // it into its send buffer anyway) instead of a fresh zeroed 64 KiB per read.
+        let mut buf = vec![0u8; CHUNK];
         loop {
-            let mut buf = BytesMut::zeroed(CHUNK);
             let n = loop {
                 match upstream.try_read(&mut buf) {
                     Ok(n) => break n,
@@ -221,21 +217,13 @@ async fn tunnel(shard: &Shard, stream: H3Stream, upstream: Stream) {
                 send_half.finish().await.map_err(drop)?;
                 return Ok(());
             }
-            buf.truncate(n);
             shard.metrics().bytes_upstream_to_client.add(n as u64);
-            send_half.send_data(buf.freeze()).await.map_err(drop)?;
-            last.set(Instant::now());
+            let data = Bytes::copy_from_slice(&buf[..n]);
+            send_half.send_data(data).await.map_err(drop)?;
+            clock.touch();
         }
     };
-    let watchdog = async {
-        loop {
-            let quiet = last.get().elapsed();
-            if quiet >= idle {
-                return;
-            }
-            rt::sleep(idle - quiet).await;
-        }
-    };
+    let watchdog = clock.expired();
     let ended = {
         let (up, down) = (pin!(up), pin!(down));
         let both = pin!(rt::join_fail_fast(up, down));

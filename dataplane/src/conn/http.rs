@@ -8,7 +8,7 @@ use std::time::Instant;
 use policy::Protocol;
 use proto::chunked::ChunkedDecoder;
 use proto::http::{self, BodyLength, RequestHead, MAX_HEAD};
-use proto::proxy_status::{self, http_answer};
+use proto::proxy_status;
 use proto::{Failure, FailureKind, TargetAddr};
 
 use super::{left, run_tunnel, ProtocolGuard};
@@ -20,8 +20,6 @@ use crate::relay::{self, RelayError, Side};
 use crate::rt;
 use crate::sessions::Session;
 use crate::stream::{BufStream, ReadError};
-
-const PROXY_AUTHENTICATE: (&str, &str) = ("Proxy-Authenticate", "Basic realm=\"zcproxy\"");
 
 /// A kept-alive upstream connection and the destination it serves.
 struct Upstream {
@@ -52,16 +50,8 @@ async fn respond(client: &BufStream, status: u16, extra: &[(&str, &str)], body: 
 /// The answer HTTP gives for a failure: its status, `Proxy-Authenticate` where credentials
 /// would help, `Proxy-Status` (RFC 9209) where the RFC has an error type for it.
 async fn respond_failure(shard: &Shard, client: &BufStream, failure: &Failure) {
-    let (status, error) = http_answer(failure.kind);
-    let mut extra = vec![];
-    if status == 407 {
-        extra.push(PROXY_AUTHENTICATE);
-    }
-    let header =
-        error.map(|e| proxy_status::header_value(&shard.shared.config.via_name, e, failure));
-    if let Some(h) = &header {
-        extra.push(("Proxy-Status", h));
-    }
+    let (status, fields) = proxy_status::answer(&shard.shared.config.via_name, failure);
+    let extra: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
     respond(client, status, &extra, &format!("{}\n", failure.detail)).await
 }
 

@@ -28,6 +28,36 @@ pub fn left(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
+/// One idle clock for both directions of a tunnel: `expired` ends once nothing moved either
+/// way for `idle`.
+pub(crate) struct IdleClock {
+    last: std::cell::Cell<Instant>,
+    idle: Duration,
+}
+
+impl IdleClock {
+    pub(crate) fn new(idle: Duration) -> IdleClock {
+        IdleClock {
+            last: std::cell::Cell::new(Instant::now()),
+            idle,
+        }
+    }
+
+    pub(crate) fn touch(&self) {
+        self.last.set(Instant::now());
+    }
+
+    pub(crate) async fn expired(&self) {
+        loop {
+            let quiet = self.last.get().elapsed();
+            if quiet >= self.idle {
+                return;
+            }
+            rt::sleep(self.idle - quiet).await;
+        }
+    }
+}
+
 /// Marks a connection as open for `protocol` in the metrics for as long as it lives.
 pub struct ProtocolGuard<'a> {
     shard: &'a Shard,

@@ -145,11 +145,12 @@ impl Endpoint {
     pub(super) async fn send(&self, t: &Transmit, data: &[u8]) {
         let fd = self.socket.as_raw_fd();
         let segment = t.segment_size.filter(|s| *s < data.len());
-        let trains: Vec<&[u8]> = match segment {
-            Some(size) if !self.gso.get() => data.chunks(size).collect(),
-            _ => vec![data],
+        // Without GSO each datagram of a train goes on its own.
+        let train_len = match segment {
+            Some(size) if !self.gso.get() => size,
+            _ => data.len(),
         };
-        for train in trains {
+        for train in data.chunks(train_len.max(1)) {
             let gso = segment.filter(|_| self.gso.get());
             loop {
                 match udp::send(fd, t.destination, train, gso) {

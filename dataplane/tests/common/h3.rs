@@ -4,35 +4,20 @@
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 
 use super::Proxy;
 
+// The unit tests' quinn client configuration, shared rather than copied.
+#[path = "../../src/quic/test_support.rs"]
+mod test_support;
+use test_support::client_config;
+
 pub fn generated_cert(proxy: &Proxy) -> PathBuf {
     std::env::temp_dir()
         .join("zcproxy")
         .join(format!("zcproxy-{}.pem", proxy.addr.port()))
-}
-
-pub fn client_config(cert_file: &PathBuf) -> quinn::ClientConfig {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(cert_file).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    quinn::ClientConfig::new(Arc::new(
-        quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
-    ))
 }
 
 pub type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
@@ -51,7 +36,7 @@ where
     let addr = proxy.addr;
     rt.block_on(async move {
         let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        ep.set_default_client_config(client_config(&cert));
+        ep.set_default_client_config(client_config(&cert, b"h3"));
         let quic = ep.connect(addr, "localhost").unwrap().await.unwrap();
         let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(quic))
             .await
@@ -137,4 +122,17 @@ pub async fn round_trip(tx: &mut TunnelTx, rx: &mut TunnelRx, data: &[u8]) -> Re
     }
     assert_eq!(got, data);
     Ok(())
+}
+
+/// Sends round trips through the tunnel until one fails; `true` if that happened within
+/// `secs` seconds (the proxy reset the stream).
+pub async fn broken_within(tx: &mut TunnelTx, rx: &mut TunnelRx, secs: u64) -> bool {
+    let probe = async {
+        while round_trip(tx, rx, b"probe").await.is_ok() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(secs), probe)
+        .await
+        .is_ok()
 }
