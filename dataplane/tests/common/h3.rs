@@ -15,7 +15,9 @@ mod test_support;
 use test_support::client_config;
 
 pub fn generated_cert(proxy: &Proxy) -> PathBuf {
-    std::env::temp_dir()
+    proxy
+        .tmp
+        .0
         .join("zcproxy")
         .join(format!("zcproxy-{}.pem", proxy.addr.port()))
 }

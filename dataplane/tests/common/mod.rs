@@ -33,6 +33,9 @@ pub struct Proxy {
     pub child: Child,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The proxy's own TMPDIR: what it generates (its certificate) stays apart from other
+    /// proxies, even one that later gets the same port, and is removed with it.
+    pub tmp: tempfile_path::TempDir,
     _config: Option<tempfile_path::TempPath>,
 }
 
@@ -42,6 +45,14 @@ mod tempfile_path {
     impl Drop for TempPath {
         fn drop(&mut self) {
             let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// A directory removed with its contents when dropped.
+    pub struct TempDir(pub std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 }
@@ -106,7 +117,14 @@ impl ProxyBuilder {
         if let Some(c) = &config {
             cmd.arg("--config").arg(&c.0);
         }
-        cmd.args(&self.args)
+        let tmp = tempfile_path::TempDir(std::env::temp_dir().join(format!(
+            "zcproxy-test-{}-{}.d",
+            std::process::id(),
+            addr.port()
+        )));
+        std::fs::create_dir_all(&tmp.0).unwrap();
+        cmd.env("TMPDIR", &tmp.0)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         if std::env::var_os("ZCPROXY_TEST_LOG").is_none() {
@@ -117,6 +135,7 @@ impl ProxyBuilder {
             child,
             addr,
             admin,
+            tmp,
             _config: config,
         };
         if self.need_ready {
