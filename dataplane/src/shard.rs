@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::conn;
 use crate::context::Shard;
 use crate::metrics::ErrorKind;
-use crate::quic::endpoint::Endpoint;
+use crate::quic::endpoint::{Endpoint, EndpointOptions};
 use crate::quic::steer;
 use crate::quic::udp::{self, Offloads};
 use crate::rt::{self, TcpListener};
@@ -111,7 +111,7 @@ async fn quic_loop(shard: Rc<Shard>, endpoint: Rc<Endpoint>) {
         shard.metrics().accepted.inc();
         let Some(guard) = shard.enter(max) else {
             shard.metrics().error(ErrorKind::ConnectionLimit);
-            conn.close(H3_EXCESSIVE_LOAD, b"connection limit");
+            conn.refuse(H3_EXCESSIVE_LOAD, b"connection limit");
             continue;
         };
         let peer = conn.remote_address();
@@ -155,7 +155,13 @@ fn run_shard(
         let _listening = shared.lifecycle.listening();
         rt::spawn(follow_policy(shard.clone()));
         if let (Some((socket, offloads)), Some(server)) = (udp, shared.quic.clone()) {
-            let endpoint = Endpoint::new(socket, offloads, id, server)?;
+            let options = EndpointOptions {
+                shard: id,
+                server,
+                handshake_timeout: shared.config.timeouts.handshake(),
+                metrics: shard.metrics().quic.clone(),
+            };
+            let endpoint = Endpoint::new(socket, offloads, options)?;
             rt::spawn(quic_loop(shard.clone(), endpoint));
         }
         accept_loop(shard, listener, stop).await;

@@ -6,6 +6,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use common::h3::{connect_request, echo_through, generated_cert, with_h3};
 use common::Proxy;
@@ -155,29 +157,35 @@ fn an_unwritable_certificate_directory_leaves_tcp_serving() {
     assert!(!generated_cert(&proxy).exists());
 }
 
-/// A UDP echo server on loopback; it stops after 30 s without a datagram.
-fn udp_echo() -> SocketAddr {
+/// A UDP echo server on loopback that counts the datagrams it sent back; it stops after
+/// 30 s without a datagram.
+fn udp_echo() -> (SocketAddr, Arc<AtomicU64>) {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = socket.local_addr().unwrap();
     socket
         .set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();
+    let echoed = Arc::new(AtomicU64::new(0));
+    let count = echoed.clone();
     std::thread::spawn(move || {
         let mut buf = [0u8; 65536];
         while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let _ = socket.send_to(&buf[..n], from);
+            if socket.send_to(&buf[..n], from).is_ok() {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
         }
     });
-    addr
+    (addr, echoed)
 }
 
 /// aioquic sends 10,000 datagrams of mixed sizes through CONNECT-UDP to a UDP echo; the
-/// count that came back is printed (loss is counted, ordering not assumed), and paths
-/// outside the template or with a bad port get 404 and 400.
+/// count that came back is printed (loss is counted, ordering not assumed). Every datagram
+/// the echo sent is accounted for by the proxy: relayed to the client, or dropped and
+/// counted by reason. Paths outside the template or with a bad port get 404 and 400.
 #[test]
 fn aioquic_connect_udp_echoes_datagrams() {
     let proxy = Proxy::builder().allow_loopback().start();
-    let echo = udp_echo();
+    let (echo, echoed) = udp_echo();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/aioquic_connect_udp.py"
@@ -196,14 +204,29 @@ fn aioquic_connect_udp_echoes_datagrams() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let received: usize = stdout
+    let received: u64 = stdout
         .split_whitespace()
         .last()
         .and_then(|n| n.parse().ok())
         .expect("a count");
-    eprintln!("CONNECT-UDP: {stdout}");
-    // Loopback under a loaded machine loses some (Python on both ends, the CI beside it);
-    // a broken path returns almost none.
+    let metrics = proxy.metrics();
+    let quic: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("zcproxy_quic_datagram") && !l.ends_with(" 0"))
+        .collect();
+    eprintln!("CONNECT-UDP: {stdout}{}", quic.join("\n"));
+    let metric = |name: &str, labels: &[&str]| common::sum_metric(&metrics, name, labels) as u64;
+    let relayed = metric("zcproxy_quic_datagrams_sent_total", &[]);
+    let dropped = metric("zcproxy_quic_datagrams_dropped_total", &[]);
+    assert_eq!(
+        relayed + dropped,
+        echoed.load(Ordering::Relaxed),
+        "{quic:?}"
+    );
+    assert!(received <= relayed);
+    // Python on both ends of a loaded machine loses some on the way to the client; a
+    // broken path returns almost none.
     assert!(received >= 5_000, "{stdout}");
+    assert!(metric("zcproxy_quic_datagrams_received_total", &[]) <= 10_000);
     assert!(proxy.metric("zcproxy_connections_total", &["protocol=\"connect_udp\""]) >= 1.0);
 }

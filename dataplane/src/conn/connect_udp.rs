@@ -5,32 +5,39 @@
 //! the request stream. Datagrams of other contexts, unknown capsules and datagrams too large
 //! for the path are dropped (and counted), as the RFCs allow.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use bytes::{Buf, Bytes};
 use http::{Request, Response};
 use policy::Protocol;
-use proto::capsule::{self, Step};
+use proto::capsule::{self, Skipped, Step};
 use proto::{http_datagram, masque, Failure, FailureKind};
+use quinn_proto::SendDatagramError;
 
 use super::h3::{identify, respond_failure, H3Stream};
 use super::{IdleClock, ProtocolGuard};
 use crate::admission;
 use crate::context::Shard;
+use crate::metrics::quic::{DatagramDrop, QuicMetrics};
 use crate::quic::conn::Conn;
+use crate::quic::udp;
 use crate::rt;
 use crate::sessions::Session;
 use crate::sys;
 
 /// Datagrams queued for one flow before the newest are dropped.
 const FLOW_QUEUE: usize = 1024;
+/// Receive buffer of a flow's upstream socket: what a target may send ahead of a client
+/// that is slower (the kernel charges only what is queued).
+const FLOW_RECV_BUFFER: usize = 1 << 20;
 /// Largest UDP payload relayed (the IPv4 maximum).
 const MAX_UDP: usize = 65_507;
 
@@ -39,7 +46,6 @@ const MAX_UDP: usize = 65_507;
 struct Inbox {
     queue: RefCell<VecDeque<Bytes>>,
     waker: RefCell<Option<Waker>>,
-    dropped: Cell<u64>,
 }
 
 /// The CONNECT-UDP flows of one QUIC connection, by request stream ID, and the task that
@@ -51,24 +57,31 @@ pub struct Flows {
 
 impl Flows {
     /// Reads the connection's datagrams until it closes and routes them by stream.
-    pub async fn dispatch(self: Rc<Self>, conn: Rc<Conn>) {
+    pub async fn dispatch(self: Rc<Self>, conn: Rc<Conn>, metrics: Arc<QuicMetrics>) {
         while let Ok(frame) = poll_fn(|cx| conn.poll_datagram(cx)).await {
+            metrics.datagrams_in.inc();
             let Some((stream, payload)) = http_datagram::from_quic(&frame) else {
+                metrics.datagram_dropped(DatagramDrop::Context);
                 continue;
             };
             let offset = frame.len() - payload.len();
             let inbox = self.by_stream.borrow().get(&stream).cloned();
             // Datagrams for a stream without a flow (not yet, or no longer) are dropped.
-            if let Some(inbox) = inbox {
+            let Some(inbox) = inbox else {
+                metrics.datagram_dropped(DatagramDrop::NoFlow);
+                continue;
+            };
+            {
                 let mut queue = inbox.queue.borrow_mut();
                 if queue.len() < FLOW_QUEUE {
                     queue.push_back(frame.slice(offset..));
                 } else {
-                    inbox.dropped.set(inbox.dropped.get() + 1);
+                    metrics.datagram_dropped(DatagramDrop::QueueFull);
                 }
-                if let Some(w) = inbox.waker.borrow_mut().take() {
-                    w.wake();
-                }
+            }
+            let waker = inbox.waker.borrow_mut().take();
+            if let Some(w) = waker {
+                w.wake();
             }
         }
     }
@@ -150,13 +163,7 @@ pub async fn serve(
 }
 
 fn connected_udp(peer: SocketAddr) -> std::io::Result<rt::UdpSocket> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(peer),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    socket.connect(&peer.into())?;
-    rt::UdpSocket::new(socket)
+    rt::UdpSocket::new(udp::connected(peer, FLOW_RECV_BUFFER)?)
 }
 
 /// Moves datagrams both ways until the client ends the request stream, either side fails, or
@@ -172,16 +179,21 @@ async fn relay(
     let (mut send, mut recv) = stream.split();
     let clock = IdleClock::new(shard.shared.config.timeouts.idle());
     let fd = socket.as_raw_fd();
+    let quic = &shard.metrics().quic;
     let to_target = |payload: &[u8]| {
         // Only context 0 carries UDP payloads; others were not negotiated (RFC 9298 §4).
-        if let Some(data) = http_datagram::udp_payload(payload) {
-            if sys::send(fd, data).is_ok() {
+        let Some(data) = http_datagram::udp_payload(payload) else {
+            return quic.datagram_dropped(DatagramDrop::Context);
+        };
+        match sys::send(fd, data) {
+            Ok(_) => {
                 shard
                     .metrics()
                     .bytes_client_to_upstream
                     .add(data.len() as u64);
                 clock.touch();
             }
+            Err(_) => quic.datagram_dropped(DatagramDrop::UpstreamSend),
         }
     };
     let from_datagrams = async {
@@ -214,10 +226,16 @@ async fn relay(
                         match decoder.next(&buf[at..]) {
                             Step::NeedMore => break,
                             Step::Datagram { payload, consumed } => {
+                                quic.datagrams_in.inc();
                                 to_target(payload);
                                 at += consumed;
                             }
-                            Step::Skip { consumed, .. } => at += consumed,
+                            Step::Skip { consumed, started } => {
+                                if let Some(Skipped::Oversized { .. }) = started {
+                                    quic.datagram_dropped(DatagramDrop::TooLarge);
+                                }
+                                at += consumed;
+                            }
                         }
                     }
                     buf.drain(..at);
@@ -235,9 +253,16 @@ async fn relay(
         let mut buf = vec![0u8; MAX_UDP];
         let mut payload = Vec::with_capacity(MAX_UDP + 8);
         let mut out = Vec::with_capacity(MAX_UDP + 16);
+        let mut overflows = udp::Overflows::default();
         loop {
-            let n = match sys::recv(fd, &mut buf) {
-                Ok(n) => n,
+            let n = match udp::recv(fd, &mut buf) {
+                Ok(r) => {
+                    quic.datagrams_dropped_by(
+                        DatagramDrop::UpstreamBuffer,
+                        overflows.new_since(&r),
+                    );
+                    r.len
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     let _ = socket.readable().await;
                     continue;
@@ -252,13 +277,21 @@ async fn relay(
             out.clear();
             if conn.max_datagram_size().is_some() {
                 http_datagram::to_quic(stream_id, &payload, &mut out);
-                // Too large for the path, or the queue full: dropped, as UDP may be.
-                let _ = conn.send_datagram(Bytes::copy_from_slice(&out));
+                let frame = Bytes::copy_from_slice(&out);
+                match poll_fn(|cx| conn.poll_send_datagram(&frame, cx)).await {
+                    Ok(()) => quic.datagrams_out.inc(),
+                    // Larger than the client's path or limit allows: dropped, as UDP may be.
+                    Err(SendDatagramError::TooLarge) => {
+                        quic.datagram_dropped(DatagramDrop::TooLarge)
+                    }
+                    Err(_) => return,
+                }
             } else {
                 capsule::encode_datagram(&payload, &mut out);
                 if send.send_data(Bytes::copy_from_slice(&out)).await.is_err() {
                     return;
                 }
+                quic.datagrams_out.inc();
             }
         }
     };

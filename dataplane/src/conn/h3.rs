@@ -49,7 +49,11 @@ pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, peer: SocketAddr) {
         }
     };
     let flows = Rc::new(Flows::default());
-    rt::spawn(flows.clone().dispatch(conn.clone()));
+    rt::spawn(
+        flows
+            .clone()
+            .dispatch(conn.clone(), shard.metrics().quic.clone()),
+    );
     loop {
         match h3.accept().await {
             Ok(Some(resolver)) => {

@@ -7,8 +7,9 @@ use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quinn_proto::{
@@ -18,11 +19,25 @@ use quinn_proto::{
 
 use super::endpoint::Endpoint;
 use super::udp::MAX_GSO_SEGMENTS;
+use crate::metrics::quic::{HandshakeFailure, QuicMetrics};
 use crate::rt;
 
 pub struct Conn {
     handle: ConnectionHandle,
     state: RefCell<State>,
+    metrics: Arc<QuicMetrics>,
+}
+
+/// Where the handshake stands, for the deadline and for counting how it ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Handshake {
+    Running {
+        deadline: Instant,
+    },
+    /// The deadline passed and the proxy closed the connection.
+    Expired,
+    Refused,
+    Done,
 }
 
 struct State {
@@ -39,7 +54,10 @@ struct State {
     /// Waiting for the peer to allow another stream of ours, per direction.
     opening: [Option<Waker>; 2],
     datagram: Option<Waker>,
+    /// Flows waiting for room in the datagram send buffer.
+    datagram_room: Vec<Waker>,
     lost: Option<ConnectionError>,
+    handshake: Handshake,
 }
 
 fn dir_index(dir: Dir) -> usize {
@@ -78,9 +96,15 @@ fn closed(e: &ConnectionError) -> io::Error {
 }
 
 impl Conn {
-    pub(super) fn new(handle: ConnectionHandle, conn: quinn_proto::Connection) -> Rc<Conn> {
+    pub(super) fn new(
+        handle: ConnectionHandle,
+        conn: quinn_proto::Connection,
+        handshake_timeout: Duration,
+        metrics: Arc<QuicMetrics>,
+    ) -> Rc<Conn> {
         Rc::new(Conn {
             handle,
+            metrics,
             state: RefCell::new(State {
                 conn,
                 inbox: VecDeque::new(),
@@ -91,7 +115,11 @@ impl Conn {
                 accepting: [None, None],
                 opening: [None, None],
                 datagram: None,
+                datagram_room: Vec::new(),
                 lost: None,
+                handshake: Handshake::Running {
+                    deadline: Instant::now() + handshake_timeout,
+                },
             }),
         })
     }
@@ -124,6 +152,10 @@ impl Conn {
         let mut st = self.state.borrow_mut();
         if let Some(id) = st.conn.streams().accept(dir) {
             drop(st);
+            match dir {
+                Dir::Bi => self.metrics.streams_bidi.inc(),
+                Dir::Uni => self.metrics.streams_uni.inc(),
+            }
             // Accepting may raise the peer's stream limit: let the driver say so.
             self.wake_driver();
             return Poll::Ready(Ok(id));
@@ -216,11 +248,38 @@ impl Conn {
         out
     }
 
-    /// Sends an unreliable datagram (QUIC DATAGRAM frame).
+    /// Sends an unreliable datagram (QUIC DATAGRAM frame) without waiting: when the send
+    /// buffer is full the oldest queued datagrams make room.
     pub fn send_datagram(&self, data: Bytes) -> Result<(), SendDatagramError> {
         let result = self.state.borrow_mut().conn.datagrams().send(data, true);
         self.wake_driver();
         result
+    }
+
+    /// Queues an unreliable datagram (QUIC DATAGRAM frame), waiting while the connection's
+    /// datagram send buffer is full: the sender then stops reading its source, whose own
+    /// buffer absorbs the burst, rather than the oldest queued datagrams being thrown away
+    /// unseen.
+    pub fn poll_send_datagram(
+        &self,
+        data: &Bytes,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), SendDatagramError>> {
+        let mut st = self.state.borrow_mut();
+        let out = match st.conn.datagrams().send(data.clone(), false) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(SendDatagramError::Blocked(_)) if st.lost.is_none() => {
+                self.metrics.datagram_send_waits.inc();
+                st.datagram_room.push(cx.waker().clone());
+                return Poll::Pending;
+            }
+            // The connection is gone: no room will come.
+            Err(SendDatagramError::Blocked(_)) => Poll::Ready(Err(SendDatagramError::Disabled)),
+            Err(e) => Poll::Ready(Err(e)),
+        };
+        drop(st);
+        self.wake_driver();
+        out
     }
 
     /// The largest datagram the path and the peer take now (`None`: datagrams not allowed).
@@ -286,6 +345,17 @@ impl Conn {
         self.wake_driver();
     }
 
+    /// Refuses a connection whose handshake has not completed (the per-core cap).
+    pub fn refuse(&self, code: u64, reason: &[u8]) {
+        {
+            let mut st = self.state.borrow_mut();
+            if matches!(st.handshake, Handshake::Running { .. }) {
+                st.handshake = Handshake::Refused;
+            }
+        }
+        self.close(code, reason);
+    }
+
     /// Closes the whole connection with an application error `code`.
     pub fn close(&self, code: u64, reason: &[u8]) {
         let code = VarInt::from_u64(code).unwrap_or(VarInt::MAX);
@@ -298,9 +368,18 @@ impl Conn {
     }
 
     /// Passes application events to whoever waits for them.
-    fn dispatch(st: &mut State) {
+    fn dispatch(st: &mut State, metrics: &QuicMetrics) {
         while let Some(event) = st.conn.poll() {
             let waker = match event {
+                Event::Connected => {
+                    st.handshake = Handshake::Done;
+                    metrics.handshakes_completed.inc();
+                    None
+                }
+                Event::DatagramsUnblocked => {
+                    st.datagram_room.drain(..).for_each(Waker::wake);
+                    None
+                }
                 Event::Stream(StreamEvent::Readable { id }) => st.readable.remove(&id),
                 Event::Stream(
                     StreamEvent::Writable { id }
@@ -311,7 +390,11 @@ impl Conn {
                 Event::Stream(StreamEvent::Available { dir }) => st.opening[dir_index(dir)].take(),
                 Event::DatagramReceived => st.datagram.take(),
                 Event::ConnectionLost { reason } => {
+                    if let Some(why) = handshake_failure(st.handshake, &reason) {
+                        metrics.handshake_failed(why);
+                    }
                     st.lost = Some(reason);
+                    st.datagram_room.drain(..).for_each(Waker::wake);
                     st.readable.drain().for_each(|(_, w)| w.wake());
                     st.writable.drain().for_each(|(_, w)| w.wake());
                     let waiting = st.accepting.iter_mut().chain(st.opening.iter_mut());
@@ -327,12 +410,43 @@ impl Conn {
     }
 }
 
+/// Why a connection lost in handshake state `at` failed, if it had not completed.
+fn handshake_failure(at: Handshake, reason: &ConnectionError) -> Option<HandshakeFailure> {
+    use HandshakeFailure::*;
+    let tls_or = |code: u64, other| {
+        // 0x100-0x1ff carry a TLS alert (RFC 9001 §4.8).
+        if (0x100..0x200).contains(&code) {
+            Tls
+        } else {
+            other
+        }
+    };
+    Some(match at {
+        Handshake::Done => return None,
+        Handshake::Expired => Timeout,
+        Handshake::Refused => Refused,
+        Handshake::Running { .. } => match reason {
+            ConnectionError::TimedOut => Timeout,
+            ConnectionError::TransportError(e) => tls_or(u64::from(e.code), Protocol),
+            ConnectionError::ConnectionClosed(c) => {
+                let code = u64::from(c.error_code);
+                tls_or(code, if code == 0 { PeerClosed } else { Protocol })
+            }
+            ConnectionError::ApplicationClosed(_) | ConnectionError::Reset => PeerClosed,
+            ConnectionError::VersionMismatch
+            | ConnectionError::CidsExhausted
+            | ConnectionError::LocallyClosed => Protocol,
+        },
+    })
+}
+
 /// Drives `conn` until it is drained: feeds it what the endpoint routed, fires its timers,
 /// sends what it has to send (GSO trains), and wakes the stream operations its events
 /// concern.
 pub(super) async fn drive(conn: Rc<Conn>, endpoint: Rc<Endpoint>) {
     let mut buf = Vec::with_capacity(MAX_GSO_SEGMENTS * 1500);
     let segments = if endpoint.gso() { MAX_GSO_SEGMENTS } else { 1 };
+    let mut remote = conn.remote_address();
     loop {
         let now = Instant::now();
         let (transmit, deadline, drained) = {
@@ -344,6 +458,18 @@ pub(super) async fn drive(conn: Rc<Conn>, endpoint: Rc<Endpoint>) {
             if st.conn.poll_timeout().is_some_and(|t| t <= now) {
                 st.conn.handle_timeout(now);
             }
+            if let Handshake::Running { deadline } = st.handshake {
+                if deadline <= now {
+                    st.handshake = Handshake::Expired;
+                    // CONNECTION_REFUSED: the client may try again later.
+                    st.conn
+                        .close(now, VarInt::from_u32(0x2), "handshake deadline".into());
+                }
+            }
+            if st.conn.remote_address() != remote {
+                remote = st.conn.remote_address();
+                conn.metrics.migrations.inc();
+            }
             let mut drained = false;
             while let Some(event) = st.conn.poll_endpoint_events() {
                 drained |= event.is_drained();
@@ -351,10 +477,14 @@ pub(super) async fn drive(conn: Rc<Conn>, endpoint: Rc<Endpoint>) {
                     st.conn.handle_event(back);
                 }
             }
-            Conn::dispatch(&mut st);
+            Conn::dispatch(&mut st, &conn.metrics);
             buf.clear();
             let transmit = st.conn.poll_transmit(now, segments, &mut buf);
-            (transmit, st.conn.poll_timeout(), drained)
+            let mut deadline = st.conn.poll_timeout();
+            if let Handshake::Running { deadline: end } = st.handshake {
+                deadline = Some(deadline.map_or(end, |t| t.min(end)));
+            }
+            (transmit, deadline, drained)
         };
         if let Some(t) = transmit {
             endpoint.send(&t, &buf[..t.size]).await;
@@ -378,6 +508,63 @@ pub(super) async fn drive(conn: Rc<Conn>, endpoint: Rc<Endpoint>) {
                 let _ = rt::timeout(at.saturating_duration_since(now), woken).await;
             }
             None => woken.await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quinn_proto::{TransportError, TransportErrorCode};
+
+    #[test]
+    fn handshake_failures_are_told_apart() {
+        let running = Handshake::Running {
+            deadline: Instant::now(),
+        };
+        let transport = |code| {
+            ConnectionError::TransportError(TransportError {
+                code,
+                frame: None,
+                reason: String::new(),
+            })
+        };
+        let cases = [
+            (
+                running,
+                ConnectionError::TimedOut,
+                Some(HandshakeFailure::Timeout),
+            ),
+            // no_application_protocol (alert 120) raised here.
+            (
+                running,
+                transport(TransportErrorCode::crypto(120)),
+                Some(HandshakeFailure::Tls),
+            ),
+            (
+                running,
+                transport(TransportErrorCode::PROTOCOL_VIOLATION),
+                Some(HandshakeFailure::Protocol),
+            ),
+            (
+                running,
+                ConnectionError::Reset,
+                Some(HandshakeFailure::PeerClosed),
+            ),
+            (
+                Handshake::Expired,
+                ConnectionError::LocallyClosed,
+                Some(HandshakeFailure::Timeout),
+            ),
+            (
+                Handshake::Refused,
+                ConnectionError::LocallyClosed,
+                Some(HandshakeFailure::Refused),
+            ),
+            (Handshake::Done, ConnectionError::TimedOut, None),
+        ];
+        for (at, reason, want) in cases {
+            assert_eq!(handshake_failure(at, &reason), want, "{reason:?}");
         }
     }
 }

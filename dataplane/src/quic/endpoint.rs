@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use quinn_proto::crypto::rustls::QuicServerConfig;
@@ -24,6 +24,8 @@ use quinn_proto::{
 use super::cid::ShardCids;
 use super::conn::{self, Conn};
 use super::udp::{self, Offloads};
+use crate::metrics::quic::HandshakeFailure;
+use crate::metrics::QuicMetrics;
 use crate::rt;
 use crate::tls::Identity;
 
@@ -49,19 +51,37 @@ pub struct Endpoint {
     /// socket); the others wait here to be woken with it.
     writer_waiting: Cell<bool>,
     write_waiters: RefCell<Vec<Waker>>,
+    handshake_timeout: Duration,
+    metrics: Arc<QuicMetrics>,
+}
+
+/// What an endpoint needs besides its socket.
+pub struct EndpointOptions {
+    pub shard: usize,
+    pub server: Arc<ServerConfig>,
+    /// A connection not established by then is closed (and counted as timed out).
+    pub handshake_timeout: Duration,
+    pub metrics: Arc<QuicMetrics>,
 }
 
 impl Endpoint {
-    /// Takes `socket` (bound by [`udp::bind`]) for shard `shard`.
+    /// Takes `socket` (bound by [`udp::bind`]) for shard `options.shard`.
     pub fn new(
         socket: socket2::Socket,
         offloads: Offloads,
-        shard: usize,
-        server: Arc<ServerConfig>,
+        options: EndpointOptions,
     ) -> io::Result<Rc<Endpoint>> {
+        let EndpointOptions {
+            shard,
+            server,
+            handshake_timeout,
+            metrics,
+        } = options;
         let mut config = EndpointConfig::default();
         config.cid_generator(move || Box::new(ShardCids::new(shard)));
         let proto = quinn_proto::Endpoint::new(Arc::new(config), Some(server), true, None);
+        metrics.gro.set(offloads.gro as i64);
+        metrics.gso.set(offloads.gso as i64);
         Ok(Rc::new(Endpoint {
             socket: rt::UdpSocket::new(socket)?,
             proto: RefCell::new(proto),
@@ -71,6 +91,8 @@ impl Endpoint {
             gso: Cell::new(offloads.gso),
             writer_waiting: Cell::new(false),
             write_waiters: RefCell::new(Vec::new()),
+            handshake_timeout,
+            metrics,
         }))
     }
 
@@ -95,7 +117,9 @@ impl Endpoint {
     }
 
     pub(super) fn forget(&self, handle: ConnectionHandle) {
-        self.conns.borrow_mut().remove(&handle);
+        if self.conns.borrow_mut().remove(&handle).is_some() {
+            self.metrics.connections_active.add(-1);
+        }
     }
 
     /// The next connection a client opened.
@@ -154,14 +178,26 @@ impl Endpoint {
             let gso = segment.filter(|_| self.gso.get());
             loop {
                 match udp::send(fd, t.destination, train, gso) {
-                    Ok(_) => break,
+                    Ok(_) => {
+                        let packets = gso.map_or(1, |size| train.len().div_ceil(size));
+                        self.metrics.packets_out.add(packets as u64);
+                        self.metrics.bytes_out.add(train.len() as u64);
+                        if packets > 1 {
+                            self.metrics.gso_sends.inc();
+                        }
+                        break;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_writable().await,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if gso.is_some() && e.raw_os_error() == Some(libc::EIO) => {
                         // The route cannot segment: send one datagram at a time from now on.
                         self.gso.set(false);
+                        self.metrics.gso.set(0);
                         for one in train.chunks(gso.unwrap_or(train.len())) {
-                            let _ = udp::send(fd, t.destination, one, None);
+                            if udp::send(fd, t.destination, one, None).is_ok() {
+                                self.metrics.packets_out.inc();
+                                self.metrics.bytes_out.add(one.len() as u64);
+                            }
                         }
                         break;
                     }
@@ -179,11 +215,18 @@ impl Endpoint {
         let mut buf = vec![0u8; 65_535];
         let mut response = Vec::new();
         let mut reads = 0;
+        let mut overflows = udp::Overflows::default();
         loop {
             match udp::recv(self.socket.as_raw_fd(), &mut buf) {
                 Ok(r) => {
                     let now = Instant::now();
+                    self.metrics.packets_overflowed.add(overflows.new_since(&r));
+                    self.metrics.bytes_in.add(r.len as u64);
+                    if r.len > r.stride {
+                        self.metrics.gro_reads.inc();
+                    }
                     for datagram in buf[..r.len].chunks(r.stride.max(1)) {
+                        self.metrics.packets_in.inc();
                         self.on_datagram(now, r.from, datagram, &mut response).await;
                     }
                     reads += 1;
@@ -231,8 +274,11 @@ impl Endpoint {
                     .accept(incoming, now, response, None);
                 match accepted {
                     Ok((handle, proto)) => {
-                        let conn = Conn::new(handle, proto);
+                        let conn =
+                            Conn::new(handle, proto, self.handshake_timeout, self.metrics.clone());
                         self.conns.borrow_mut().insert(handle, conn.clone());
+                        self.metrics.connections_total.inc();
+                        self.metrics.connections_active.add(1);
                         rt::spawn(conn::drive(conn.clone(), self.clone()));
                         self.accepted.borrow_mut().push_back(conn);
                         if let Some(w) = self.acceptor.borrow_mut().take() {
@@ -240,77 +286,66 @@ impl Endpoint {
                         }
                     }
                     Err(e) => {
+                        self.metrics.handshake_failed(HandshakeFailure::Protocol);
                         if let Some(t) = e.response {
+                            self.metrics.packets_stateless.inc();
                             self.send(&t, &response[..t.size]).await;
                         }
                     }
                 }
             }
-            Some(DatagramEvent::Response(t)) => self.send(&t, &response[..t.size]).await,
-            None => {}
+            Some(DatagramEvent::Response(t)) => {
+                self.metrics.packets_stateless.inc();
+                self.send(&t, &response[..t.size]).await
+            }
+            None => self.metrics.packets_unroutable.inc(),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_server::{client_thread, TestServer};
+    use super::super::test_support::client_config;
     use super::*;
     use crate::config::IoDriver;
-    use crate::tls::Origin;
 
     /// quinn (a client this project did not write) opens 20 streams on one connection and
     /// gets back, byte for byte, 256 KiB sent on each; the shard serves them concurrently.
     #[test]
     fn a_quinn_client_echoes_through_the_shard_endpoint() {
-        let dir = std::env::temp_dir().join(format!("zcproxy-quic-ep-{}", std::process::id()));
-        let (socket, offloads) = udp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = socket.local_addr().unwrap().as_socket().unwrap();
-        let identity = Arc::new(Identity::generate(addr, &dir).unwrap());
-        let Origin::Generated { written_to } = identity.origin().clone() else {
-            unreachable!()
-        };
-        let server = server_config(&identity, &[b"zc-test"]).unwrap();
-
-        let client = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-                ep.set_default_client_config(super::super::test_support::client_config(
-                    &written_to,
-                    b"zc-test",
-                ));
-                let conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
-                let mut tasks = Vec::new();
-                for i in 0..20u8 {
-                    let conn = conn.clone();
-                    tasks.push(tokio::spawn(async move {
-                        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-                        let data: Vec<u8> = (0..256 * 1024).map(|j| (j as u8) ^ i).collect();
-                        let expect = data.clone();
-                        let writer = tokio::spawn(async move {
-                            send.write_all(&data).await.unwrap();
-                            send.finish().unwrap();
-                        });
-                        let echoed = recv.read_to_end(1 << 20).await.unwrap();
-                        writer.await.unwrap();
-                        assert_eq!(echoed, expect, "stream {i}");
-                    }));
-                }
-                for t in tasks {
-                    t.await.unwrap();
-                }
-                conn.close(0u32.into(), b"done");
-                ep.wait_idle().await;
-            });
+        let mut server = TestServer::new("quic-ep", b"zc-test");
+        let (addr, cert) = (server.addr, server.cert.clone());
+        let client = client_thread(move || async move {
+            let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            ep.set_default_client_config(client_config(&cert, b"zc-test"));
+            let conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
+            let mut tasks = Vec::new();
+            for i in 0..20u8 {
+                let conn = conn.clone();
+                tasks.push(tokio::spawn(async move {
+                    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+                    let data: Vec<u8> = (0..256 * 1024).map(|j| (j as u8) ^ i).collect();
+                    let expect = data.clone();
+                    let writer = tokio::spawn(async move {
+                        send.write_all(&data).await.unwrap();
+                        send.finish().unwrap();
+                    });
+                    let echoed = recv.read_to_end(1 << 20).await.unwrap();
+                    writer.await.unwrap();
+                    assert_eq!(echoed, expect, "stream {i}");
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            conn.close(0u32.into(), b"done");
+            ep.wait_idle().await;
         });
 
         let runtime = rt::build_runtime(IoDriver::Auto).unwrap();
+        let endpoint = runtime.block_on(async { server.endpoint() });
         runtime.block_on(async move {
-            let endpoint = Endpoint::new(socket, offloads, 0, server).unwrap();
-            rt::spawn(endpoint.clone().run());
             let conn = endpoint.accept().await;
             while let Some(id) = conn.accept_bi().await {
                 let conn = conn.clone();
@@ -327,6 +362,11 @@ mod tests {
             }
         });
         client.join().unwrap();
-        std::fs::remove_dir_all(dir).unwrap();
+        let m = &server.metrics;
+        assert_eq!(m.connections_total.get(), 1);
+        assert_eq!(m.handshakes_completed.get(), 1);
+        assert_eq!(m.streams_bidi.get(), 20);
+        assert!(m.packets_in.get() > 20 && m.packets_out.get() > 20);
+        assert!(m.bytes_in.get() > 20 * 256 * 1024);
     }
 }

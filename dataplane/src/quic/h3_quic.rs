@@ -332,69 +332,54 @@ mod tests {
 
     use bytes::Buf;
 
-    use super::super::endpoint::{server_config, Endpoint};
-    use super::super::{test_support, udp};
+    use super::super::test_server::{client_thread, TestServer};
+    use super::super::test_support::client_config;
     use super::*;
     use crate::config::IoDriver;
     use crate::rt;
-    use crate::tls::{Identity, Origin};
 
     /// The Rust h3 client (over quinn) sends POSTs on one connection; the shard, running the
     /// h3 crate over its own connections, answers each with its body reversed. SETTINGS,
     /// QPACK, DATA frames and stream ends all cross the glue both ways.
     #[test]
     fn the_h3_client_talks_to_h3_on_the_shard_endpoint() {
-        let dir = std::env::temp_dir().join(format!("zcproxy-h3-glue-{}", std::process::id()));
-        let (socket, offloads) = udp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = socket.local_addr().unwrap().as_socket().unwrap();
-        let identity = Arc::new(Identity::generate(addr, &dir).unwrap());
-        let Origin::Generated { written_to } = identity.origin().clone() else {
-            unreachable!()
-        };
-        let server = server_config(&identity, &[b"h3"]).unwrap();
-
-        let client = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+        let mut server = TestServer::new("h3-glue", b"h3");
+        let (addr, cert) = (server.addr, server.cert.clone());
+        let client = client_thread(move || async move {
+            let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            ep.set_default_client_config(client_config(&cert, b"h3"));
+            let quic = ep.connect(addr, "localhost").unwrap().await.unwrap();
+            let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(quic))
+                .await
                 .unwrap();
-            rt.block_on(async move {
-                let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-                ep.set_default_client_config(test_support::client_config(&written_to, b"h3"));
-                let quic = ep.connect(addr, "localhost").unwrap().await.unwrap();
-                let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(quic))
-                    .await
+            let drive = tokio::spawn(async move { poll_fn(|cx| driver.poll_close(cx)).await });
+            for i in 0..10u8 {
+                let req = http::Request::post("https://localhost/echo")
+                    .body(())
                     .unwrap();
-                let drive = tokio::spawn(async move { poll_fn(|cx| driver.poll_close(cx)).await });
-                for i in 0..10u8 {
-                    let req = http::Request::post("https://localhost/echo")
-                        .body(())
-                        .unwrap();
-                    let mut stream = send.send_request(req).await.unwrap();
-                    let body: Vec<u8> = (0..20_000u32).map(|j| (j as u8).wrapping_add(i)).collect();
-                    stream.send_data(Bytes::from(body.clone())).await.unwrap();
-                    stream.finish().await.unwrap();
-                    let resp = stream.recv_response().await.unwrap();
-                    assert_eq!(resp.status(), 200);
-                    let mut got = Vec::new();
-                    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
-                        got.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
-                    }
-                    let mut want = body;
-                    want.reverse();
-                    assert_eq!(got, want, "request {i}");
+                let mut stream = send.send_request(req).await.unwrap();
+                let body: Vec<u8> = (0..20_000u32).map(|j| (j as u8).wrapping_add(i)).collect();
+                stream.send_data(Bytes::from(body.clone())).await.unwrap();
+                stream.finish().await.unwrap();
+                let resp = stream.recv_response().await.unwrap();
+                assert_eq!(resp.status(), 200);
+                let mut got = Vec::new();
+                while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+                    got.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
                 }
-                drop(send);
-                drive.abort();
-                ep.close(0u32.into(), b"done");
-                ep.wait_idle().await;
-            });
+                let mut want = body;
+                want.reverse();
+                assert_eq!(got, want, "request {i}");
+            }
+            drop(send);
+            drive.abort();
+            ep.close(0u32.into(), b"done");
+            ep.wait_idle().await;
         });
 
         let runtime = rt::build_runtime(IoDriver::Auto).unwrap();
+        let endpoint = runtime.block_on(async { server.endpoint() });
         runtime.block_on(async move {
-            let endpoint = Endpoint::new(socket, offloads, 0, server).unwrap();
-            rt::spawn(endpoint.clone().run());
             let conn = endpoint.accept().await;
             let mut h3 = h3::server::builder()
                 .enable_extended_connect(true)
@@ -419,6 +404,5 @@ mod tests {
             assert_eq!(served, 10);
         });
         client.join().unwrap();
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

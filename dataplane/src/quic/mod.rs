@@ -11,4 +11,6 @@ pub mod steer;
 pub mod udp;
 
 #[cfg(test)]
+mod test_server;
+#[cfg(test)]
 mod test_support;

@@ -30,15 +30,46 @@ pub fn bind(addr: SocketAddr) -> io::Result<(Socket, Offloads)> {
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    set_buffers(&socket, SOCKET_BUFFER, SOCKET_BUFFER);
     socket.bind(&addr.into())?;
     let fd = socket.as_raw_fd();
+    count_overflows(fd);
     let offloads = Offloads {
         gro: set_int(fd, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok(),
         gso: get_int(fd, libc::SOL_UDP, libc::UDP_SEGMENT).is_ok(),
     };
     Ok((socket, offloads))
+}
+
+/// A UDP socket connected to `peer` (a CONNECT-UDP flow's upstream side), with a receive
+/// buffer of `recv_buffer` bytes that holds a burst while the client is slower, and the
+/// kernel's drop count reported on each read.
+pub fn connected(peer: SocketAddr, recv_buffer: usize) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(peer), Type::DGRAM, Some(Protocol::UDP))?;
+    set_buffers(&socket, recv_buffer, 0);
+    count_overflows(socket.as_raw_fd());
+    socket.connect(&peer.into())?;
+    Ok(socket)
+}
+
+/// Sizes the socket buffers (0: the kernel's default). The FORCE options pass
+/// net.core.{r,w}mem_max for a process with CAP_NET_ADMIN; without it the plain options
+/// give what the sysctls allow.
+fn set_buffers(socket: &Socket, recv: usize, send: usize) {
+    let fd = socket.as_raw_fd();
+    let clamp = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    if recv > 0 && set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, clamp(recv)).is_err() {
+        let _ = socket.set_recv_buffer_size(recv);
+    }
+    if send > 0 && set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, clamp(send)).is_err() {
+        let _ = socket.set_send_buffer_size(send);
+    }
+}
+
+/// Asks for the count of datagrams the kernel dropped on this socket (SO_RXQ_OVFL) with
+/// every read; a kernel without it just reports none.
+fn count_overflows(fd: RawFd) {
+    let _ = set_int(fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1);
 }
 
 fn set_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
@@ -79,6 +110,21 @@ pub struct Received {
     pub from: SocketAddr,
     pub len: usize,
     pub stride: usize,
+    /// Datagrams the kernel had dropped on this socket (its buffer full) when this one was
+    /// queued, if any: a running count that wraps at 2^32.
+    pub overflows: Option<u32>,
+}
+
+/// Follows a socket's running drop count and yields what is new since the last read.
+#[derive(Debug, Default)]
+pub struct Overflows(Option<u32>);
+
+impl Overflows {
+    pub fn new_since(&mut self, r: &Received) -> u64 {
+        let Some(now) = r.overflows else { return 0 };
+        let before = self.0.replace(now).unwrap_or(0);
+        u64::from(now.wrapping_sub(before))
+    }
 }
 
 /// Control-message space for one int-sized message.
@@ -108,10 +154,14 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
     }
     let len = n as usize;
     let mut stride = len;
+    let mut overflows = None;
     // SAFETY: walking the control messages the kernel wrote, with the libc macros.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
+                overflows = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
+            }
             if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
                 let size = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>());
                 if size > 0 {
@@ -125,7 +175,12 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
     let from = unsafe { SockAddr::new(addr, msg.msg_namelen) }
         .as_socket()
         .ok_or_else(|| io::Error::other("datagram from a non-IP address"))?;
-    Ok(Received { from, len, stride })
+    Ok(Received {
+        from,
+        len,
+        stride,
+        overflows,
+    })
 }
 
 /// Sends `data` to `to` without waiting; with `segment` set, as datagrams of that size (GSO).
@@ -213,5 +268,42 @@ mod tests {
             assert_eq!(d, &vec![i as u8; 1200]);
         }
         assert_eq!(datagrams[10], b"tail");
+    }
+
+    #[test]
+    fn overflow_counts_yield_what_is_new_across_the_wrap() {
+        let read = |overflows| Received {
+            from: "127.0.0.1:1".parse().unwrap(),
+            len: 1,
+            stride: 1,
+            overflows,
+        };
+        let mut o = Overflows::default();
+        assert_eq!(o.new_since(&read(None)), 0);
+        assert_eq!(o.new_since(&read(Some(5))), 5);
+        assert_eq!(o.new_since(&read(None)), 0);
+        assert_eq!(o.new_since(&read(Some(7))), 2);
+        let mut o = Overflows(Some(u32::MAX - 1));
+        assert_eq!(o.new_since(&read(Some(1))), 3);
+    }
+
+    /// A socket whose buffer overflows reports the drops on its next read.
+    #[test]
+    fn a_full_receive_buffer_reports_its_drops() {
+        let (rx, _) = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        rx.set_recv_buffer_size(4096).unwrap();
+        let to = rx.local_addr().unwrap().as_socket().unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..200 {
+            tx.send_to(&[0u8; 1000], to).unwrap();
+        }
+        let mut buf = vec![0u8; 65536];
+        // Each datagram carries the count as it was when it was queued: the ones queued
+        // before the drops say nothing, the next one after them says how many.
+        while recv(rx.as_raw_fd(), &mut buf).is_ok() {}
+        tx.send_to(b"after", to).unwrap();
+        let r = recv_blocking(rx.as_raw_fd(), &mut buf);
+        let mut o = Overflows::default();
+        assert!(o.new_since(&r) > 100, "{r:?}");
     }
 }

@@ -79,7 +79,7 @@ async def main():
             client.h3.send_datagram(stream_id, b"\x00" + payload)
             if i % 50 == 49:
                 client.transmit()
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(0.005)
         client.transmit()
         deadline = asyncio.get_running_loop().time() + 10
         while asyncio.get_running_loop().time() < deadline:

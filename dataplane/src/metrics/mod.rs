@@ -9,6 +9,10 @@ use std::time::Duration;
 use policy::Protocol;
 use proto::FailureKind;
 
+pub mod quic;
+
+pub use quic::QuicMetrics;
+
 /// A counter with a single writer thread.
 #[derive(Default)]
 pub struct Counter(AtomicU64);
@@ -151,6 +155,8 @@ pub struct ShardMetrics {
     pub sessions_revoked: Counter,
     /// 1 while the core runs on io_uring, 0 on epoll.
     pub io_uring: Gauge,
+    /// Shared with the core's QUIC endpoint, which outlives no shard but is built apart.
+    pub quic: std::sync::Arc<QuicMetrics>,
 }
 
 impl ShardMetrics {
@@ -364,6 +370,7 @@ pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
             );
         }
     }
+    quic::render(&mut out, shards.iter().map(|m| &*m.quic));
     for (name, help, value) in extra {
         family(&mut out, name, "gauge", help);
         let _ = writeln!(out, "{name} {value}");
@@ -393,5 +400,13 @@ mod tests {
             .contains("zcproxy_handshake_duration_seconds_bucket{core=\"0\",le=\"0.00025\"} 0\n"));
         assert!(text.contains("zcproxy_errors_total{core=\"1\",kind=\"handshake_timeout\"} 1\n"));
         assert!(text.contains("zcproxy_ready 1\n"));
+        shards[1]
+            .quic
+            .datagram_dropped(quic::DatagramDrop::QueueFull);
+        let text = render(&shards, &[]);
+        assert!(text.contains(
+            "zcproxy_quic_datagrams_dropped_total{core=\"1\",reason=\"queue_full\"} 1\n"
+        ));
+        assert!(text.contains("zcproxy_quic_connections_active{core=\"0\"} 0\n"));
     }
 }
