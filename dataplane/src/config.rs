@@ -147,16 +147,33 @@ pub enum Fallback {
     Config,
 }
 
-/// QUIC (HTTP/3 CONNECT) on the proxy's port number, over UDP.
+/// QUIC (HTTP/3 CONNECT and CONNECT-UDP) on the proxy's port number, over UDP.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Quic {
     pub enabled: bool,
+    /// The CONNECT-UDP URI template (RFC 9298 §3): a path, or an https:// URI whose path is
+    /// used, with `{target_host}` and `{target_port}` once each.
+    pub udp_template: String,
+    /// Request streams a client may have open at once on one connection (QUIC flow
+    /// control holds back the next until one ends).
+    pub max_streams_per_connection: u32,
+    /// CONNECT-UDP flows one connection may have at once (the next is answered 429).
+    pub max_flows_per_connection: usize,
+    /// Handshakes in progress on a core beyond which new clients must first prove their
+    /// address with a Retry (an Initial flood costs one stateless packet each; 0: always).
+    pub retry_above_handshakes: usize,
 }
 
 impl Default for Quic {
     fn default() -> Self {
-        Quic { enabled: true }
+        Quic {
+            enabled: true,
+            udp_template: proto::masque::DEFAULT_TEMPLATE.to_string(),
+            max_streams_per_connection: 256,
+            max_flows_per_connection: 256,
+            retry_above_handshakes: 256,
+        }
     }
 }
 
@@ -381,6 +398,17 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "tls.cert and tls.key go together: set both, or neither for a generated certificate"
                     .into(),
+            ));
+        }
+        if let Err(e) = proto::masque::Template::parse(&self.quic.udp_template) {
+            return Err(ConfigError::Invalid(format!(
+                "quic.udp_template {:?}: {e}",
+                self.quic.udp_template
+            )));
+        }
+        if self.quic.max_streams_per_connection == 0 || self.quic.max_flows_per_connection == 0 {
+            return Err(ConfigError::Invalid(
+                "quic.max_streams_per_connection and quic.max_flows_per_connection must be at least 1".into(),
             ));
         }
         // A QUIC connection ID names its core in one byte (see quic/steer.rs).

@@ -271,7 +271,11 @@ fn quic_setup(cfg: &Config) -> Result<(Arc<quinn_proto::ServerConfig>, String), 
         }
     };
     zcproxy::tls::spawn_reloader(identity.clone(), Duration::from_secs(cfg.tls.reload_secs));
-    let server = zcproxy::quic::endpoint::server_config(&identity, &[b"h3"])
+    let transport = zcproxy::quic::endpoint::Transport {
+        max_streams: cfg.quic.max_streams_per_connection,
+        idle_timeout: cfg.timeouts.idle(),
+    };
+    let server = zcproxy::quic::endpoint::server_config(&identity, &[b"h3"], transport)
         .map_err(|e| format!("QUIC: {e}"))?;
     Ok((server, banner))
 }

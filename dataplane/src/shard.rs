@@ -159,6 +159,7 @@ fn run_shard(
                 shard: id,
                 server,
                 handshake_timeout: shared.config.timeouts.handshake(),
+                retry_above: shared.config.quic.retry_above_handshakes,
                 metrics: shard.metrics().quic.clone(),
             };
             let endpoint = Endpoint::new(socket, offloads, options)?;

@@ -54,6 +54,8 @@ pub struct Shared {
     pub workers: Workers,
     /// QUIC's server configuration (TLS identity, ALPN h3), when QUIC is on.
     pub quic: Option<Arc<quinn_proto::ServerConfig>>,
+    /// The CONNECT-UDP URI template, parsed once (`quic.udp_template`).
+    pub udp_template: proto::masque::Template,
 }
 
 impl Shared {
@@ -84,7 +86,11 @@ impl Shared {
                 Some(release_memory),
             )?,
         };
+        // Checked by Config::validate; the default stands in for a config never validated.
+        let udp_template =
+            proto::masque::Template::parse(&config.quic.udp_template).unwrap_or_default();
         Ok(Shared {
+            udp_template,
             config,
             cores,
             metrics: (0..cores).map(|_| ShardMetrics::default()).collect(),

@@ -86,14 +86,33 @@ impl Flows {
         }
     }
 
-    fn open(&self, stream: u64) -> Rc<Inbox> {
+    /// A new flow on `stream`, unless `max` flows are open already. Datagrams for it are
+    /// queued from now on (a client may send them before the response, RFC 9298 §5).
+    fn open(self: &Rc<Self>, stream: u64, max: usize) -> Option<Flow> {
+        let mut flows = self.by_stream.borrow_mut();
+        if flows.len() >= max {
+            return None;
+        }
         let inbox = Rc::new(Inbox::default());
-        self.by_stream.borrow_mut().insert(stream, inbox.clone());
-        inbox
+        flows.insert(stream, inbox.clone());
+        Some(Flow {
+            flows: self.clone(),
+            stream,
+            inbox,
+        })
     }
+}
 
-    fn close(&self, stream: u64) {
-        self.by_stream.borrow_mut().remove(&stream);
+/// A flow's place in its connection's dispatcher, given up when dropped.
+struct Flow {
+    flows: Rc<Flows>,
+    stream: u64,
+    inbox: Rc<Inbox>,
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        self.flows.by_stream.borrow_mut().remove(&self.stream);
     }
 }
 
@@ -108,7 +127,7 @@ pub async fn serve(
 ) {
     let _guard = ProtocolGuard::new(shard, Protocol::ConnectUdp);
     let path = req.uri().path_and_query().map_or("", |p| p.as_str());
-    let target = match masque::Template::default().target(path) {
+    let target = match shard.shared.udp_template.target(path) {
         Ok(t) => t,
         // Not a path of this proxy's template: no such resource here.
         Err(masque::TargetError::NoMatch) => {
@@ -125,6 +144,15 @@ pub async fn serve(
             let failure = Failure::new(FailureKind::Malformed, e.to_string());
             return respond_failure(shard, &mut stream, &failure).await;
         }
+    };
+    let stream_id = stream.id().into_inner();
+    let Some(flow) = flows.open(stream_id, shard.shared.config.quic.max_flows_per_connection)
+    else {
+        let f = Failure::new(
+            FailureKind::UserLimit,
+            "CONNECT-UDP flow limit of this connection reached",
+        );
+        return respond_failure(shard, &mut stream, &f).await;
     };
     let principal = match identify(shard, session, &req).await {
         Ok(p) => p,
@@ -155,10 +183,7 @@ pub async fn serve(
     if stream.send_response(resp).await.is_err() {
         return;
     }
-    let stream_id = stream.id().into_inner();
-    let inbox = flows.open(stream_id);
-    relay(shard, stream, &conn, stream_id, &inbox, &socket).await;
-    flows.close(stream_id);
+    relay(shard, stream, &conn, &flow, &socket).await;
     drop(authorized.permit);
 }
 
@@ -168,14 +193,8 @@ fn connected_udp(peer: SocketAddr) -> std::io::Result<rt::UdpSocket> {
 
 /// Moves datagrams both ways until the client ends the request stream, either side fails, or
 /// nothing moved for the idle timeout.
-async fn relay(
-    shard: &Shard,
-    stream: H3Stream,
-    conn: &Conn,
-    stream_id: u64,
-    inbox: &Inbox,
-    socket: &rt::UdpSocket,
-) {
+async fn relay(shard: &Shard, stream: H3Stream, conn: &Conn, flow: &Flow, socket: &rt::UdpSocket) {
+    let (stream_id, inbox) = (flow.stream, &flow.inbox);
     let (mut send, mut recv) = stream.split();
     let clock = IdleClock::new(shard.shared.config.timeouts.idle());
     let fd = socket.as_raw_fd();

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quinn_proto::{
-    ConnectionError, ConnectionEvent, ConnectionHandle, Dir, Event, ReadError, SendDatagramError,
-    StreamEvent, StreamId, VarInt, WriteError,
+    ConnectionError, ConnectionEvent, ConnectionHandle, Dir, EndpointEvent, Event, ReadError,
+    SendDatagramError, StreamEvent, StreamId, VarInt, WriteError,
 };
 
 use super::endpoint::Endpoint;
@@ -30,15 +30,18 @@ pub struct Conn {
 
 /// Where the handshake stands, for the deadline and for counting how it ended.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Handshake {
-    Running {
-        deadline: Instant,
-    },
-    /// The deadline passed and the proxy closed the connection.
-    Expired,
-    Refused,
+pub(super) enum Handshake {
+    Running,
+    /// Ended before completing (counted once, when it ended).
+    Failed,
     Done,
 }
+
+/// How long after the handshake deadline a connection that failed its handshake may take
+/// to close before it is dropped regardless: quinn sets no close timer when a client's
+/// very first packet closes the connection, which would otherwise be held until the idle
+/// timeout.
+const ABANDON_AFTER: Duration = Duration::from_secs(3);
 
 struct State {
     conn: quinn_proto::Connection,
@@ -58,6 +61,7 @@ struct State {
     datagram_room: Vec<Waker>,
     lost: Option<ConnectionError>,
     handshake: Handshake,
+    handshake_deadline: Instant,
 }
 
 fn dir_index(dir: Dir) -> usize {
@@ -117,9 +121,8 @@ impl Conn {
                 datagram: None,
                 datagram_room: Vec::new(),
                 lost: None,
-                handshake: Handshake::Running {
-                    deadline: Instant::now() + handshake_timeout,
-                },
+                handshake: Handshake::Running,
+                handshake_deadline: Instant::now() + handshake_timeout,
             }),
         })
     }
@@ -349,8 +352,9 @@ impl Conn {
     pub fn refuse(&self, code: u64, reason: &[u8]) {
         {
             let mut st = self.state.borrow_mut();
-            if matches!(st.handshake, Handshake::Running { .. }) {
-                st.handshake = Handshake::Refused;
+            if st.handshake == Handshake::Running {
+                st.handshake = Handshake::Failed;
+                self.metrics.handshake_failed(HandshakeFailure::Refused);
             }
         }
         self.close(code, reason);
@@ -391,7 +395,9 @@ impl Conn {
                 Event::DatagramReceived => st.datagram.take(),
                 Event::ConnectionLost { reason } => {
                     if let Some(why) = handshake_failure(st.handshake, &reason) {
+                        tracing::debug!(%reason, ?why, "QUIC handshake failed");
                         metrics.handshake_failed(why);
+                        st.handshake = Handshake::Failed;
                     }
                     st.lost = Some(reason);
                     st.datagram_room.drain(..).for_each(Waker::wake);
@@ -410,8 +416,11 @@ impl Conn {
     }
 }
 
-/// Why a connection lost in handshake state `at` failed, if it had not completed.
-fn handshake_failure(at: Handshake, reason: &ConnectionError) -> Option<HandshakeFailure> {
+/// Why a connection lost in handshake state `at` failed, if that was not counted yet.
+pub(super) fn handshake_failure(
+    at: Handshake,
+    reason: &ConnectionError,
+) -> Option<HandshakeFailure> {
     use HandshakeFailure::*;
     let tls_or = |code: u64, other| {
         // 0x100-0x1ff carry a TLS alert (RFC 9001 §4.8).
@@ -422,15 +431,22 @@ fn handshake_failure(at: Handshake, reason: &ConnectionError) -> Option<Handshak
         }
     };
     Some(match at {
-        Handshake::Done => return None,
-        Handshake::Expired => Timeout,
-        Handshake::Refused => Refused,
-        Handshake::Running { .. } => match reason {
+        Handshake::Done | Handshake::Failed => return None,
+        Handshake::Running => match reason {
             ConnectionError::TimedOut => Timeout,
             ConnectionError::TransportError(e) => tls_or(u64::from(e.code), Protocol),
+            // NO_ERROR, or APPLICATION_ERROR (an application close sent during the
+            // handshake, RFC 9000 §10.2.3): the client gave up. Other codes blame a fault.
             ConnectionError::ConnectionClosed(c) => {
                 let code = u64::from(c.error_code);
-                tls_or(code, if code == 0 { PeerClosed } else { Protocol })
+                tls_or(
+                    code,
+                    if code == 0 || code == 0xc {
+                        PeerClosed
+                    } else {
+                        Protocol
+                    },
+                )
             }
             ConnectionError::ApplicationClosed(_) | ConnectionError::Reset => PeerClosed,
             ConnectionError::VersionMismatch
@@ -447,9 +463,13 @@ pub(super) async fn drive(conn: Rc<Conn>, endpoint: Rc<Endpoint>) {
     let mut buf = Vec::with_capacity(MAX_GSO_SEGMENTS * 1500);
     let segments = if endpoint.gso() { MAX_GSO_SEGMENTS } else { 1 };
     let mut remote = conn.remote_address();
+    let mut handshaking = true;
+    // Once quinn says drained it does not say it again: remembered across the sends that
+    // may still follow in the same turn.
+    let mut drained = false;
     loop {
         let now = Instant::now();
-        let (transmit, deadline, drained) = {
+        let (transmit, deadline) = {
             let mut st = conn.state.borrow_mut();
             st.dirty = false;
             while let Some(event) = st.inbox.pop_front() {
@@ -458,19 +478,18 @@ pub(super) async fn drive(conn: Rc<Conn>, endpoint: Rc<Endpoint>) {
             if st.conn.poll_timeout().is_some_and(|t| t <= now) {
                 st.conn.handle_timeout(now);
             }
-            if let Handshake::Running { deadline } = st.handshake {
-                if deadline <= now {
-                    st.handshake = Handshake::Expired;
-                    // CONNECTION_REFUSED: the client may try again later.
-                    st.conn
-                        .close(now, VarInt::from_u32(0x2), "handshake deadline".into());
-                }
+            if st.handshake == Handshake::Running && st.handshake_deadline <= now {
+                // quinn reports no loss for a close of ours: counted here.
+                st.handshake = Handshake::Failed;
+                conn.metrics.handshake_failed(HandshakeFailure::Timeout);
+                // CONNECTION_REFUSED: the client may try again later.
+                st.conn
+                    .close(now, VarInt::from_u32(0x2), "handshake deadline".into());
             }
             if st.conn.remote_address() != remote {
                 remote = st.conn.remote_address();
                 conn.metrics.migrations.inc();
             }
-            let mut drained = false;
             while let Some(event) = st.conn.poll_endpoint_events() {
                 drained |= event.is_drained();
                 if let Some(back) = endpoint.handle_event(conn.handle, event) {
@@ -478,19 +497,37 @@ pub(super) async fn drive(conn: Rc<Conn>, endpoint: Rc<Endpoint>) {
                 }
             }
             Conn::dispatch(&mut st, &conn.metrics);
+            if handshaking && st.handshake != Handshake::Running {
+                handshaking = false;
+                endpoint.handshake_ended();
+            }
+            let abandon_at = st.handshake_deadline + ABANDON_AFTER;
+            if st.handshake == Handshake::Failed && abandon_at <= now && !drained {
+                tracing::debug!(handle = ?conn.handle, "QUIC connection abandoned after a failed handshake");
+                let _ = endpoint.handle_event(conn.handle, EndpointEvent::drained());
+                drained = true;
+            }
             buf.clear();
             let transmit = st.conn.poll_transmit(now, segments, &mut buf);
             let mut deadline = st.conn.poll_timeout();
-            if let Handshake::Running { deadline: end } = st.handshake {
+            let ours = match st.handshake {
+                Handshake::Running => Some(st.handshake_deadline),
+                Handshake::Failed => Some(abandon_at),
+                Handshake::Done => None,
+            };
+            if let Some(end) = ours {
                 deadline = Some(deadline.map_or(end, |t| t.min(end)));
             }
-            (transmit, deadline, drained)
+            (transmit, deadline)
         };
         if let Some(t) = transmit {
             endpoint.send(&t, &buf[..t.size]).await;
             continue;
         }
         if drained {
+            if handshaking {
+                endpoint.handshake_ended();
+            }
             endpoint.forget(conn.handle);
             return;
         }
@@ -519,9 +556,7 @@ mod tests {
 
     #[test]
     fn handshake_failures_are_told_apart() {
-        let running = Handshake::Running {
-            deadline: Instant::now(),
-        };
+        let running = Handshake::Running;
         let transport = |code| {
             ConnectionError::TransportError(TransportError {
                 code,
@@ -551,16 +586,8 @@ mod tests {
                 ConnectionError::Reset,
                 Some(HandshakeFailure::PeerClosed),
             ),
-            (
-                Handshake::Expired,
-                ConnectionError::LocallyClosed,
-                Some(HandshakeFailure::Timeout),
-            ),
-            (
-                Handshake::Refused,
-                ConnectionError::LocallyClosed,
-                Some(HandshakeFailure::Refused),
-            ),
+            // Counted when the proxy closed it (deadline, refusal): not again.
+            (Handshake::Failed, ConnectionError::LocallyClosed, None),
             (Handshake::Done, ConnectionError::TimedOut, None),
         ];
         for (at, reason, want) in cases {

@@ -17,14 +17,13 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use quinn_proto::crypto::rustls::QuicServerConfig;
 use quinn_proto::{
-    ConnectionEvent, ConnectionHandle, DatagramEvent, EndpointConfig, EndpointEvent, ServerConfig,
-    Transmit,
+    ConnectionEvent, ConnectionHandle, DatagramEvent, EndpointConfig, EndpointEvent, IdleTimeout,
+    ServerConfig, Transmit, TransportConfig, VarInt,
 };
 
 use super::cid::ShardCids;
 use super::conn::{self, Conn};
 use super::udp::{self, Offloads};
-use crate::metrics::quic::HandshakeFailure;
 use crate::metrics::QuicMetrics;
 use crate::rt;
 use crate::tls::Identity;
@@ -32,12 +31,44 @@ use crate::tls::Identity;
 /// Reads handled before the receive loop lets the connections' tasks run.
 const READS_PER_TURN: usize = 64;
 
+/// What a client may hold open on one connection, and how long it may stay silent.
+#[derive(Debug, Clone, Copy)]
+pub struct Transport {
+    pub max_streams: u32,
+    pub idle_timeout: Duration,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Transport {
+            max_streams: 256,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Unidirectional streams a client may open: HTTP/3 needs three (control, QPACK encoder
+/// and decoder); the rest leaves room for extensions and grease.
+const MAX_UNI_STREAMS: u32 = 16;
+
 /// The QUIC server configuration every shard uses: the proxy's TLS identity offering
-/// `alpn`, and quinn's transport defaults.
-pub fn server_config(identity: &Arc<Identity>, alpn: &[&[u8]]) -> io::Result<Arc<ServerConfig>> {
+/// `alpn`, and the transport limits.
+pub fn server_config(
+    identity: &Arc<Identity>,
+    alpn: &[&[u8]],
+    limits: Transport,
+) -> io::Result<Arc<ServerConfig>> {
     let tls = QuicServerConfig::try_from(identity.server_config(alpn))
         .map_err(|e| io::Error::other(format!("TLS configuration unusable for QUIC: {e}")))?;
-    Ok(Arc::new(ServerConfig::with_crypto(Arc::new(tls))))
+    let mut transport = TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(VarInt::from_u32(limits.max_streams))
+        .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
+        // Beyond QUIC's limit (2^62 ms) means never; quinn then needs keep-alives from no one.
+        .max_idle_timeout(IdleTimeout::try_from(limits.idle_timeout).ok());
+    let mut config = ServerConfig::with_crypto(Arc::new(tls));
+    config.transport_config(Arc::new(transport));
+    Ok(Arc::new(config))
 }
 
 pub struct Endpoint {
@@ -52,6 +83,9 @@ pub struct Endpoint {
     writer_waiting: Cell<bool>,
     write_waiters: RefCell<Vec<Waker>>,
     handshake_timeout: Duration,
+    retry_above: usize,
+    /// Connections whose handshake is still running.
+    handshaking: Cell<usize>,
     metrics: Arc<QuicMetrics>,
 }
 
@@ -61,6 +95,8 @@ pub struct EndpointOptions {
     pub server: Arc<ServerConfig>,
     /// A connection not established by then is closed (and counted as timed out).
     pub handshake_timeout: Duration,
+    /// Handshakes in progress beyond which a client must first answer a Retry.
+    pub retry_above: usize,
     pub metrics: Arc<QuicMetrics>,
 }
 
@@ -75,6 +111,7 @@ impl Endpoint {
             shard,
             server,
             handshake_timeout,
+            retry_above,
             metrics,
         } = options;
         let mut config = EndpointConfig::default();
@@ -92,6 +129,8 @@ impl Endpoint {
             writer_waiting: Cell::new(false),
             write_waiters: RefCell::new(Vec::new()),
             handshake_timeout,
+            retry_above,
+            handshaking: Cell::new(0),
             metrics,
         }))
     }
@@ -114,6 +153,12 @@ impl Endpoint {
         event: EndpointEvent,
     ) -> Option<ConnectionEvent> {
         self.proto.borrow_mut().handle_event(handle, event)
+    }
+
+    /// A connection's handshake completed or failed.
+    pub(super) fn handshake_ended(&self) {
+        self.handshaking
+            .set(self.handshaking.get().saturating_sub(1));
     }
 
     pub(super) fn forget(&self, handle: ConnectionHandle) {
@@ -268,6 +313,19 @@ impl Endpoint {
                 }
             }
             Some(DatagramEvent::NewConnection(incoming)) => {
+                // Under a flood of Initials, state is kept only for clients that proved
+                // they receive at their address (RFC 9000 §8.1.2).
+                if self.handshaking.get() >= self.retry_above && incoming.may_retry() {
+                    let retried = self.proto.borrow_mut().retry(incoming, response);
+                    match retried {
+                        Ok(t) => {
+                            self.metrics.packets_stateless.inc();
+                            self.send(&t, &response[..t.size]).await;
+                        }
+                        Err(e) => self.proto.borrow_mut().ignore(e.into_incoming()),
+                    }
+                    return;
+                }
                 let accepted = self
                     .proto
                     .borrow_mut()
@@ -279,6 +337,7 @@ impl Endpoint {
                         self.conns.borrow_mut().insert(handle, conn.clone());
                         self.metrics.connections_total.inc();
                         self.metrics.connections_active.add(1);
+                        self.handshaking.set(self.handshaking.get() + 1);
                         rt::spawn(conn::drive(conn.clone(), self.clone()));
                         self.accepted.borrow_mut().push_back(conn);
                         if let Some(w) = self.acceptor.borrow_mut().take() {
@@ -286,7 +345,13 @@ impl Endpoint {
                         }
                     }
                     Err(e) => {
-                        self.metrics.handshake_failed(HandshakeFailure::Protocol);
+                        // The first flight already failed (no common ALPN, a bad
+                        // ClientHello): no connection to report it later.
+                        if let Some(why) =
+                            conn::handshake_failure(conn::Handshake::Running, &e.cause)
+                        {
+                            self.metrics.handshake_failed(why);
+                        }
                         if let Some(t) = e.response {
                             self.metrics.packets_stateless.inc();
                             self.send(&t, &response[..t.size]).await;

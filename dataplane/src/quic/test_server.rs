@@ -42,7 +42,7 @@ impl TestServer {
             metrics: Arc::default(),
             dir,
             socket: Some((socket, offloads)),
-            server: server_config(&identity, &[alpn]).unwrap(),
+            server: server_config(&identity, &[alpn], Default::default()).unwrap(),
         }
     }
 
@@ -56,6 +56,7 @@ impl TestServer {
                 shard: 0,
                 server: self.server.clone(),
                 handshake_timeout: Duration::from_secs(10),
+                retry_above: usize::MAX,
                 metrics: self.metrics.clone(),
             },
         )
