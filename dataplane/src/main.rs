@@ -256,7 +256,7 @@ fn quic_setup(cfg: &Config) -> Result<(Arc<quinn_proto::ServerConfig>, String), 
         Origin::Generated { written_to } => {
             tracing::info!(certificate = %written_to.display(), sha256 = %fingerprint, "QUIC with a generated certificate");
             format!(
-                "  QUIC (HTTP/3 CONNECT) on udp/{}; self-signed certificate for localhost in {} (SHA-256 {fingerprint}): HTTP/3 clients trust that file",
+                "  QUIC (HTTP/3 CONNECT and CONNECT-UDP) on udp/{}; self-signed certificate for localhost in {} (SHA-256 {fingerprint}): HTTP/3 clients trust that file",
                 cfg.listen.port(),
                 written_to.display(),
             )
@@ -264,7 +264,7 @@ fn quic_setup(cfg: &Config) -> Result<(Arc<quinn_proto::ServerConfig>, String), 
         Origin::Files { cert, .. } => {
             tracing::info!(certificate = %cert.display(), sha256 = %fingerprint, "QUIC with the configured certificate");
             format!(
-                "  QUIC (HTTP/3 CONNECT) on udp/{}, certificate {} (SHA-256 {fingerprint})",
+                "  QUIC (HTTP/3 CONNECT and CONNECT-UDP) on udp/{}, certificate {} (SHA-256 {fingerprint})",
                 cfg.listen.port(),
                 cert.display()
             )

@@ -110,7 +110,7 @@ fn tcp_protocols_share_the_port_number() {
     });
 }
 
-/// aioquic (Python) as the HTTP/3 client: 8 MiB echoed byte-exact through one tunnel, ten
+/// aioquic (Python) as the HTTP/3 client: 64 MiB echoed byte-exact through one tunnel, ten
 /// tunnels at once, and 407 without credentials.
 #[test]
 fn aioquic_connects_through_h3() {
@@ -129,7 +129,7 @@ fn aioquic_connects_through_h3() {
         .arg(proxy.addr.to_string())
         .arg(generated_cert(&proxy))
         .arg(echo.to_string())
-        .arg((8 << 20).to_string())
+        .arg((64 << 20).to_string())
         .arg("py:quic pass")
         .output()
         .expect("python3");
@@ -309,4 +309,29 @@ fn rust_h3_client_runs_connect_udp_flows_side_by_side() {
         assert_eq!(resp.status(), 200, "a finished flow frees its place");
         drop(b);
     });
+}
+
+/// A QUIC connection inside a CONNECT-UDP flow: aioquic's client runs HTTP/3 to a local
+/// aioquic server through the proxy, its packets as HTTP datagrams, and gets its GET
+/// answered.
+#[test]
+fn quic_runs_inside_connect_udp() {
+    let proxy = Proxy::builder().allow_loopback().start();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/aioquic_quic_in_udp.py"
+    );
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(proxy.addr.to_string())
+        .arg(generated_cert(&proxy))
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("ok hello from inside the tunnel"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(proxy.metric("zcproxy_quic_datagrams_sent_total", &[]) >= 2.0);
 }
