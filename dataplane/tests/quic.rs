@@ -6,8 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use common::h3::{connect_request, echo_through, generated_cert, with_h3};
 use common::Proxy;
@@ -157,27 +156,6 @@ fn an_unwritable_certificate_directory_leaves_tcp_serving() {
     assert!(!generated_cert(&proxy).exists());
 }
 
-/// A UDP echo server on loopback that counts the datagrams it sent back; it stops after
-/// 30 s without a datagram.
-fn udp_echo() -> (SocketAddr, Arc<AtomicU64>) {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = socket.local_addr().unwrap();
-    socket
-        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    let echoed = Arc::new(AtomicU64::new(0));
-    let count = echoed.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 65536];
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            if socket.send_to(&buf[..n], from).is_ok() {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    });
-    (addr, echoed)
-}
-
 /// aioquic sends 10,000 datagrams of mixed sizes through CONNECT-UDP to a UDP echo; the
 /// count that came back is printed (loss is counted, ordering not assumed). Every datagram
 /// the echo sent is accounted for by the proxy: relayed to the client, or dropped and
@@ -185,7 +163,7 @@ fn udp_echo() -> (SocketAddr, Arc<AtomicU64>) {
 #[test]
 fn aioquic_connect_udp_echoes_datagrams() {
     let proxy = Proxy::builder().allow_loopback().start();
-    let (echo, echoed) = udp_echo();
+    let (echo, echoed) = common::udp_echo_counted();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/aioquic_connect_udp.py"
@@ -242,8 +220,8 @@ fn rust_h3_client_runs_connect_udp_flows_side_by_side() {
         .allow_loopback()
         .config("[quic]\nmax_flows_per_connection = 2\n")
         .start();
-    let (echo_a, _) = udp_echo();
-    let (echo_b, _) = udp_echo();
+    let (echo_a, _) = common::udp_echo_counted();
+    let (echo_b, _) = common::udp_echo_counted();
     let request = |target| connect_udp_request(&proxy, target);
     let (req_a, req_b, req_c, req_d) = (
         request(echo_a),

@@ -446,3 +446,29 @@ pub fn holding_server() -> SocketAddr {
     });
     addr
 }
+
+/// A UDP echo server on loopback that counts the datagrams it sent back; it stops after
+/// 30 s without a datagram.
+pub fn udp_echo_counted() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let echoed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = echoed.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            if socket.send_to(&buf[..n], from).is_ok() {
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    (addr, echoed)
+}
+
+/// A UDP echo server on loopback (see [`udp_echo_counted`]).
+pub fn udp_echo() -> SocketAddr {
+    udp_echo_counted().0
+}

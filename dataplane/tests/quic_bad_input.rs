@@ -1,7 +1,7 @@
-//! QUIC handshakes at the edge of the proxy: forced Retry, a wrong ALPN, a client that goes
-//! silent mid-handshake, a flood of Initials that never complete, and packets that are not
-//! QUIC at all. Each is answered as RFC 9000 says or dropped, counted by reason, and a
-//! well-behaved client is served throughout.
+//! QUIC at the edge of the proxy: forced Retry, a wrong ALPN, a client that goes silent
+//! mid-handshake, a flood of Initials that never complete, packets that are not QUIC at all,
+//! and malformed HTTP/3 and capsules. Each is answered as the RFCs say or dropped, counted by
+//! reason, and a well-behaved client is served throughout.
 
 mod common;
 
@@ -234,5 +234,53 @@ fn garbage_and_unknown_versions_are_dropped_or_negotiated() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(proxy.metric("zcproxy_quic_connections_total", &[]), 0.0);
+    tunnel_works(&proxy);
+}
+
+/// Malformed HTTP/3 from aioquic, one connection per case: each is closed with the error
+/// code RFC 9114 / RFC 9204 names; malformed capsules on a CONNECT-UDP flow are skipped
+/// (the oversized one counted) and the datagram after them still gets through; the port
+/// keeps serving.
+#[test]
+fn malformed_http3_gets_the_errors_the_rfcs_name() {
+    let proxy = Proxy::builder().allow_loopback().start();
+    let echo = common::udp_echo();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/aioquic_bad_h3.py"
+    );
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(proxy.addr.to_string())
+        .arg(generated_cert(&proxy))
+        .arg(echo.to_string())
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = [
+        ("data_on_control", "266"),     // H3_MISSING_SETTINGS
+        ("duplicate_setting", "265"),   // H3_SETTINGS_ERROR
+        ("h2_setting", "265"),          // H3_SETTINGS_ERROR
+        ("second_control", "259"),      // H3_STREAM_CREATION_ERROR
+        ("data_before_headers", "261"), // H3_FRAME_UNEXPECTED
+        ("bad_qpack", "512"),           // QPACK_DECOMPRESSION_FAILED
+        ("truncated_frame", "262"),     // H3_FRAME_ERROR
+        ("capsules", "echo"),
+    ];
+    for (case, want) in expected {
+        let line = format!("{case} {want}");
+        assert!(stdout.lines().any(|l| l == line), "{case}: {stdout}");
+    }
+    assert!(
+        proxy.metric(
+            "zcproxy_quic_datagrams_dropped_total",
+            &["reason=\"too_large\""]
+        ) >= 1.0
+    );
     tunnel_works(&proxy);
 }
