@@ -163,6 +163,10 @@ pub struct Quic {
     /// Handshakes in progress on a core beyond which new clients must first prove their
     /// address with a Retry (an Initial flood costs one stateless packet each; 0: always).
     pub retry_above_handshakes: usize,
+    /// Let the kernel steer each packet to the core owning its connection (a BPF program
+    /// on the socket group). Off, or where it cannot be attached, the cores hand packets
+    /// to each other instead (counted as handed over).
+    pub kernel_steering: bool,
 }
 
 impl Default for Quic {
@@ -173,6 +177,7 @@ impl Default for Quic {
             max_streams_per_connection: 256,
             max_flows_per_connection: 256,
             retry_above_handshakes: 256,
+            kernel_steering: true,
         }
     }
 }

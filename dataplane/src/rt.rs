@@ -73,6 +73,34 @@ impl AsRawFd for UdpSocket {
     }
 }
 
+/// The waiting side of an eventfd another thread signals: the shard sleeps in its runtime
+/// until a peer core has handed it work.
+pub struct EventWait(PollFd<std::os::fd::OwnedFd>);
+
+impl EventWait {
+    /// Waits on a duplicate of `fd` (an eventfd) from this shard's runtime.
+    pub fn new(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<EventWait> {
+        PollFd::new(fd.try_clone_to_owned()?).map(EventWait)
+    }
+
+    /// Returns once the eventfd was signalled since the last call, and clears it.
+    pub async fn wait(&self) -> io::Result<()> {
+        loop {
+            let mut count = 0u64;
+            // SAFETY: an 8-byte read into a u64 from our own non-blocking eventfd.
+            let n = unsafe { libc::read(self.0.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+            if n == 8 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::WouldBlock {
+                return Err(e);
+            }
+            self.0.read_ready().await?;
+        }
+    }
+}
+
 /// A listening TCP socket whose accepts are io_uring ACCEPT ops.
 pub struct TcpListener(compio::net::TcpListener);
 

@@ -15,6 +15,7 @@ use crate::conn;
 use crate::context::Shard;
 use crate::metrics::ErrorKind;
 use crate::quic::endpoint::{Endpoint, EndpointOptions};
+use crate::quic::handover::Handover;
 use crate::quic::steer;
 use crate::quic::udp::{self, Offloads};
 use crate::rt::{self, TcpListener};
@@ -126,10 +127,12 @@ async fn quic_loop(shard: Rc<Shard>, endpoint: Rc<Endpoint>) {
 /// H3_EXCESSIVE_LOAD (RFC 9114 §8.1).
 const H3_EXCESSIVE_LOAD: u64 = 0x107;
 
-/// One shard's sockets: its TCP listener and, with QUIC on, its UDP socket.
+/// One shard's sockets: its TCP listener and, with QUIC on, its UDP socket (and the
+/// shards' handover queues when the kernel does not steer by connection ID).
 pub struct ShardSockets {
     pub tcp: std::net::TcpListener,
     pub udp: Option<(socket2::Socket, Offloads)>,
+    pub handover: Option<Arc<Handover>>,
 }
 
 fn run_shard(
@@ -138,7 +141,11 @@ fn run_shard(
     sockets: ShardSockets,
     stop: flume::Receiver<()>,
 ) -> io::Result<()> {
-    let ShardSockets { tcp: listener, udp } = sockets;
+    let ShardSockets {
+        tcp: listener,
+        udp,
+        handover,
+    } = sockets;
     let shard = Rc::new(Shard::new(id, shared.clone()));
     shard
         .metrics()
@@ -161,8 +168,11 @@ fn run_shard(
                 handshake_timeout: shared.config.timeouts.handshake(),
                 retry_above: shared.config.quic.retry_above_handshakes,
                 metrics: shard.metrics().quic.clone(),
+                shards: shared.cores,
+                handover,
             };
             let endpoint = Endpoint::new(socket, offloads, options)?;
+            rt::spawn(endpoint.clone().run_handed());
             rt::spawn(quic_loop(shard.clone(), endpoint));
         }
         accept_loop(shard, listener, stop).await;
@@ -176,21 +186,38 @@ pub struct Shards {
     pub stop: flume::Sender<()>,
 }
 
+/// The shards' UDP sockets for QUIC, and the handover queues if the kernel does not steer.
+type QuicSockets = (Vec<(socket2::Socket, Offloads)>, Option<Arc<Handover>>);
+
 /// Binds the shards' UDP sockets for QUIC, in shard order (a socket's place in the
-/// reuseport group is its shard), and attaches the connection-ID steering program.
-fn bind_quic(shared: &Shared) -> io::Result<Vec<(socket2::Socket, Offloads)>> {
+/// reuseport group is its shard), and attaches the connection-ID steering program; where
+/// it cannot be attached (or `quic.kernel_steering` is off) the shards hand each other
+/// what they read for one another.
+fn bind_quic(shared: &Shared) -> io::Result<QuicSockets> {
     if shared.quic.is_none() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let sockets = (0..shared.cores)
         .map(|_| udp::bind(shared.config.listen))
         .collect::<io::Result<Vec<_>>>()?;
-    if let Some((first, _)) = sockets.first() {
-        if let Err(e) = steer::attach(first, shared.cores) {
-            tracing::warn!(error = %e, "QUIC packets cannot be steered by connection ID; a client that changes address may lose its connection");
+    let steered = match sockets.first() {
+        _ if shared.cores < 2 => true,
+        Some((first, _)) if shared.config.quic.kernel_steering => {
+            match steer::attach(first, shared.cores) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "QUIC packets cannot be steered by connection ID in the kernel; the cores hand them to each other");
+                    false
+                }
+            }
         }
-    }
-    Ok(sockets)
+        _ => false,
+    };
+    let handover = match steered {
+        true => None,
+        false => Some(Arc::new(Handover::new(shared.cores)?)),
+    };
+    Ok((sockets, handover))
 }
 
 /// Starts `shared.cores` shards. Listeners are bound here, before any thread starts, so a
@@ -200,13 +227,15 @@ pub fn start(shared: Arc<Shared>) -> io::Result<Shards> {
     let listeners = (0..shared.cores)
         .map(|_| bind_listener(shared.config.listen))
         .collect::<io::Result<Vec<_>>>()?;
-    let mut udp = bind_quic(&shared)?.into_iter();
+    let (udp, handover) = bind_quic(&shared)?;
+    let mut udp = udp.into_iter();
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
     let mut handles = Vec::with_capacity(shared.cores);
     for (id, tcp) in listeners.into_iter().enumerate() {
         let sockets = ShardSockets {
             tcp,
             udp: udp.next(),
+            handover: handover.clone(),
         };
         let (shared, stop) = (shared.clone(), stop_rx.clone());
         let core = (shared.config.pin_cores && !core_ids.is_empty())

@@ -23,6 +23,8 @@ use quinn_proto::{
 
 use super::cid::ShardCids;
 use super::conn::{self, Conn};
+use super::handover::{Handed, Handover};
+use super::steer;
 use super::udp::{self, Offloads};
 use crate::metrics::QuicMetrics;
 use crate::rt;
@@ -87,6 +89,9 @@ pub struct Endpoint {
     /// Connections whose handshake is still running.
     handshaking: Cell<usize>,
     metrics: Arc<QuicMetrics>,
+    shard: usize,
+    shards: usize,
+    handover: Option<Arc<Handover>>,
 }
 
 /// What an endpoint needs besides its socket.
@@ -98,6 +103,11 @@ pub struct EndpointOptions {
     /// Handshakes in progress beyond which a client must first answer a Retry.
     pub retry_above: usize,
     pub metrics: Arc<QuicMetrics>,
+    /// How many shards share the port number.
+    pub shards: usize,
+    /// Where datagrams of other shards' connections go when the kernel does not steer
+    /// them (`None`: it does, or there is one shard).
+    pub handover: Option<Arc<Handover>>,
 }
 
 impl Endpoint {
@@ -113,6 +123,8 @@ impl Endpoint {
             handshake_timeout,
             retry_above,
             metrics,
+            shards,
+            handover,
         } = options;
         let mut config = EndpointConfig::default();
         config.cid_generator(move || Box::new(ShardCids::new(shard)));
@@ -132,6 +144,9 @@ impl Endpoint {
             retry_above,
             handshaking: Cell::new(0),
             metrics,
+            shard,
+            shards,
+            handover,
         }))
     }
 
@@ -272,6 +287,10 @@ impl Endpoint {
                     }
                     for datagram in buf[..r.len].chunks(r.stride.max(1)) {
                         self.metrics.packets_in.inc();
+                        if self.hand_over(now, r.from, datagram) {
+                            continue;
+                        }
+                        let datagram = BytesMut::from(datagram);
                         self.on_datagram(now, r.from, datagram, &mut response).await;
                     }
                     reads += 1;
@@ -289,22 +308,69 @@ impl Endpoint {
         }
     }
 
+    /// Passes `datagram` to the shard that owns its connection if that is another one and
+    /// the kernel did not steer it there; `true` if it is gone (handed over, or dropped on
+    /// a full queue).
+    fn hand_over(&self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
+        let Some(handover) = &self.handover else {
+            return false;
+        };
+        match steer::owner(datagram, self.shards) {
+            Some(owner) if owner != self.shard => {
+                let handed = Handed {
+                    from,
+                    data: BytesMut::from(datagram),
+                    received: now,
+                };
+                if handover.send(owner, handed) {
+                    self.metrics.packets_handed_over.inc();
+                } else {
+                    self.metrics.packets_unroutable.inc();
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Feeds this endpoint the datagrams other shards read for its connections, for as
+    /// long as the shard runs.
+    pub async fn run_handed(self: Rc<Self>) {
+        let Some(handover) = self.handover.clone() else {
+            return;
+        };
+        let waiter = match handover.waiter(self.shard) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(shard = self.shard, error = %e, "QUIC handover unavailable: packets other cores read for this one are lost");
+                return;
+            }
+        };
+        let mut response = Vec::new();
+        loop {
+            while let Some(h) = handover.take(self.shard) {
+                self.metrics.packets_taken_over.inc();
+                self.on_datagram(h.received, h.from, h.data, &mut response)
+                    .await;
+            }
+            if waiter.wait().await.is_err() {
+                return;
+            }
+        }
+    }
+
     async fn on_datagram(
         self: &Rc<Self>,
         now: Instant,
         from: SocketAddr,
-        datagram: &[u8],
+        datagram: BytesMut,
         response: &mut Vec<u8>,
     ) {
         response.clear();
-        let event = self.proto.borrow_mut().handle(
-            now,
-            from,
-            None,
-            None,
-            BytesMut::from(datagram),
-            response,
-        );
+        let event = self
+            .proto
+            .borrow_mut()
+            .handle(now, from, None, None, datagram, response);
         match event {
             Some(DatagramEvent::ConnectionEvent(handle, event)) => {
                 let conn = self.conns.borrow().get(&handle).cloned();

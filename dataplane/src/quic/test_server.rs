@@ -57,6 +57,8 @@ impl TestServer {
                 server: self.server.clone(),
                 handshake_timeout: Duration::from_secs(10),
                 retry_above: usize::MAX,
+                shards: 1,
+                handover: None,
                 metrics: self.metrics.clone(),
             },
         )

@@ -1,0 +1,112 @@
+//! A client that changes its address mid-transfer (quinn rebinding to a new port, as after
+//! a NAT rebinding) keeps its HTTP/3 CONNECT tunnel on a proxy with two cores: with the
+//! kernel steering packets by connection ID, and with the cores handing them to each other.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use common::h3::{client_config, connect_request, generated_cert};
+use common::Proxy;
+
+/// Echoes 64 chunks of 64 KiB through one tunnel, rebinding the client to a new UDP port
+/// after every fourth, until at least `min_rebinds` are done and `until` holds.
+fn migrating_transfer(proxy: &Proxy, min_rebinds: usize, until: impl Fn() -> bool) -> usize {
+    let echo = common::echo_server();
+    let cert = generated_cert(proxy);
+    let addr = proxy.addr;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        ep.set_default_client_config(client_config(&cert, b"h3"));
+        let quic = ep.connect(addr, "localhost").unwrap().await.unwrap();
+        let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(quic))
+            .await
+            .unwrap();
+        let drive = tokio::spawn(async move {
+            let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        });
+        let stream = send
+            .send_request(connect_request(echo, None))
+            .await
+            .unwrap();
+        let (mut tx, mut rx) = stream.split();
+        assert_eq!(rx.recv_response().await.unwrap().status(), 200);
+        let mut rebinds = 0;
+        let mut chunk_no = 0u32;
+        while chunk_no < 64 || rebinds < min_rebinds || !until() {
+            assert!(chunk_no < 400, "never saw what it waited for");
+            let chunk: Vec<u8> = (0..64 * 1024u32)
+                .map(|i| (i.wrapping_mul(7) ^ chunk_no) as u8)
+                .collect();
+            tx.send_data(Bytes::from(chunk.clone())).await.unwrap();
+            let mut got = Vec::with_capacity(chunk.len());
+            while got.len() < chunk.len() {
+                let mut part = tokio::time::timeout(Duration::from_secs(10), rx.recv_data())
+                    .await
+                    .expect("the tunnel stalled after a migration")
+                    .unwrap()
+                    .expect("the tunnel ended");
+                got.extend_from_slice(&part.copy_to_bytes(part.remaining()));
+            }
+            assert!(got == chunk, "chunk {chunk_no} differs");
+            chunk_no += 1;
+            if chunk_no.is_multiple_of(4) {
+                ep.rebind(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+                    .unwrap();
+                rebinds += 1;
+            }
+        }
+        tx.finish().await.unwrap();
+        drive.abort();
+        ep.close(0u32.into(), b"done");
+        rebinds
+    })
+}
+
+#[test]
+fn a_migrating_client_stays_on_its_core_when_the_kernel_steers() {
+    let proxy = Proxy::builder()
+        .allow_loopback()
+        .arg("--cores")
+        .arg("2")
+        .start();
+    migrating_transfer(&proxy, 8, || true);
+    assert!(proxy.metric("zcproxy_quic_migrations_total", &[]) >= 1.0);
+    assert_eq!(
+        proxy.metric("zcproxy_quic_packets_handed_over_total", &[]),
+        0.0,
+        "the kernel put every packet on its connection's core"
+    );
+}
+
+#[test]
+fn a_migrating_client_is_handed_to_its_core_without_kernel_steering() {
+    let proxy = Proxy::builder()
+        .allow_loopback()
+        .arg("--cores")
+        .arg("2")
+        .config("[quic]\nkernel_steering = false\n")
+        .start();
+    let handed = || proxy.metric("zcproxy_quic_packets_handed_over_total", &[]) > 0.0;
+    migrating_transfer(&proxy, 8, handed);
+    assert!(proxy.metric("zcproxy_quic_migrations_total", &[]) >= 1.0);
+    // Every packet handed over is taken by its owner (the last may still be on its way).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let over = proxy.metric("zcproxy_quic_packets_handed_over_total", &[]);
+        let taken = proxy.metric("zcproxy_quic_packets_taken_over_total", &[]);
+        if over > 0.0 && taken == over {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "handed {over}, taken {taken}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
