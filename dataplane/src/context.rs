@@ -25,6 +25,9 @@ pub struct Shard {
     pub creds: RefCell<CredentialCache>,
     pub sessions: Sessions,
     active: Cell<usize>,
+    /// Set when the shard starts draining; tasks waiting for that are woken.
+    draining: Cell<bool>,
+    drain_waiters: RefCell<Vec<std::task::Waker>>,
 }
 
 impl Shard {
@@ -49,8 +52,35 @@ impl Shard {
             )),
             sessions: Sessions::default(),
             active: Cell::new(0),
+            draining: Cell::new(false),
+            drain_waiters: RefCell::new(Vec::new()),
             shared,
         }
+    }
+
+    /// Starts draining: protocols that can say so (HTTP/3 GOAWAY) tell their clients.
+    pub fn start_draining(&self) {
+        self.draining.set(true);
+        self.drain_waiters
+            .borrow_mut()
+            .drain(..)
+            .for_each(|w| w.wake());
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Returns once the shard is draining.
+    pub async fn draining(&self) {
+        std::future::poll_fn(|cx| {
+            if self.draining.get() {
+                return std::task::Poll::Ready(());
+            }
+            self.drain_waiters.borrow_mut().push(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await
     }
 
     /// The policy in force: the one every decision (authentication, admission) is made

@@ -91,6 +91,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: flume::Recei
         }
     }
     drop(listener);
+    shard.start_draining();
     // Draining: live tunnels get until the deadline to finish on their own.
     let deadline = Instant::now() + shard.shared.config.timeouts.drain();
     while shard.active_connections() > 0 && Instant::now() < deadline {
@@ -110,6 +111,10 @@ async fn quic_loop(shard: Rc<Shard>, endpoint: Rc<Endpoint>) {
     loop {
         let conn = endpoint.accept().await;
         shard.metrics().accepted.inc();
+        if shard.is_draining() {
+            conn.refuse(H3_NO_ERROR, b"draining");
+            continue;
+        }
         let Some(guard) = shard.enter(max) else {
             shard.metrics().error(ErrorKind::ConnectionLimit);
             conn.refuse(H3_EXCESSIVE_LOAD, b"connection limit");
@@ -124,8 +129,9 @@ async fn quic_loop(shard: Rc<Shard>, endpoint: Rc<Endpoint>) {
     }
 }
 
-/// H3_EXCESSIVE_LOAD (RFC 9114 §8.1).
+/// H3_EXCESSIVE_LOAD and H3_NO_ERROR (RFC 9114 §8.1).
 const H3_EXCESSIVE_LOAD: u64 = 0x107;
+const H3_NO_ERROR: u64 = 0x100;
 
 /// One shard's sockets: its TCP listener and, with QUIC on, its UDP socket (and the
 /// shards' handover queues when the kernel does not steer by connection ID).

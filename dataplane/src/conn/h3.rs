@@ -4,10 +4,11 @@
 //! tunnel. Each request stream is its own session, so a policy change closes exactly the
 //! streams it revokes and leaves the connection's others alone.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use h3::server::{RequestResolver, RequestStream};
@@ -54,18 +55,69 @@ pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, peer: SocketAddr) {
             .clone()
             .dispatch(conn.clone(), shard.metrics().quic.clone()),
     );
+    let in_flight = Rc::new(Cell::new(0usize));
     loop {
-        match h3.accept().await {
-            Ok(Some(resolver)) => {
+        let next = {
+            let accepting = pin!(h3.accept());
+            let draining = pin!(shard.draining());
+            rt::race(accepting, draining).await
+        };
+        match next {
+            rt::Either::Left(Ok(Some(resolver))) => {
                 let (shard, conn, flows) = (shard.clone(), conn.clone(), flows.clone());
-                rt::spawn(async move { request(shard, resolver, peer, conn, flows).await });
+                let counted = InFlight::new(&in_flight);
+                rt::spawn(async move {
+                    request(shard, resolver, peer, conn, flows).await;
+                    drop(counted);
+                });
             }
-            Ok(None) => return,
-            Err(e) => {
+            rt::Either::Left(Ok(None)) => return,
+            rt::Either::Left(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "HTTP/3 connection ended");
                 return;
             }
+            rt::Either::Right(()) => break,
         }
+    }
+    // Draining: GOAWAY tells the client to take new requests elsewhere; the ones in flight
+    // run until they end or the drain deadline is near, then the connection is closed
+    // with H3_NO_ERROR rather than left to time out on the client.
+    let _ = h3.shutdown(0).await;
+    let deadline = Instant::now()
+        + shard
+            .shared
+            .config
+            .timeouts
+            .drain()
+            .saturating_sub(CLOSE_MARGIN);
+    while in_flight.get() > 0 && Instant::now() < deadline {
+        rt::sleep(Duration::from_millis(20)).await;
+    }
+    conn.close(H3_NO_ERROR, b"shutting down");
+    // Time for the connection's driver to send the close before the shard stops.
+    rt::sleep(CLOSE_FLUSH).await;
+}
+
+/// H3_NO_ERROR (RFC 9114 §8.1).
+const H3_NO_ERROR: u64 = 0x100;
+/// How long before the shard's drain deadline its HTTP/3 connections are closed, and how
+/// long the close is given to go out.
+const CLOSE_MARGIN: Duration = Duration::from_millis(250);
+const CLOSE_FLUSH: Duration = Duration::from_millis(50);
+
+/// Counts a request of the connection while it runs.
+struct InFlight(Rc<Cell<usize>>);
+
+impl InFlight {
+    fn new(count: &Rc<Cell<usize>>) -> InFlight {
+        count.set(count.get() + 1);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
     }
 }
 
