@@ -183,6 +183,43 @@ async fn h3_download(
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// p50 and p99 in µs of a 64-byte round trip through one HTTP/3 CONNECT tunnel to a TCP
+/// echo, `rounds` times.
+async fn h3_rtt(client: &Client, echo: SocketAddr, rounds: usize) -> Result<(f64, f64), String> {
+    let (_quic, mut send) = client.h3().await?;
+    let req = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(echo.to_string())
+        .body(())
+        .map_err(|e| e.to_string())?;
+    let mut stream = send.send_request(req).await.map_err(|e| e.to_string())?;
+    let resp = stream.recv_response().await.map_err(|e| e.to_string())?;
+    if resp.status() != 200 {
+        return Err(format!("CONNECT answered {}", resp.status()));
+    }
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        stream
+            .send_data(Bytes::from_static(&[9u8; 64]))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut got = 0;
+        while got < 64 {
+            let mut chunk = stream
+                .recv_data()
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("tunnel ended")?;
+            got += chunk.remaining();
+            chunk.advance(chunk.remaining());
+        }
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok((stats::percentile(&samples, 0.5), stats::percentile(&samples, 0.99)))
+}
+
 /// A UDP echo on loopback, one thread; stops after 30 s without a datagram.
 fn udp_echo(port: u16) -> SocketAddr {
     let socket = UdpSocket::bind(("127.0.0.1", port)).expect("bind UDP echo");
@@ -404,6 +441,7 @@ fn main() {
     let port = args.base_port;
     let source = servers::source(port + 10);
     let echo = udp_echo(port + 11);
+    let tcp_echo = servers::echo_pool(port + 12, 4);
     // The proxy writes its generated certificate under TMPDIR; give it this run's directory.
     std::env::set_var("TMPDIR", &dir);
     let opts = ZcOptions {
@@ -466,8 +504,21 @@ fn main() {
                 Err(e) => eprintln!("HTTP/3 CONNECT {streams}: {e}"),
             }
         }
+        for (name, via) in [("direct tcp", &direct), ("tcp connect", &proxy)] {
+            if let Ok((p50, p99)) = load::ping_pong(via, tcp_echo, 2000) {
+                s.add(&format!("{name} rtt50"), p50);
+                s.add(&format!("{name} rtt99"), p99);
+            }
+        }
         let client = Client::new(proxy.addr.expect("proxy address"), &cert);
         local.block_on(&rt, async {
+            match h3_rtt(&client, tcp_echo, 2000).await {
+                Ok((p50, p99)) => {
+                    s.add("h3 connect rtt50", p50);
+                    s.add("h3 connect rtt99", p99);
+                }
+                Err(e) => eprintln!("HTTP/3 CONNECT round trips: {e}"),
+            }
             let paths = [
                 ("direct udp", DatagramPath::direct(echo).await),
                 ("connect-udp", DatagramPath::flow(&client, echo).await),
@@ -512,8 +563,8 @@ fn main() {
 fn report(args: &Args, cores: usize, s: &Samples) {
     let runs = args.runs;
     println!("\nzcproxy QUIC on {cores} core(s), medians of {runs} run(s)\n");
-    println!("| path | 1 stream Gbit/s | 8 streams Gbit/s | proxy CPU s/GB (1 / 8) |");
-    println!("|---|---|---|---|");
+    println!("| path | 1 stream Gbit/s | 8 streams Gbit/s | proxy CPU s/GB (1 / 8) | 64 B round trip p50 / p99 µs |");
+    println!("|---|---|---|---|---|");
     for (label, key) in [
         ("direct TCP", "direct tcp"),
         ("TCP CONNECT through zcproxy", "tcp connect"),
@@ -524,11 +575,13 @@ fn report(args: &Args, cores: usize, s: &Samples) {
             _ => format!("{:.2}", s.median(&format!("{key} {n} cpu"))),
         };
         println!(
-            "| {label} | {:.2} | {:.2} | {} / {} |",
+            "| {label} | {:.2} | {:.2} | {} / {} | {:.0} / {:.0} |",
             s.median(&format!("{key} 1")),
             s.median(&format!("{key} 8")),
             cpu(1),
-            cpu(8)
+            cpu(8),
+            s.median(&format!("{key} rtt50")),
+            s.median(&format!("{key} rtt99"))
         );
     }
     println!(
