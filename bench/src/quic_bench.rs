@@ -217,7 +217,10 @@ async fn h3_rtt(client: &Client, echo: SocketAddr, rounds: usize) -> Result<(f64
         samples.push(t.elapsed().as_secs_f64() * 1e6);
     }
     samples.sort_by(f64::total_cmp);
-    Ok((stats::percentile(&samples, 0.5), stats::percentile(&samples, 0.99)))
+    Ok((
+        stats::percentile(&samples, 0.5),
+        stats::percentile(&samples, 0.99),
+    ))
 }
 
 /// A UDP echo on loopback, one thread; stops after 30 s without a datagram.

@@ -313,3 +313,57 @@ fn quic_runs_inside_connect_udp() {
     );
     assert!(proxy.metric("zcproxy_quic_datagrams_sent_total", &[]) >= 2.0);
 }
+
+/// A user's tunnel limit counts HTTP/3 CONNECT streams and CONNECT-UDP flows together, as
+/// for TCP tunnels: with `max_tunnels = 2`, one of each fills it, the next request is
+/// answered 429, and a slot is free again once a tunnel ends.
+#[test]
+fn the_user_tunnel_limit_counts_connect_streams_and_udp_flows() {
+    use common::h3::{connect_udp_request, with_h3_datagrams};
+    let hash = policy::password::hash("pw").unwrap();
+    let proxy = Proxy::builder()
+        .allow_loopback()
+        .config(&format!(
+            "[policy]\n[[policy.users]]\nname = \"carol\"\npassword_hash = \"{hash}\"\nmax_tunnels = 2\n"
+        ))
+        .start();
+    let echo = common::echo_server();
+    let udp = common::udp_echo();
+    let mut flow_req = connect_udp_request(&proxy, udp);
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode("carol:pw");
+    flow_req.headers_mut().insert(
+        "proxy-authorization",
+        format!("Basic {token}").parse().unwrap(),
+    );
+    with_h3_datagrams(&proxy, |mut send, _quic, _reader| async move {
+        let mut tunnel = send
+            .send_request(connect_request(echo, Some("carol:pw")))
+            .await
+            .unwrap();
+        assert_eq!(tunnel.recv_response().await.unwrap().status(), 200);
+        let mut flow = send.send_request(flow_req).await.unwrap();
+        assert_eq!(flow.recv_response().await.unwrap().status(), 200);
+        let mut third = send
+            .send_request(connect_request(echo, Some("carol:pw")))
+            .await
+            .unwrap();
+        assert_eq!(third.recv_response().await.unwrap().status(), 429);
+        flow.finish().await.unwrap();
+        drop(flow);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let mut again = send
+                .send_request(connect_request(echo, Some("carol:pw")))
+                .await
+                .unwrap();
+            if again.recv_response().await.unwrap().status() == 200 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "slot not released");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        drop(tunnel);
+    });
+    assert!(proxy.metric("zcproxy_errors_total", &["kind=\"user_limit\""]) >= 1.0);
+}
