@@ -199,6 +199,7 @@ async fn relay(shard: &Shard, stream: H3Stream, conn: &Conn, flow: &Flow, socket
     let clock = IdleClock::new(shard.shared.config.timeouts.idle());
     let fd = socket.as_raw_fd();
     let quic = &shard.metrics().quic;
+    let overflows = RefCell::new(udp::Overflows::default());
     let to_target = |payload: &[u8]| {
         // Only context 0 carries UDP payloads; others were not negotiated (RFC 9298 §4).
         let Some(data) = http_datagram::udp_payload(payload) else {
@@ -272,14 +273,11 @@ async fn relay(shard: &Shard, stream: H3Stream, conn: &Conn, flow: &Flow, socket
         let mut buf = vec![0u8; MAX_UDP];
         let mut payload = Vec::with_capacity(MAX_UDP + 8);
         let mut out = Vec::with_capacity(MAX_UDP + 16);
-        let mut overflows = udp::Overflows::default();
         loop {
             let n = match udp::recv(fd, &mut buf) {
                 Ok(r) => {
-                    quic.datagrams_dropped_by(
-                        DatagramDrop::UpstreamBuffer,
-                        overflows.new_since(&r),
-                    );
+                    let new = overflows.borrow_mut().new_since(&r);
+                    quic.datagrams_dropped_by(DatagramDrop::UpstreamBuffer, new);
                     r.len
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -325,6 +323,11 @@ async fn relay(shard: &Shard, stream: H3Stream, conn: &Conn, flow: &Flow, socket
             rt::Either::Left(rt::Either::Left(()))
         )
     };
+    // Drops after the last datagram read are reported by no read: counted now.
+    if let Some(total) = udp::drops(fd) {
+        let new = overflows.borrow_mut().catch_up(total);
+        quic.datagrams_dropped_by(DatagramDrop::UpstreamBuffer, new);
+    }
     if client_ended {
         let _ = send.finish().await;
     }

@@ -111,6 +111,8 @@ pub struct QuicMetrics {
     /// Packets the kernel dropped because the QUIC socket's receive buffer was full.
     pub packets_overflowed: Counter,
     pub migrations: Counter,
+    /// Reads that returned datagrams of several peers at once (recvmmsg).
+    pub batched_reads: Counter,
     /// Reads that returned more than one datagram (GRO), sends of more than one (GSO).
     pub gro_reads: Counter,
     pub gso_sends: Counter,
@@ -134,7 +136,7 @@ type Getter = fn(&QuicMetrics) -> f64;
 
 /// Renders the QUIC families for every core.
 pub(super) fn render<'a>(out: &mut String, cores: impl Iterator<Item = &'a QuicMetrics> + Clone) {
-    let simple: [(&str, &str, &str, Getter); 18] = [
+    let simple: [(&str, &str, &str, Getter); 19] = [
         (
             "zcproxy_quic_connections_total",
             "counter",
@@ -230,6 +232,12 @@ pub(super) fn render<'a>(out: &mut String, cores: impl Iterator<Item = &'a QuicM
             "counter",
             "Connections whose client moved to a new address",
             |m| m.migrations.get() as f64,
+        ),
+        (
+            "zcproxy_quic_batched_reads_total",
+            "counter",
+            "Reads that returned datagrams of several peers at once (recvmmsg)",
+            |m| m.batched_reads.get() as f64,
         ),
         (
             "zcproxy_quic_gro_reads_total",

@@ -272,26 +272,34 @@ impl Endpoint {
 
     /// Reads and routes datagrams for as long as the shard runs.
     pub async fn run(self: Rc<Self>) {
-        let mut buf = vec![0u8; 65_535];
+        // Up to BATCH datagrams from any peers per call (recvmmsg), each possibly a GRO
+        // train of one peer's datagrams.
+        let mut batch = udp::RecvBatch::default();
         let mut response = Vec::new();
         let mut reads = 0;
         let mut overflows = udp::Overflows::default();
         loop {
-            match udp::recv(self.socket.as_raw_fd(), &mut buf) {
-                Ok(r) => {
+            match batch.recv(self.socket.as_raw_fd()) {
+                Ok(n) => {
                     let now = Instant::now();
-                    self.metrics.packets_overflowed.add(overflows.new_since(&r));
-                    self.metrics.bytes_in.add(r.len as u64);
-                    if r.len > r.stride {
-                        self.metrics.gro_reads.inc();
+                    if n > 1 {
+                        self.metrics.batched_reads.inc();
                     }
-                    for datagram in buf[..r.len].chunks(r.stride.max(1)) {
-                        self.metrics.packets_in.inc();
-                        if self.hand_over(now, r.from, datagram) {
-                            continue;
+                    for i in 0..n {
+                        let Some((r, data)) = batch.get(i) else { break };
+                        self.metrics.packets_overflowed.add(overflows.new_since(&r));
+                        self.metrics.bytes_in.add(r.len as u64);
+                        if r.len > r.stride {
+                            self.metrics.gro_reads.inc();
                         }
-                        let datagram = BytesMut::from(datagram);
-                        self.on_datagram(now, r.from, datagram, &mut response).await;
+                        for datagram in data.chunks(r.stride.max(1)) {
+                            self.metrics.packets_in.inc();
+                            if self.hand_over(now, r.from, datagram) {
+                                continue;
+                            }
+                            let datagram = BytesMut::from(datagram);
+                            self.on_datagram(now, r.from, datagram, &mut response).await;
+                        }
                     }
                     reads += 1;
                     if reads % READS_PER_TURN == 0 {

@@ -121,10 +121,33 @@ pub struct Overflows(Option<u32>);
 
 impl Overflows {
     pub fn new_since(&mut self, r: &Received) -> u64 {
-        let Some(now) = r.overflows else { return 0 };
-        let before = self.0.replace(now).unwrap_or(0);
-        u64::from(now.wrapping_sub(before))
+        r.overflows.map_or(0, |now| self.catch_up(now))
     }
+
+    /// Takes `total` (the socket's running count, from [`drops`]) and yields what is new.
+    pub fn catch_up(&mut self, total: u32) -> u64 {
+        let before = self.0.replace(total).unwrap_or(0);
+        u64::from(total.wrapping_sub(before))
+    }
+}
+
+/// Datagrams the kernel has dropped on this socket so far (`SO_MEMINFO`). A read reports
+/// drops only on the next datagram queued after them; this also sees those at the end.
+pub fn drops(fd: RawFd) -> Option<u32> {
+    // SK_MEMINFO_VARS: the kernel's count of fields (libc does not name it).
+    let mut info = [0u32; 9];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` and `len` are valid for the kernel to write, `len` is their size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then(|| info[libc::SK_MEMINFO_DROPS as usize])
 }
 
 /// Control-message space for one int-sized message.
@@ -152,12 +175,21 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    let len = n as usize;
+    // SAFETY: the kernel filled `msg` (name, control) for a datagram of `n` bytes.
+    unsafe { received(&msg, &addr, n as usize) }
+}
+
+/// What the kernel said of one datagram: its source, length and GRO stride, and the
+/// socket's drop count.
+///
+/// # Safety
+/// `msg` must be a `msghdr` the kernel has just filled, whose name points at `addr`.
+unsafe fn received(msg: &libc::msghdr, addr: &SockAddrStorage, len: usize) -> io::Result<Received> {
     let mut stride = len;
     let mut overflows = None;
     // SAFETY: walking the control messages the kernel wrote, with the libc macros.
     unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        let mut c = libc::CMSG_FIRSTHDR(msg);
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
                 overflows = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
@@ -168,11 +200,12 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
                     stride = size as usize;
                 }
             }
-            c = libc::CMSG_NXTHDR(&msg, c);
+            c = libc::CMSG_NXTHDR(msg, c);
         }
     }
-    // SAFETY: the kernel filled `addr` with `msg_namelen` bytes of a socket address.
-    let from = unsafe { SockAddr::new(addr, msg.msg_namelen) }
+    // SAFETY: the kernel filled `addr` with `msg_namelen` bytes of a socket address; the
+    // storage is plain bytes, so reading a copy of it is sound.
+    let from = unsafe { SockAddr::new(std::ptr::read(addr), msg.msg_namelen) }
         .as_socket()
         .ok_or_else(|| io::Error::other("datagram from a non-IP address"))?;
     Ok(Received {
@@ -181,6 +214,79 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
         stride,
         overflows,
     })
+}
+
+/// Datagrams one batched read may return.
+pub const BATCH: usize = 8;
+/// Bytes each of them may take: a whole GRO train.
+const SLOT: usize = 65_535;
+
+/// Buffers for reading several datagrams, from any peers, in one `recvmmsg` call (each may
+/// itself be a GRO train of one peer's datagrams).
+pub struct RecvBatch {
+    bufs: Vec<u8>,
+    addrs: Vec<SockAddrStorage>,
+    cmsgs: Vec<Cmsg>,
+    got: Vec<Received>,
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        RecvBatch {
+            bufs: vec![0; BATCH * SLOT],
+            addrs: (0..BATCH).map(|_| SockAddrStorage::zeroed()).collect(),
+            cmsgs: (0..BATCH).map(|_| Cmsg([0; 64])).collect(),
+            got: Vec::with_capacity(BATCH),
+        }
+    }
+}
+
+impl RecvBatch {
+    /// Reads what is queued, up to [`BATCH`] datagrams, without waiting (`WouldBlock`:
+    /// nothing). Returns how many; [`RecvBatch::get`] gives each.
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.got.clear();
+        let mut iovs: [libc::iovec; BATCH] = std::array::from_fn(|i| libc::iovec {
+            iov_base: self.bufs[i * SLOT..].as_mut_ptr().cast(),
+            iov_len: SLOT,
+        });
+        // SAFETY: mmsghdr is a plain C struct; zero is a valid start.
+        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+        for (i, m) in msgs.iter_mut().enumerate() {
+            m.msg_hdr.msg_name = (&mut self.addrs[i] as *mut SockAddrStorage).cast();
+            m.msg_hdr.msg_namelen = self.addrs[i].size_of();
+            m.msg_hdr.msg_iov = &mut iovs[i];
+            m.msg_hdr.msg_iovlen = 1;
+            m.msg_hdr.msg_control = self.cmsgs[i].0.as_mut_ptr().cast();
+            m.msg_hdr.msg_controllen = self.cmsgs[i].0.len();
+        }
+        // SAFETY: every pointer in `msgs` refers to a live buffer of this batch (or a local
+        // array) of the stated size, for the length of the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for (i, m) in msgs.iter().take(n as usize).enumerate() {
+            // SAFETY: the kernel filled message `i` and its name points at `addrs[i]`.
+            let r = unsafe { received(&m.msg_hdr, &self.addrs[i], m.msg_len as usize) }?;
+            self.got.push(r);
+        }
+        Ok(self.got.len())
+    }
+
+    /// Datagram `i` of the last read and its bytes.
+    pub fn get(&self, i: usize) -> Option<(Received, &[u8])> {
+        let r = *self.got.get(i)?;
+        Some((r, &self.bufs[i * SLOT..i * SLOT + r.len]))
+    }
 }
 
 /// Sends `data` to `to` without waiting; with `segment` set, as datagrams of that size (GSO).
@@ -304,6 +410,36 @@ mod tests {
         tx.send_to(b"after", to).unwrap();
         let r = recv_blocking(rx.as_raw_fd(), &mut buf);
         let mut o = Overflows::default();
-        assert!(o.new_since(&r) > 100, "{r:?}");
+        let seen = o.new_since(&r);
+        assert!(seen > 100, "{r:?}");
+        assert_eq!(drops(rx.as_raw_fd()).map(|d| o.catch_up(d)), Some(0));
+        assert_eq!(u64::from(drops(rx.as_raw_fd()).unwrap()), seen);
+    }
+
+    /// One batched read returns datagrams of several peers, each with its source and
+    /// bytes.
+    #[test]
+    fn a_batched_read_returns_several_peers_datagrams() {
+        let (rx, _) = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let to = rx.local_addr().unwrap().as_socket().unwrap();
+        let peers: Vec<_> = (0..5)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        for (i, p) in peers.iter().enumerate() {
+            p.send_to(&[i as u8; 100], to).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let mut batch = RecvBatch::default();
+        let n = batch.recv(rx.as_raw_fd()).unwrap();
+        assert_eq!(n, 5, "all five queued datagrams in one call");
+        for i in 0..n {
+            let (r, data) = batch.get(i).unwrap();
+            let sender = peers
+                .iter()
+                .position(|p| p.local_addr().unwrap() == r.from)
+                .expect("a known peer");
+            assert_eq!(data, &[sender as u8; 100][..]);
+        }
+        assert!(batch.get(n).is_none());
     }
 }
