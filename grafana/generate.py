@@ -148,6 +148,40 @@ def dataplane():
     b.panel("timeseries", "Sessions revoked by policy changes", [
         (f"sum by (core) (increase(zcproxy_sessions_revoked_total{{{s}}}[{RATE}]))", "core {{core}}"),
         (f"max by (instance, source) (zcproxy_policy_source{{{s}}}) == 1", "source {{source}} {{instance}}")])
+    b.row("QUIC (HTTP/3 CONNECT, CONNECT-UDP)")
+    b.panel("timeseries", "QUIC connections by core", [
+        (f"sum by (instance, core) (zcproxy_quic_connections_active{{{s}}})", "open core {{core}}"),
+        (f"sum by (instance, core) (rate(zcproxy_quic_connections_total{{{s}}}[{RATE}]))", "new/s core {{core}}"),
+        (f"sum(rate(zcproxy_quic_handshakes_completed_total{{{s}}}[{RATE}]))", "handshakes completed/s")],
+        desc="Open QUIC connections per core, new ones per second, handshakes completed per second.")
+    b.panel("timeseries", "QUIC handshake failures/s by reason", [
+        (f"sum by (reason) (rate(zcproxy_quic_handshake_failures_total{{{s}}}[{RATE}]))", "{{reason}}")], unit="reqps",
+        desc="timeout, tls (an alert: no common ALPN, a rejected certificate), protocol, peer_closed, refused (connection cap or draining).")
+    b.panel("timeseries", "HTTP datagrams/s (CONNECT-UDP) by core", [
+        (f"sum by (instance, core) (rate(zcproxy_quic_datagrams_received_total{{{s}}}[{RATE}]))", "from clients core {{core}}"),
+        (f"sum by (instance, core) (rate(zcproxy_quic_datagrams_sent_total{{{s}}}[{RATE}]))", "to clients core {{core}}"),
+        (f"sum by (reason) (rate(zcproxy_quic_datagrams_dropped_total{{{s}}}[{RATE}]))", "dropped: {{reason}}"),
+        (f"sum(rate(zcproxy_quic_datagram_send_waits_total{{{s}}}[{RATE}]))", "waits for send room")], unit="pps",
+        desc="Datagrams from and to clients per core, those dropped by reason, and waits for room in a connection's datagram buffer.")
+    b.panel("timeseries", "QUIC packets/s by core", [
+        (f"sum by (instance, core) (rate(zcproxy_quic_packets_received_total{{{s}}}[{RATE}]))", "in core {{core}}"),
+        (f"sum by (instance, core) (rate(zcproxy_quic_packets_sent_total{{{s}}}[{RATE}]))", "out core {{core}}"),
+        (f"sum(rate(zcproxy_quic_packets_overflowed_total{{{s}}}[{RATE}]))", "socket overflows"),
+        (f"sum(rate(zcproxy_quic_packets_stateless_total{{{s}}}[{RATE}]))", "stateless answers"),
+        (f"sum(rate(zcproxy_quic_packets_unroutable_total{{{s}}}[{RATE}]))", "unroutable")], unit="pps",
+        desc="UDP datagrams read and sent on the QUIC sockets; kernel receive-buffer overflows; packets answered without a connection; packets dropped as unroutable.")
+    b.panel("timeseries", "Steering: packets handed between cores, migrations", [
+        (f"sum by (instance, core) (rate(zcproxy_quic_packets_handed_over_total{{{s}}}[{RATE}]))", "handed over by core {{core}}"),
+        (f"sum by (instance, core) (rate(zcproxy_quic_packets_taken_over_total{{{s}}}[{RATE}]))", "taken over by core {{core}}"),
+        (f"sum(rate(zcproxy_quic_migrations_total{{{s}}}[{RATE}]))", "migrations")], unit="pps",
+        desc="Non-zero handover means the kernel is not steering by connection ID (the BPF program could not be attached, or quic.kernel_steering is off).")
+    b.panel("timeseries", "Offloads and streams", [
+        (f"sum by (instance, core) (rate(zcproxy_quic_gro_reads_total{{{s}}}[{RATE}]))", "GRO reads/s core {{core}}"),
+        (f"sum by (instance, core) (rate(zcproxy_quic_gso_sends_total{{{s}}}[{RATE}]))", "GSO sends/s core {{core}}"),
+        (f"min by (kind) (zcproxy_quic_offload{{{s}}})", "offload on: {{kind}}"),
+        (f"sum by (dir) (rate(zcproxy_quic_streams_total{{{s}}}[{RATE}]))", "streams/s {{dir}}"),
+        (f"sum by (instance, core) (rate(zcproxy_quic_batched_reads_total{{{s}}}[{RATE}]))", "batched reads/s core {{core}}")],
+        desc="Reads that returned several peers' datagrams (recvmmsg), reads and sends that carried several datagrams of one peer (GRO, GSO), whether the cores have them, and streams opened by clients per second.")
     return b.json([query_var("instance", "Proxy", "zcproxy_cores")])
 
 
