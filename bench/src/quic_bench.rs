@@ -471,41 +471,33 @@ fn main() {
     for run in 0..args.runs {
         eprintln!("run {}/{}", run + 1, args.runs);
         for streams in [1usize, 8] {
-            if let Ok(t) = load::download(&direct, source, args.bytes, streams) {
-                s.add(
-                    &format!("direct tcp {streams}"),
-                    args.bytes as f64 * 8.0 / t / 1e9,
-                );
-            }
-            let c0 = cpu(&proxy);
-            match load::download(&proxy, source, args.bytes, streams) {
+            // Throughput and the proxy's CPU per GB of one download (the latter unused for
+            // the direct path, which the report leaves out).
+            let mut record = |key: String, c0: f64, took: Result<f64, String>| match took {
                 Ok(t) => {
-                    s.add(
-                        &format!("tcp connect {streams}"),
-                        args.bytes as f64 * 8.0 / t / 1e9,
-                    );
-                    s.add(
-                        &format!("tcp connect {streams} cpu"),
-                        (cpu(&proxy) - c0) / gb,
-                    );
+                    s.add(&key, args.bytes as f64 * 8.0 / t / 1e9);
+                    s.add(&format!("{key} cpu"), (cpu(&proxy) - c0) / gb);
                 }
-                Err(e) => eprintln!("TCP CONNECT {streams}: {e}"),
-            }
+                Err(e) => eprintln!("{key}: {e}"),
+            };
+            let c0 = cpu(&proxy);
+            let took = load::download(&direct, source, args.bytes, streams);
+            record(
+                format!("direct tcp {streams}"),
+                c0,
+                took.map_err(|e| e.to_string()),
+            );
+            let c0 = cpu(&proxy);
+            let took = load::download(&proxy, source, args.bytes, streams);
+            record(
+                format!("tcp connect {streams}"),
+                c0,
+                took.map_err(|e| e.to_string()),
+            );
             let client = Client::new(proxy.addr.expect("proxy address"), &cert);
             let c0 = cpu(&proxy);
-            match local.block_on(&rt, h3_download(&client, source, args.bytes, streams)) {
-                Ok(t) => {
-                    s.add(
-                        &format!("h3 connect {streams}"),
-                        args.bytes as f64 * 8.0 / t / 1e9,
-                    );
-                    s.add(
-                        &format!("h3 connect {streams} cpu"),
-                        (cpu(&proxy) - c0) / gb,
-                    );
-                }
-                Err(e) => eprintln!("HTTP/3 CONNECT {streams}: {e}"),
-            }
+            let took = local.block_on(&rt, h3_download(&client, source, args.bytes, streams));
+            record(format!("h3 connect {streams}"), c0, took);
         }
         for (name, via) in [("direct tcp", &direct), ("tcp connect", &proxy)] {
             if let Ok((p50, p99)) = load::ping_pong(via, tcp_echo, 2000) {

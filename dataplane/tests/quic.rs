@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
-use common::h3::{connect_request, echo_through, generated_cert, with_h3};
+use common::h3::{aioquic, connect_request, echo_through, generated_cert, with_h3};
 use common::Proxy;
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -119,25 +119,12 @@ fn aioquic_connects_through_h3() {
         .arg("py:quic pass")
         .start();
     let echo = common::echo_server();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/aioquic_connect.py"
+    let stdout = aioquic(
+        &proxy,
+        "aioquic_connect.py",
+        &[&echo.to_string(), &(64 << 20).to_string(), "py:quic pass"],
     );
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(proxy.addr.to_string())
-        .arg(generated_cert(&proxy))
-        .arg(echo.to_string())
-        .arg((64 << 20).to_string())
-        .arg("py:quic pass")
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(stdout.contains("ok"), "{stdout}");
 }
 
 /// A generated certificate that cannot be written leaves QUIC off and TCP serving.
@@ -164,23 +151,10 @@ fn an_unwritable_certificate_directory_leaves_tcp_serving() {
 fn aioquic_connect_udp_echoes_datagrams() {
     let proxy = Proxy::builder().allow_loopback().start();
     let (echo, echoed) = common::udp_echo_counted();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/aioquic_connect_udp.py"
-    );
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(proxy.addr.to_string())
-        .arg(generated_cert(&proxy))
-        .arg(echo.to_string())
-        .arg("10000")
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = aioquic(
+        &proxy,
+        "aioquic_connect_udp.py",
+        &[&echo.to_string(), "10000"],
     );
     let received: u64 = stdout
         .split_whitespace()
@@ -301,21 +275,10 @@ fn rust_h3_client_runs_connect_udp_flows_side_by_side() {
 #[test]
 fn quic_runs_inside_connect_udp() {
     let proxy = Proxy::builder().allow_loopback().start();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/aioquic_quic_in_udp.py"
-    );
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(proxy.addr.to_string())
-        .arg(generated_cert(&proxy))
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = aioquic(&proxy, "aioquic_quic_in_udp.py", &[]);
     assert!(
-        out.status.success() && stdout.starts_with("ok hello from inside the tunnel"),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+        stdout.starts_with("ok hello from inside the tunnel"),
+        "{stdout}"
     );
     assert!(proxy.metric("zcproxy_quic_datagrams_sent_total", &[]) >= 2.0);
 }

@@ -8,7 +8,7 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::h3::{client_config, echo_through, generated_cert, with_h3};
+use common::h3::{aioquic, echo_through, generated_cert, quinn_client, runtime, with_h3};
 use common::Proxy;
 
 /// Polls `metric` (summed over cores) until `ok` holds; panics after 10 s.
@@ -50,13 +50,8 @@ fn a_client_without_h3_fails_its_handshake_with_a_tls_alert() {
     let proxy = Proxy::builder().allow_loopback().start();
     let cert = generated_cert(&proxy);
     let addr = proxy.addr;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let err = rt.block_on(async move {
-        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        ep.set_default_client_config(client_config(&cert, b"not-h3"));
+    let err = runtime().block_on(async move {
+        let ep = quinn_client(&cert, b"not-h3");
         ep.connect(addr, "localhost").unwrap().await.unwrap_err()
     });
     assert!(
@@ -95,13 +90,8 @@ fn black_hole(to: SocketAddr) -> SocketAddr {
 /// `secs`.
 fn doomed_handshakes(cert: std::path::PathBuf, to: SocketAddr, count: usize, secs: u64) {
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-            ep.set_default_client_config(client_config(&cert, b"h3"));
+        runtime().block_on(async move {
+            let ep = quinn_client(&cert, b"h3");
             let attempts: Vec<_> = (0..count)
                 .map(|_| {
                     let connecting = ep.connect(to, "localhost").unwrap();
@@ -245,23 +235,7 @@ fn garbage_and_unknown_versions_are_dropped_or_negotiated() {
 fn malformed_http3_gets_the_errors_the_rfcs_name() {
     let proxy = Proxy::builder().allow_loopback().start();
     let echo = common::udp_echo();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/aioquic_bad_h3.py"
-    );
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(proxy.addr.to_string())
-        .arg(generated_cert(&proxy))
-        .arg(echo.to_string())
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = aioquic(&proxy, "aioquic_bad_h3.py", &[&echo.to_string()]);
     let expected = [
         ("data_on_control", "266"),     // H3_MISSING_SETTINGS
         ("duplicate_setting", "265"),   // H3_SETTINGS_ERROR

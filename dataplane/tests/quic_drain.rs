@@ -7,7 +7,9 @@ mod common;
 use std::time::Duration;
 
 use bytes::Buf;
-use common::h3::{client_config, connect_request, generated_cert, open_tunnel, round_trip};
+use common::h3::{
+    connect_request, generated_cert, open_h3, open_tunnel, quinn_client, round_trip, runtime,
+};
 use common::Proxy;
 
 #[test]
@@ -19,20 +21,9 @@ fn sigterm_sends_goaway_and_lets_open_tunnels_finish() {
     let echo = common::echo_server();
     let cert = generated_cert(&proxy);
     let (addr, pid) = (proxy.addr, proxy.pid());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let close = rt.block_on(async move {
-        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        ep.set_default_client_config(client_config(&cert, b"h3"));
-        let quic = ep.connect(addr, "localhost").unwrap().await.unwrap();
-        let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(quic.clone()))
-            .await
-            .unwrap();
-        let drive = tokio::spawn(async move {
-            let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
-        });
+    let close = runtime().block_on(async move {
+        let ep = quinn_client(&cert, b"h3");
+        let (quic, mut send, drive) = open_h3(&ep, addr).await;
         let (mut tx, mut rx) = open_tunnel(&mut send, echo, None).await;
         round_trip(&mut tx, &mut rx, b"before").await.unwrap();
 

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use common::h3::{client_config, connect_request, generated_cert};
+use common::h3::{connect_request, generated_cert, open_h3, quinn_client, runtime};
 use common::Proxy;
 
 /// Echoes 64 chunks of 64 KiB through one tunnel, rebinding the client to a new UDP port
@@ -16,20 +16,9 @@ fn migrating_transfer(proxy: &Proxy, min_rebinds: usize, until: impl Fn() -> boo
     let echo = common::echo_server();
     let cert = generated_cert(proxy);
     let addr = proxy.addr;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        ep.set_default_client_config(client_config(&cert, b"h3"));
-        let quic = ep.connect(addr, "localhost").unwrap().await.unwrap();
-        let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(quic))
-            .await
-            .unwrap();
-        let drive = tokio::spawn(async move {
-            let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
-        });
+    runtime().block_on(async move {
+        let ep = quinn_client(&cert, b"h3");
+        let (_quic, mut send, drive) = open_h3(&ep, addr).await;
         let stream = send
             .send_request(connect_request(echo, None))
             .await

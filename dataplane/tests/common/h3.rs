@@ -3,7 +3,7 @@
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bytes::{Buf, Bytes};
 
@@ -13,6 +13,60 @@ use super::Proxy;
 #[path = "../../src/quic/test_support.rs"]
 mod test_support;
 pub use test_support::client_config;
+
+/// A current-thread tokio runtime for a test's QUIC client (quinn runs on tokio).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A quinn client endpoint on loopback trusting `cert` and offering `alpn`; made inside
+/// the runtime.
+pub fn quinn_client(cert: &Path, alpn: &[u8]) -> quinn::Endpoint {
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(client_config(cert, alpn));
+    ep
+}
+
+/// An HTTP/3 connection to `addr` over `ep`, its h3 driver running as a task (abort it to
+/// stop driving).
+pub async fn open_h3(
+    ep: &quinn::Endpoint,
+    addr: SocketAddr,
+) -> (quinn::Connection, SendRequest, tokio::task::JoinHandle<()>) {
+    let quic = ep.connect(addr, "localhost").unwrap().await.unwrap();
+    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(quic.clone()))
+        .await
+        .unwrap();
+    let drive = tokio::spawn(async move {
+        let _ = poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    (quic, send, drive)
+}
+
+/// Runs the aioquic client `script` (in tests/clients) against `proxy`: its address and
+/// certificate, then `args`. Returns what it printed; panics with its output if it failed.
+pub fn aioquic(proxy: &Proxy, script: &str, args: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
+    let out = std::process::Command::new("python3")
+        .arg(path)
+        .arg(proxy.addr.to_string())
+        .arg(generated_cert(proxy))
+        .args(args)
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
 
 pub fn generated_cert(proxy: &Proxy) -> PathBuf {
     proxy
@@ -30,20 +84,11 @@ where
     F: FnOnce(SendRequest) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let cert = generated_cert(proxy);
     let addr = proxy.addr;
-    rt.block_on(async move {
-        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        ep.set_default_client_config(client_config(&cert, b"h3"));
-        let quic = ep.connect(addr, "localhost").unwrap().await.unwrap();
-        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(quic))
-            .await
-            .unwrap();
-        let drive = tokio::spawn(async move { poll_fn(|cx| driver.poll_close(cx)).await });
+    runtime().block_on(async move {
+        let ep = quinn_client(&cert, b"h3");
+        let (_quic, send, drive) = open_h3(&ep, addr).await;
         f(send).await;
         drive.abort();
         ep.close(0u32.into(), b"done");
@@ -62,15 +107,10 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     use h3_datagram::datagram_handler::HandleDatagramsExt;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let cert = generated_cert(proxy);
     let addr = proxy.addr;
-    rt.block_on(async move {
-        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        ep.set_default_client_config(client_config(&cert, b"h3"));
+    runtime().block_on(async move {
+        let ep = quinn_client(&cert, b"h3");
         let quic = ep.connect(addr, "localhost").unwrap().await.unwrap();
         let (mut driver, send) = h3::client::builder()
             .enable_datagram(true)
