@@ -1,6 +1,6 @@
 //! Proxy configuration: a TOML file, overridden by command-line flags, over built-in defaults.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -182,6 +182,77 @@ impl Default for Quic {
     }
 }
 
+/// SOCKS5 UDP ASSOCIATE (RFC 1928 §7): a relay socket per association.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Socks5Udp {
+    pub enabled: bool,
+    /// The address replies name for the relay socket (BND.ADDR) instead of the one the
+    /// client reached the proxy on: the public address of a proxy behind NAT.
+    pub advertised_address: Option<IpAddr>,
+    /// Ports relay sockets bind, "LOW-HIGH" (for firewall or NAT port forwarding); any
+    /// free port when unset.
+    pub ports: Option<String>,
+    /// Associations one core holds at once; more are refused.
+    pub max_associations_per_core: usize,
+    /// Associations one user holds at once on all cores together.
+    pub max_associations_per_user: u32,
+    /// Destinations one association sends to at once; a datagram to one more is dropped
+    /// until a flow expires.
+    pub max_destinations_per_association: usize,
+    /// A destination nothing was sent to or received from for this long is forgotten
+    /// (its replies are dropped from then on).
+    pub flow_idle_secs: u64,
+    /// How long a resolved destination name is reused by its association.
+    pub dns_cache_secs: u64,
+    /// Bytes of each relay socket buffer (a burst one side sends faster than the other
+    /// takes).
+    pub socket_buffer: usize,
+}
+
+impl Default for Socks5Udp {
+    fn default() -> Self {
+        Socks5Udp {
+            enabled: true,
+            advertised_address: None,
+            ports: None,
+            max_associations_per_core: 4096,
+            max_associations_per_user: 64,
+            max_destinations_per_association: 1024,
+            flow_idle_secs: 120,
+            dns_cache_secs: 60,
+            socket_buffer: 1 << 20,
+        }
+    }
+}
+
+impl Socks5Udp {
+    /// The relay port range, if one is set and valid.
+    pub fn port_range(&self) -> Result<Option<(u16, u16)>, ConfigError> {
+        let Some(text) = &self.ports else {
+            return Ok(None);
+        };
+        let bad = || {
+            ConfigError::Invalid(format!(
+                "socks5_udp.ports {text:?}: expected LOW-HIGH with 1 <= LOW <= HIGH <= 65535"
+            ))
+        };
+        let (low, high) = text.split_once('-').ok_or_else(bad)?;
+        let low: u16 = low.trim().parse().map_err(|_| bad())?;
+        let high: u16 = high.trim().parse().map_err(|_| bad())?;
+        if low == 0 || low > high {
+            return Err(bad());
+        }
+        Ok(Some((low, high)))
+    }
+    pub fn flow_idle(&self) -> Duration {
+        Duration::from_secs(self.flow_idle_secs)
+    }
+    pub fn dns_cache(&self) -> Duration {
+        Duration::from_secs(self.dns_cache_secs)
+    }
+}
+
 /// The proxy's TLS identity, shared by every TLS listener (QUIC now).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -314,6 +385,7 @@ pub struct Config {
     pub limits: Limits,
     pub control: Control,
     pub quic: Quic,
+    pub socks5_udp: Socks5Udp,
     pub tls: Tls,
     pub policy: PolicyDoc,
 }
@@ -334,6 +406,7 @@ impl Default for Config {
             limits: Limits::default(),
             control: Control::default(),
             quic: Quic::default(),
+            socks5_udp: Socks5Udp::default(),
             tls: Tls::default(),
             policy: PolicyDoc::default(),
         }
@@ -422,6 +495,17 @@ impl Config {
                 "QUIC steers to at most 256 cores: set fewer cores or quic.enabled = false".into(),
             ));
         }
+        let u = &self.socks5_udp;
+        u.port_range()?;
+        if u.max_associations_per_user == 0
+            || u.max_destinations_per_association == 0
+            || u.flow_idle_secs == 0
+            || u.socket_buffer < 4096
+        {
+            return Err(ConfigError::Invalid(
+                "socks5_udp.max_associations_per_user, max_destinations_per_association and flow_idle_secs must be positive, socket_buffer at least 4096".into(),
+            ));
+        }
         if self.admin == Some(self.listen) {
             return Err(ConfigError::Invalid("admin and listen must differ".into()));
         }
@@ -470,5 +554,12 @@ mod tests {
         assert!(cfg.validate().is_err());
         let cfg: Config = toml::from_str("[limits]\npipe_size = 10").unwrap();
         assert!(cfg.validate().is_err());
+        for ports in ["1-", "0-10", "10-9", "a-b", "70000-70001"] {
+            let cfg: Config =
+                toml::from_str(&format!("[socks5_udp]\nports = \"{ports}\"")).unwrap();
+            assert!(cfg.validate().is_err(), "{ports}");
+        }
+        let cfg: Config = toml::from_str("[socks5_udp]\nports = \"20000-20099\"").unwrap();
+        assert_eq!(cfg.socks5_udp.port_range().unwrap(), Some((20000, 20099)));
     }
 }

@@ -15,6 +15,7 @@ use crate::relay::pipe_pool::PipePool;
 use crate::relay::RelayEnv;
 use crate::sessions::{PolicyRef, Sessions};
 use crate::shared::Shared;
+use crate::udp::RecvBatch;
 
 pub struct Shard {
     pub id: usize,
@@ -28,6 +29,9 @@ pub struct Shard {
     /// Set when the shard starts draining; tasks waiting for that are woken.
     draining: Cell<bool>,
     drain_waiters: RefCell<Vec<std::task::Waker>>,
+    /// Buffers every UDP association of the shard reads datagrams into, one batch at a
+    /// time (allocated on first use: 8 × 64 KiB).
+    datagrams: RefCell<Option<Box<RecvBatch>>>,
 }
 
 impl Shard {
@@ -54,8 +58,22 @@ impl Shard {
             active: Cell::new(0),
             draining: Cell::new(false),
             drain_waiters: RefCell::new(Vec::new()),
+            datagrams: RefCell::new(None),
             shared,
         }
+    }
+
+    /// Runs `f` over the shard's datagram batch; `f` must not wait (the batch is shared by
+    /// every association of the shard), which the borrow enforces.
+    pub fn with_datagrams<R>(&self, f: impl FnOnce(&mut RecvBatch) -> R) -> R {
+        let mut slot = self.datagrams.borrow_mut();
+        let batch = slot.get_or_insert_with(|| {
+            Box::new(RecvBatch::new(
+                crate::udp::MAX_PAYLOAD + 1,
+                proto::socks5::udp::REPLY_ROOM,
+            ))
+        });
+        f(batch)
     }
 
     /// Starts draining: protocols that can say so (HTTP/3 GOAWAY) tell their clients.

@@ -20,4 +20,5 @@ pub mod shared;
 pub mod stream;
 pub mod sys;
 pub mod tls;
+pub mod udp;
 pub mod workers;

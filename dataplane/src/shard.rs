@@ -17,9 +17,9 @@ use crate::metrics::ErrorKind;
 use crate::quic::endpoint::{Endpoint, EndpointOptions};
 use crate::quic::handover::Handover;
 use crate::quic::steer;
-use crate::quic::udp::{self, Offloads};
 use crate::rt::{self, TcpListener};
 use crate::shared::Shared;
+use crate::udp::{self, Offloads};
 
 /// Binds one SO_REUSEPORT listener (the kernel spreads connections across them).
 pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {

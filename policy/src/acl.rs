@@ -51,6 +51,8 @@ protocols! {
     H3Connect => "h3_connect",
     /// MASQUE CONNECT-UDP over HTTP/3: a UDP flow per request stream.
     ConnectUdp => "connect_udp",
+    /// SOCKS5 UDP ASSOCIATE: each destination a client sends datagrams to.
+    Socks5Udp => "socks5_udp",
 }
 
 impl Protocol {

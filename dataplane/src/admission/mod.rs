@@ -225,3 +225,70 @@ pub fn readmit(
     record_grant(session, principal, protocol, target, peer);
     true
 }
+
+/// What a SOCKS5 UDP association holds while it lives: one of the user's tunnel slots and
+/// one of their association slots.
+pub struct AssociationPermit {
+    pub tunnel: Option<TunnelPermit>,
+    pub association: Option<TunnelPermit>,
+}
+
+/// Lets a UDP association start: the principal's standing and the user's tunnel and
+/// association limits (destinations are checked one by one with [`allows`]). Records a
+/// grant without a destination, so a change that revokes the user ends the association.
+pub fn associate(
+    shard: &Shard,
+    session: &Session,
+    principal: &Principal,
+    max_per_user: u32,
+) -> Result<AssociationPermit, Failure> {
+    let policy = shard.policy();
+    let user = standing(shard, &policy, session, principal)?;
+    let limit = |what: &str| {
+        refuse(
+            shard,
+            Failure::new(FailureKind::UserLimit, format!("{what} limit reached")),
+        )
+    };
+    let permit = match user {
+        Some(id) => AssociationPermit {
+            tunnel: Some(policy.acquire(id).ok_or_else(|| limit("tunnel"))?),
+            association: Some(
+                policy
+                    .acquire_association(id, max_per_user)
+                    .ok_or_else(|| limit("UDP association"))?,
+            ),
+        },
+        None => AssociationPermit {
+            tunnel: None,
+            association: None,
+        },
+    };
+    session.grant(Grant {
+        principal: principal.clone(),
+        destination: None,
+    });
+    Ok(permit)
+}
+
+/// Whether `policy` lets `principal` send `protocol` datagrams to `addr` (named `host` when
+/// the client gave a name). Not counted: a caller that checks per datagram counts drops.
+pub fn allows(
+    policy: &LivePolicy,
+    session: &Session,
+    principal: &Principal,
+    protocol: Protocol,
+    host: Option<&str>,
+    addr: SocketAddr,
+) -> bool {
+    let Ok(user) = principal.resolve(policy, session.client.ip()) else {
+        return false;
+    };
+    let req = Request {
+        protocol,
+        client: session.client.ip(),
+        host,
+        port: addr.port(),
+    };
+    policy.decide(user, &req, addr.ip()) == policy::Decision::Allow
+}

@@ -28,10 +28,10 @@ use crate::admission;
 use crate::context::Shard;
 use crate::metrics::quic::{DatagramDrop, QuicMetrics};
 use crate::quic::conn::Conn;
-use crate::quic::udp;
 use crate::rt;
 use crate::sessions::Session;
 use crate::sys;
+use crate::udp;
 
 /// Datagrams queued for one flow before the newest are dropped.
 const FLOW_QUEUE: usize = 1024;

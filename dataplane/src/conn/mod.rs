@@ -7,6 +7,7 @@ pub mod http;
 pub mod socks4;
 pub mod socks5;
 mod socks_commands;
+mod socks_udp;
 
 use std::net::SocketAddr;
 use std::pin::pin;

@@ -1,5 +1,6 @@
 //! SOCKS5 driver: the IO around `proto::socks5::handshake::Handshake` (greeting, optional
-//! username/password, request), then CONNECT or BIND through the admission gate.
+//! username/password, request), then CONNECT, BIND or UDP ASSOCIATE through the admission
+//! gate.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -10,6 +11,7 @@ use proto::socks5::{self, Command, Reply};
 use proto::Failure;
 
 use super::socks_commands::{self, SocksClient};
+use super::socks_udp;
 use super::{left, ProtocolGuard};
 use crate::admission::{self, Principal};
 use crate::context::Shard;
@@ -164,9 +166,8 @@ pub async fn serve(
         Command::Connect => socks_commands::connect(shard, session, cmd, client).await,
         Command::Bind => socks_commands::bind(shard, session, cmd, client).await,
         Command::UdpAssociate => {
-            client
-                .reply(Reply::CommandNotSupported, socks5::UNSPECIFIED)
-                .await;
+            let local = client.stream.stream().local_addr();
+            socks_udp::associate(shard, session, &principal, &request.target, local, client).await
         }
     }
 }

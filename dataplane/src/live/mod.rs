@@ -21,11 +21,31 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use policy::{CompiledPolicy, PolicyDoc, PolicyError, UserId};
 
-/// A compiled policy plus the per-user open-tunnel counters (shared by every shard, kept
-/// across policy versions by user name so limits hold while users change).
+/// A compiled policy plus the per-user counters of open tunnels and SOCKS5 UDP associations
+/// (shared by every shard, kept across policy versions by user name so limits hold while
+/// users change).
 pub struct LivePolicy {
     pub compiled: CompiledPolicy,
-    counters: Box<[Arc<AtomicU32>]>,
+    counters: Box<[UserSlots]>,
+}
+
+/// What one user has open across every shard.
+#[derive(Clone, Default)]
+struct UserSlots {
+    tunnels: Arc<AtomicU32>,
+    associations: Arc<AtomicU32>,
+}
+
+/// Takes one slot of `counter` unless `max` are taken.
+fn take(counter: &Arc<AtomicU32>, max: Option<u32>) -> Option<TunnelPermit> {
+    let before = counter.fetch_add(1, Ordering::AcqRel);
+    if max.is_some_and(|m| before >= m) {
+        counter.fetch_sub(1, Ordering::AcqRel);
+        return None;
+    }
+    Some(TunnelPermit {
+        counter: counter.clone(),
+    })
 }
 
 impl Deref for LivePolicy {
@@ -38,20 +58,21 @@ impl Deref for LivePolicy {
 impl LivePolicy {
     /// Takes one tunnel slot for `user`, or `None` when the user is at `max`.
     pub fn acquire(&self, user: UserId) -> Option<TunnelPermit> {
-        let counter = self.counters.get(user.0 as usize)?;
-        let max = self.compiled.user(user).and_then(|u| u.max_tunnels);
-        let before = counter.fetch_add(1, Ordering::AcqRel);
-        if max.is_some_and(|m| before >= m) {
-            counter.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(TunnelPermit {
-            counter: counter.clone(),
-        })
+        let slots = self.counters.get(user.0 as usize)?;
+        take(
+            &slots.tunnels,
+            self.compiled.user(user).and_then(|u| u.max_tunnels),
+        )
+    }
+
+    /// Takes one SOCKS5 UDP association slot for `user`, or `None` when the user has `max`
+    /// open on all cores together.
+    pub fn acquire_association(&self, user: UserId, max: u32) -> Option<TunnelPermit> {
+        take(&self.counters.get(user.0 as usize)?.associations, Some(max))
     }
 }
 
-/// One of a user's tunnel slots, released on drop.
+/// One of a user's tunnel (or association) slots, released on drop.
 pub struct TunnelPermit {
     counter: Arc<AtomicU32>,
 }
@@ -65,7 +86,7 @@ impl Drop for TunnelPermit {
 /// Compiles documents into [`LivePolicy`]s, carrying each user's tunnel counter over.
 pub struct Compiler {
     own_endpoints: Vec<SocketAddr>,
-    counters: HashMap<String, Arc<AtomicU32>>,
+    counters: HashMap<String, UserSlots>,
 }
 
 impl Compiler {
@@ -172,7 +193,7 @@ mod tests {
     }
 
     fn open_tunnels(p: &LivePolicy, user: UserId) -> u32 {
-        p.counters[user.0 as usize].load(Ordering::Acquire)
+        p.counters[user.0 as usize].tunnels.load(Ordering::Acquire)
     }
 
     #[test]

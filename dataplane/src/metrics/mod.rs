@@ -10,8 +10,10 @@ use policy::Protocol;
 use proto::FailureKind;
 
 pub mod quic;
+pub mod socks_udp;
 
 pub use quic::QuicMetrics;
+pub use socks_udp::Socks5UdpMetrics;
 
 /// A counter with a single writer thread.
 #[derive(Default)]
@@ -157,6 +159,7 @@ pub struct ShardMetrics {
     pub io_uring: Gauge,
     /// Shared with the core's QUIC endpoint, which outlives no shard but is built apart.
     pub quic: std::sync::Arc<QuicMetrics>,
+    pub socks5_udp: Socks5UdpMetrics,
 }
 
 impl ShardMetrics {
@@ -371,6 +374,7 @@ pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
         }
     }
     quic::render(&mut out, shards.iter().map(|m| &*m.quic));
+    socks_udp::render(&mut out, shards.iter().map(|m| &m.socks5_udp));
     for (name, help, value) in extra {
         family(&mut out, name, "gauge", help);
         let _ = writeln!(out, "{name} {value}");

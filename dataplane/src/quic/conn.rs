@@ -18,9 +18,9 @@ use quinn_proto::{
 };
 
 use super::endpoint::Endpoint;
-use super::udp::MAX_GSO_SEGMENTS;
 use crate::metrics::quic::{HandshakeFailure, QuicMetrics};
 use crate::rt;
+use crate::udp::MAX_GSO_SEGMENTS;
 
 pub struct Conn {
     handle: ConnectionHandle,

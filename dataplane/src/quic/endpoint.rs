@@ -25,10 +25,10 @@ use super::cid::ShardCids;
 use super::conn::{self, Conn};
 use super::handover::{Handed, Handover};
 use super::steer;
-use super::udp::{self, Offloads};
 use crate::metrics::QuicMetrics;
 use crate::rt;
 use crate::tls::Identity;
+use crate::udp::{self, Offloads};
 
 /// Reads handled before the receive loop lets the connections' tasks run.
 const READS_PER_TURN: usize = 64;

@@ -11,9 +11,9 @@ use std::time::Duration;
 use quinn_proto::ServerConfig;
 
 use super::endpoint::{server_config, Endpoint, EndpointOptions};
-use super::udp::{self, Offloads};
 use crate::metrics::QuicMetrics;
 use crate::tls::{Identity, Origin};
+use crate::udp::{self, Offloads};
 
 pub struct TestServer {
     pub addr: SocketAddr,

@@ -6,6 +6,7 @@ use thiserror::Error;
 
 pub mod addr;
 pub mod handshake;
+pub mod udp;
 
 use crate::failure::FailureKind;
 use crate::target::TargetAddr;

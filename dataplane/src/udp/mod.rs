@@ -1,4 +1,4 @@
-//! The shard's UDP socket for QUIC: one of the SO_REUSEPORT group on the proxy's port,
+//! UDP sockets of the shards. The QUIC socket is one of the SO_REUSEPORT group on the proxy's port,
 //! with socket buffers sized for bulk, generic receive offload (the kernel hands over several
 //! datagrams of one flow in one read, `UDP_GRO`) and segmentation offload on send (one
 //! `sendmsg` carries a train of equal-sized datagrams, `UDP_SEGMENT`). Reads and writes are
@@ -6,13 +6,19 @@
 
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, Socket, Type};
 
+mod batch;
+pub use batch::{RecvBatch, SendBatch, BATCH};
+
 /// Bytes asked for each socket buffer; the kernel caps them at net.core.{r,w}mem_max.
 const SOCKET_BUFFER: usize = 4 << 20;
+/// The largest UDP payload of either family that the relays carry (IPv6 can carry a
+/// little more than IPv4's 65,507 bytes on loopback; nothing real sends that much).
+pub const MAX_PAYLOAD: usize = 65_527;
 /// Datagrams one GSO send may carry (the kernel allows up to 64 on this path).
 pub const MAX_GSO_SEGMENTS: usize = 32;
 
@@ -49,6 +55,63 @@ pub fn connected(peer: SocketAddr, recv_buffer: usize) -> io::Result<Socket> {
     set_buffers(&socket, recv_buffer, 0);
     count_overflows(socket.as_raw_fd());
     socket.connect(&peer.into())?;
+    Ok(socket)
+}
+
+/// The client-facing socket of a SOCKS5 UDP association: bound to `ip` (the address the
+/// client reached the proxy on) and a port of `ports` (any when `None`), with both buffers of
+/// `buffer` bytes and the kernel's drop count on each read.
+pub fn relay(ip: IpAddr, ports: Option<(u16, u16)>, buffer: usize) -> io::Result<Socket> {
+    let socket = Socket::new(
+        Domain::for_address((ip, 0).into()),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    if ip.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    set_buffers(&socket, buffer, buffer);
+    count_overflows(socket.as_raw_fd());
+    let Some((low, high)) = ports else {
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+        return Ok(socket);
+    };
+    // Start at a random port of the range so that associations spread over it, then take
+    // the first free one.
+    let span = u32::from(high - low) + 1;
+    let mut seed = [0u8; 4];
+    let _ = getrandom::getrandom(&mut seed);
+    let first = u32::from_le_bytes(seed) % span;
+    let mut last = io::Error::from(io::ErrorKind::AddrInUse);
+    for k in 0..span {
+        let port = low + ((first + k) % span) as u16;
+        match socket.bind(&SocketAddr::new(ip, port).into()) {
+            Ok(()) => return Ok(socket),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
+/// An unconnected socket toward any destination of both families: IPv6 with IPv4 mapped
+/// (one descriptor per association), or IPv4 only where the host has no IPv6.
+pub fn any_destination(recv_buffer: usize) -> io::Result<Socket> {
+    let dual = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).and_then(|s| {
+        s.set_only_v6(false)?;
+        s.bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)).into())?;
+        Ok(s)
+    });
+    let socket = match dual {
+        Ok(s) => s,
+        Err(_) => {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            s.bind(&SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)).into())?;
+            s
+        }
+    };
+    set_buffers(&socket, recv_buffer, 0);
+    count_overflows(socket.as_raw_fd());
     Ok(socket)
 }
 
@@ -113,6 +176,9 @@ pub struct Received {
     /// Datagrams the kernel had dropped on this socket (its buffer full) when this one was
     /// queued, if any: a running count that wraps at 2^32.
     pub overflows: Option<u32>,
+    /// The datagram was larger than the buffer: `len` is its whole size, the buffer holds
+    /// only its start.
+    pub truncated: bool,
 }
 
 /// Follows a socket's running drop count and yields what is new since the last read.
@@ -213,80 +279,8 @@ unsafe fn received(msg: &libc::msghdr, addr: &SockAddrStorage, len: usize) -> io
         len,
         stride,
         overflows,
+        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
     })
-}
-
-/// Datagrams one batched read may return.
-pub const BATCH: usize = 8;
-/// Bytes each of them may take: a whole GRO train.
-const SLOT: usize = 65_535;
-
-/// Buffers for reading several datagrams, from any peers, in one `recvmmsg` call (each may
-/// itself be a GRO train of one peer's datagrams).
-pub struct RecvBatch {
-    bufs: Vec<u8>,
-    addrs: Vec<SockAddrStorage>,
-    cmsgs: Vec<Cmsg>,
-    got: Vec<Received>,
-}
-
-impl Default for RecvBatch {
-    fn default() -> Self {
-        RecvBatch {
-            bufs: vec![0; BATCH * SLOT],
-            addrs: (0..BATCH).map(|_| SockAddrStorage::zeroed()).collect(),
-            cmsgs: (0..BATCH).map(|_| Cmsg([0; 64])).collect(),
-            got: Vec::with_capacity(BATCH),
-        }
-    }
-}
-
-impl RecvBatch {
-    /// Reads what is queued, up to [`BATCH`] datagrams, without waiting (`WouldBlock`:
-    /// nothing). Returns how many; [`RecvBatch::get`] gives each.
-    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        self.got.clear();
-        let mut iovs: [libc::iovec; BATCH] = std::array::from_fn(|i| libc::iovec {
-            iov_base: self.bufs[i * SLOT..].as_mut_ptr().cast(),
-            iov_len: SLOT,
-        });
-        // SAFETY: mmsghdr is a plain C struct; zero is a valid start.
-        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-        for (i, m) in msgs.iter_mut().enumerate() {
-            m.msg_hdr.msg_name = (&mut self.addrs[i] as *mut SockAddrStorage).cast();
-            m.msg_hdr.msg_namelen = self.addrs[i].size_of();
-            m.msg_hdr.msg_iov = &mut iovs[i];
-            m.msg_hdr.msg_iovlen = 1;
-            m.msg_hdr.msg_control = self.cmsgs[i].0.as_mut_ptr().cast();
-            m.msg_hdr.msg_controllen = self.cmsgs[i].0.len();
-        }
-        // SAFETY: every pointer in `msgs` refers to a live buffer of this batch (or a local
-        // array) of the stated size, for the length of the call.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                msgs.as_mut_ptr(),
-                BATCH as u32,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        for (i, m) in msgs.iter().take(n as usize).enumerate() {
-            // SAFETY: the kernel filled message `i` and its name points at `addrs[i]`.
-            let r = unsafe { received(&m.msg_hdr, &self.addrs[i], m.msg_len as usize) }?;
-            self.got.push(r);
-        }
-        Ok(self.got.len())
-    }
-
-    /// Datagram `i` of the last read and its bytes.
-    pub fn get(&self, i: usize) -> Option<(Received, &[u8])> {
-        let r = *self.got.get(i)?;
-        Some((r, &self.bufs[i * SLOT..i * SLOT + r.len]))
-    }
 }
 
 /// Sends `data` to `to` without waiting; with `segment` set, as datagrams of that size (GSO).
@@ -383,6 +377,7 @@ mod tests {
             len: 1,
             stride: 1,
             overflows,
+            truncated: false,
         };
         let mut o = Overflows::default();
         assert_eq!(o.new_since(&read(None)), 0);
@@ -414,32 +409,5 @@ mod tests {
         assert!(seen > 100, "{r:?}");
         assert_eq!(drops(rx.as_raw_fd()).map(|d| o.catch_up(d)), Some(0));
         assert_eq!(u64::from(drops(rx.as_raw_fd()).unwrap()), seen);
-    }
-
-    /// One batched read returns datagrams of several peers, each with its source and
-    /// bytes.
-    #[test]
-    fn a_batched_read_returns_several_peers_datagrams() {
-        let (rx, _) = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let to = rx.local_addr().unwrap().as_socket().unwrap();
-        let peers: Vec<_> = (0..5)
-            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
-            .collect();
-        for (i, p) in peers.iter().enumerate() {
-            p.send_to(&[i as u8; 100], to).unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        let mut batch = RecvBatch::default();
-        let n = batch.recv(rx.as_raw_fd()).unwrap();
-        assert_eq!(n, 5, "all five queued datagrams in one call");
-        for i in 0..n {
-            let (r, data) = batch.get(i).unwrap();
-            let sender = peers
-                .iter()
-                .position(|p| p.local_addr().unwrap() == r.from)
-                .expect("a known peer");
-            assert_eq!(data, &[sender as u8; 100][..]);
-        }
-        assert!(batch.get(n).is_none());
     }
 }
