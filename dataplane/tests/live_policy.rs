@@ -608,3 +608,46 @@ fn a_policy_change_resets_only_the_h3_streams_it_revokes() {
     });
     assert!(sum_metric(&proxy.metrics(), "zcproxy_sessions_revoked_total", &[]) >= 2.0);
 }
+
+/// SOCKS5 UDP: a deny rule drops exactly the destination it revokes from a live
+/// association, the other destination keeps working; deleting the user ends the
+/// association (its control connection closes).
+#[test]
+fn a_policy_change_drops_only_the_udp_destinations_it_revokes() {
+    use common::socks_udp::{associate, client_socket, round_trip};
+    let (stack, proxy, _echo, _web) = with_alice();
+    let (a, b) = (common::udp_echo(), common::udp_echo());
+    let s = client_socket(300);
+    let (mut control, relay) =
+        associate(&proxy, Some(("alice", "one")), "0.0.0.0:0".parse().unwrap());
+    assert!(round_trip(&s, relay, Dest::Addr(a), b"a").is_some());
+    assert!(round_trip(&s, relay, Dest::Addr(b), b"b").is_some());
+
+    stack.control.ok(
+        "POST",
+        "/v1/users/alice/rules",
+        &format!(r#"{{"action":"deny","ports":["{}"]}}"#, a.port()),
+    );
+    wait_converged(&stack, &proxy);
+    assert!(
+        round_trip(&s, relay, Dest::Addr(a), b"a").is_none(),
+        "a revoked destination still answered"
+    );
+    assert!(
+        round_trip(&s, relay, Dest::Addr(b), b"b").is_some(),
+        "an allowed destination was dropped"
+    );
+    assert_eq!(
+        proxy.metric("zcproxy_socks5_udp_flows_revoked_total", &[]),
+        1.0
+    );
+
+    stack.control.ok("DELETE", "/v1/users/alice", "");
+    assert!(
+        closed_within(&mut control, 5),
+        "association of a deleted user survived"
+    );
+    eventually(5, "the association to end", || {
+        proxy.metric("zcproxy_connections_active", &["protocol=\"socks5_udp\""]) == 0.0
+    });
+}

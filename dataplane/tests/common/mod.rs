@@ -3,6 +3,7 @@
 
 pub mod h3;
 pub mod origin;
+pub mod socks_udp;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
