@@ -333,7 +333,7 @@ fn traffic_keeps_the_control_connection_alive_and_silence_ends_it() {
         assert!(round_trip(&s, relay, Dest::Addr(echo), b"tick").is_some());
         let mut b = [0u8; 1];
         assert!(
-            matches!(control.read(&mut b), Err(_)),
+            control.read(&mut b).is_err(),
             "control closed while traffic flowed"
         );
         std::thread::sleep(Duration::from_millis(400));
