@@ -26,7 +26,7 @@ mod servers;
 #[allow(dead_code)]
 mod stats;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -221,22 +221,6 @@ async fn h3_rtt(client: &Client, echo: SocketAddr, rounds: usize) -> Result<(f64
         stats::percentile(&samples, 0.5),
         stats::percentile(&samples, 0.99),
     ))
-}
-
-/// A UDP echo on loopback, one thread; stops after 30 s without a datagram.
-fn udp_echo(port: u16) -> SocketAddr {
-    let socket = UdpSocket::bind(("127.0.0.1", port)).expect("bind UDP echo");
-    socket
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let addr = socket.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let _ = socket.send_to(&buf[..n], from);
-        }
-    });
-    addr
 }
 
 /// A datagram path to the echo: direct UDP, or a CONNECT-UDP flow through the proxy.
@@ -443,7 +427,7 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("work dir");
     let port = args.base_port;
     let source = servers::source(port + 10);
-    let echo = udp_echo(port + 11);
+    let echo = servers::udp_echo(port + 11);
     let tcp_echo = servers::echo_pool(port + 12, 4);
     // The proxy writes its generated certificate under TMPDIR; give it this run's directory.
     std::env::set_var("TMPDIR", &dir);
