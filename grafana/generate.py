@@ -182,6 +182,21 @@ def dataplane():
         (f"sum by (dir) (rate(zcproxy_quic_streams_total{{{s}}}[{RATE}]))", "streams/s {{dir}}"),
         (f"sum by (instance, core) (rate(zcproxy_quic_batched_reads_total{{{s}}}[{RATE}]))", "batched reads/s core {{core}}")],
         desc="Reads that returned several peers' datagrams (recvmmsg), reads and sends that carried several datagrams of one peer (GRO, GSO), whether the cores have them, and streams opened by clients per second.")
+    b.row("SOCKS5 UDP (UDP ASSOCIATE)")
+    b.panel("timeseries", "UDP associations by core", [
+        (f"sum by (instance, core) (zcproxy_connections_active{{{s},protocol=\"socks5_udp\"}})", "open core {{core}}"),
+        (f"sum by (instance, core) (rate(zcproxy_connections_total{{{s},protocol=\"socks5_udp\"}}[{RATE}]))", "new/s core {{core}}"),
+        (f"sum(rate(zcproxy_socks5_udp_refused_total{{{s}}}[{RATE}]))", "refused/s (limits)"),
+        (f"sum(rate(zcproxy_socks5_udp_flows_opened_total{{{s}}}[{RATE}]))", "destinations opened/s"),
+        (f"sum(rate(zcproxy_socks5_udp_flows_revoked_total{{{s}}}[{RATE}]))", "destinations revoked/s")],
+        desc="Open associations per core (each lives as long as its TCP control connection), new ones per second, refusals by the per-core and per-user limits, destinations opened and revoked by policy changes.")
+    b.panel("timeseries", "SOCKS5 UDP datagrams/s by core and direction", [
+        (f"sum by (instance, core, direction) (rate(zcproxy_socks5_udp_datagrams_total{{{s}}}[{RATE}]))", "{{direction}} core {{core}}"),
+        (f"sum by (reason) (rate(zcproxy_socks5_udp_dropped_total{{{s}}}[{RATE}]))", "dropped: {{reason}}")], unit="pps",
+        desc="Datagrams relayed each way, and those dropped by reason (foreign_source, fragment, malformed, too_large, denied, resolve, destination_limit, unsolicited, socket buffers full, ...).")
+    b.panel("timeseries", "SOCKS5 UDP payload throughput", [
+        (f"sum by (direction) (rate(zcproxy_socks5_udp_bytes_total{{{s}}}[{RATE}])) * 8", "{{direction}}")], unit="bps",
+        desc="Payload bits per second each way, without SOCKS headers.")
     return b.json([query_var("instance", "Proxy", "zcproxy_cores")])
 
 
