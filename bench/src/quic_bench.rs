@@ -21,10 +21,12 @@ mod load;
 mod peers;
 #[allow(dead_code)]
 mod procstat;
+mod samples;
 #[allow(dead_code)]
 mod servers;
 #[allow(dead_code)]
 mod stats;
+mod udp_echo;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,7 @@ use bytes::{Buf, Bytes};
 use clap::Parser;
 use peers::{Handshake, Running, ZcOptions};
 use rustls::pki_types::pem::PemObject;
+use samples::Samples;
 
 #[derive(Parser)]
 #[command(about = "zcproxy's QUIC side against TCP and direct, on loopback")]
@@ -395,23 +398,6 @@ fn cpu(proxy: &Running) -> f64 {
     proxy.pid().map_or(f64::NAN, procstat::cpu_seconds)
 }
 
-#[derive(Default)]
-struct Samples(std::collections::BTreeMap<String, Vec<f64>>);
-
-impl Samples {
-    fn add(&mut self, key: &str, v: f64) {
-        self.0.entry(key.to_string()).or_default().push(v);
-    }
-    fn median(&self, key: &str) -> f64 {
-        let Some(v) = self.0.get(key) else {
-            return f64::NAN;
-        };
-        let mut v = v.clone();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    }
-}
-
 fn main() {
     let args = Args::parse();
     if let Some(set) = args.proxy_cpus.clone() {
@@ -427,7 +413,7 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("work dir");
     let port = args.base_port;
     let source = servers::source(port + 10);
-    let echo = servers::udp_echo(port + 11);
+    let echo = udp_echo::udp_echo(port + 11);
     let tcp_echo = servers::echo_pool(port + 12, 4);
     // The proxy writes its generated certificate under TMPDIR; give it this run's directory.
     std::env::set_var("TMPDIR", &dir);

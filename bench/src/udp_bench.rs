@@ -13,8 +13,8 @@ mod cpus;
 mod peers;
 #[allow(dead_code)]
 mod procstat;
-#[allow(dead_code)]
-mod servers;
+mod samples;
+mod udp_echo;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use peers::{Handshake, Running, ZcOptions};
+use samples::Samples;
 
 #[derive(Parser)]
 #[command(about = "SOCKS5 UDP ASSOCIATE: zcproxy against Dante and direct UDP, on loopback")]
@@ -157,23 +158,6 @@ fn cpu(p: &Running) -> f64 {
     p.pid().map_or(f64::NAN, procstat::cpu_seconds)
 }
 
-#[derive(Default)]
-struct Samples(std::collections::BTreeMap<String, Vec<f64>>);
-
-impl Samples {
-    fn add(&mut self, key: &str, v: f64) {
-        self.0.entry(key.to_string()).or_default().push(v);
-    }
-    fn median(&self, key: &str) -> f64 {
-        let Some(v) = self.0.get(key) else {
-            return f64::NAN;
-        };
-        let mut v = v.clone();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    }
-}
-
 const SIZES: [usize; 2] = [64, 1200];
 
 fn main() {
@@ -190,7 +174,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("zcbench-udp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("work dir");
     let port = args.base_port;
-    let echo = servers::udp_echo(port + 11);
+    let echo = udp_echo::udp_echo(port + 11);
     std::env::set_var("TMPDIR", &dir);
     let opts = ZcOptions {
         bin: &args.zcproxy,

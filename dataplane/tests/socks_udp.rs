@@ -469,3 +469,61 @@ fn acl_and_limits_apply_to_destinations_and_associations() {
     // The same rules still let TCP through to the port UDP may not use.
     assert!(socks5(proxy.addr, Dest::Addr(common::echo_server()), carol, 1).is_ok());
 }
+
+/// Over an IPv6 control connection the relay is on ::1 and names it; it carries datagrams to
+/// IPv6 and IPv4 destinations, and only from the client's IPv6 address.
+#[test]
+fn an_ipv6_client_gets_an_ipv6_relay_for_both_families() {
+    let proxy = Proxy::builder().allow_loopback().listen_ipv6().start();
+    let (v4, v6) = (common::udp_echo(), udp_echo_v6());
+    let (_c, relay) = associate(&proxy, None, "[::]:0".parse().unwrap());
+    assert_eq!(relay.ip(), "::1".parse::<IpAddr>().unwrap());
+    let s = UdpSocket::bind("[::1]:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    assert_eq!(
+        round_trip(&s, relay, Dest::Addr(v6), b"six"),
+        Some((v6, b"six".to_vec()))
+    );
+    assert_eq!(
+        round_trip(&s, relay, Dest::Addr(v4), b"four"),
+        Some((v4, b"four".to_vec()))
+    );
+    assert_eq!(
+        round_trip(&s, relay, Dest::Name("localhost", v4.port()), b"name").map(|r| r.1),
+        Some(b"name".to_vec())
+    );
+}
+
+/// Destinations quiet for `flow_idle_secs` are forgotten; the core's association limit
+/// refuses one more.
+#[test]
+fn quiet_destinations_expire_and_the_core_limit_holds() {
+    let proxy = Proxy::builder()
+        .allow_loopback()
+        .arg("--cores")
+        .arg("1")
+        .config("[socks5_udp]\nflow_idle_secs = 1\nmax_associations_per_core = 1\n")
+        .start();
+    let echo = common::udp_echo();
+    let s = client_socket(3000);
+    let (_c, relay) = associate(&proxy, None, "0.0.0.0:0".parse().unwrap());
+    assert!(round_trip(&s, relay, Dest::Addr(echo), b"x").is_some());
+    assert!(eventually(|| proxy
+        .metric("zcproxy_socks5_udp_flows_expired_total", &[])
+        == 1.0));
+    // Sending again opens the destination anew.
+    assert!(round_trip(&s, relay, Dest::Addr(echo), b"y").is_some());
+    assert_eq!(
+        proxy.metric("zcproxy_socks5_udp_flows_opened_total", &[]),
+        2.0
+    );
+    let second = socks5(
+        proxy.addr,
+        Dest::Addr("0.0.0.0:0".parse().unwrap()),
+        None,
+        UDP_ASSOCIATE,
+    )
+    .err();
+    assert_eq!(second, Some(1), "general failure at the core's limit");
+    assert_eq!(proxy.metric("zcproxy_socks5_udp_refused_total", &[]), 1.0);
+}

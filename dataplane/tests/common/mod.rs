@@ -63,6 +63,7 @@ pub struct ProxyBuilder {
     config: Option<String>,
     prefix: Vec<String>,
     need_ready: bool,
+    ipv6: bool,
 }
 
 impl ProxyBuilder {
@@ -81,6 +82,11 @@ impl ProxyBuilder {
         self.config = Some(toml.to_string());
         self
     }
+    /// Listens on [::1] instead of 127.0.0.1.
+    pub fn listen_ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self
+    }
     /// Start-up waits for /healthz only (for proxies that are expected not to be ready).
     pub fn unready(mut self) -> Self {
         self.need_ready = false;
@@ -92,7 +98,8 @@ impl ProxyBuilder {
         self
     }
     pub fn start(self) -> Proxy {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let host = if self.ipv6 { "[::1]" } else { "127.0.0.1" };
+        let addr: SocketAddr = format!("{host}:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = self.config.map(|text| {
             let path = std::env::temp_dir().join(format!(
@@ -155,6 +162,7 @@ impl Proxy {
             config: None,
             prefix: vec![],
             need_ready: true,
+            ipv6: false,
         }
     }
 

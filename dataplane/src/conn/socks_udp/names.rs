@@ -101,7 +101,7 @@ impl Names {
 
     /// Names to start resolving; `waker` is woken when more come.
     pub fn take_requests(&mut self, waker: &Waker) -> Vec<Rc<str>> {
-        if self.requests.is_empty() {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
             self.waker = Some(waker.clone());
         }
         std::mem::take(&mut self.requests)
