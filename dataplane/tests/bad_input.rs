@@ -46,9 +46,9 @@ fn malformed_socks5_gets_reply_codes() {
     // Unknown address type: reply 8.
     let out = exchange(&proxy, &[5, 1, 0, 5, 1, 0, 9]);
     assert_eq!(out[2..4], [5, 8]);
-    // UDP ASSOCIATE is not served on this build: reply 7.
+    // UDP ASSOCIATE is served: reply 0 naming the relay on the address reached.
     let out = exchange(&proxy, &[5, 1, 0, 5, 3, 0, 1, 127, 0, 0, 1, 0, 80]);
-    assert_eq!(out[2..4], [5, 7]);
+    assert_eq!(out[2..8], [5, 0, 0, 1, 127, 0]);
     // No acceptable method (only GSSAPI offered): 0xff.
     let out = exchange(&proxy, &[5, 1, 1]);
     assert_eq!(out, [5, 0xff]);

@@ -410,6 +410,9 @@ fn bad_datagrams_are_dropped_and_counted() {
     // Protected and own addresses are denied without a rule (loopback is allowed here).
     assert!(round_trip(&s, relay, Dest::Addr(proxy.admin), b"x").is_none());
     assert!(eventually(|| drops(&proxy, "denied") == 1.0));
+    let private = "10.1.2.3:53".parse().unwrap();
+    assert!(round_trip(&s, relay, Dest::Addr(private), b"x").is_none());
+    assert!(eventually(|| drops(&proxy, "denied") == 2.0));
     // A name that does not resolve: counted, the datagram dropped.
     assert!(round_trip(&s, relay, Dest::Name("nonexistent.invalid", 7), b"x").is_none());
     assert!(eventually(|| drops(&proxy, "resolve") == 1.0));
