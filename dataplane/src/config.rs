@@ -266,6 +266,9 @@ pub struct Tls {
     pub reload_secs: u64,
     /// Where a generated certificate is written (the certificate only, for clients to trust).
     pub generated_dir: PathBuf,
+    /// Terminate TLS on the TCP port (an "HTTPS proxy"): a ClientHello there is answered
+    /// with this identity, and the plaintext inside is served like any client of the port.
+    pub tcp: bool,
 }
 
 impl Default for Tls {
@@ -275,6 +278,7 @@ impl Default for Tls {
             key: None,
             reload_secs: 5,
             generated_dir: std::env::temp_dir().join("zcproxy"),
+            tcp: true,
         }
     }
 }

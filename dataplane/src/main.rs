@@ -242,9 +242,9 @@ fn policy_source(cfg: &Config) -> Result<PolicySource, String> {
     Ok((bus, status, Some(thread)))
 }
 
-/// The TLS identity (loaded, or generated and written out) and QUIC's server configuration;
-/// returns the start-up lines that say where the certificate is and its fingerprint.
-fn quic_setup(cfg: &Config) -> Result<(Arc<quinn_proto::ServerConfig>, String), String> {
+/// The TLS identity (loaded, or generated and written out), shared by QUIC and TLS on the
+/// TCP port, and the line that says where its certificate is and its fingerprint.
+fn tls_identity(cfg: &Config) -> Result<(Arc<Identity>, String), String> {
     let identity = match (&cfg.tls.cert, &cfg.tls.key) {
         (Some(cert), Some(key)) => Identity::from_files(cert.clone(), key.clone()),
         _ => Identity::generate(cfg.listen, &cfg.tls.generated_dir),
@@ -254,48 +254,61 @@ fn quic_setup(cfg: &Config) -> Result<(Arc<quinn_proto::ServerConfig>, String), 
     let fingerprint = identity.fingerprint();
     let banner = match identity.origin() {
         Origin::Generated { written_to } => {
-            tracing::info!(certificate = %written_to.display(), sha256 = %fingerprint, "QUIC with a generated certificate");
+            tracing::info!(certificate = %written_to.display(), sha256 = %fingerprint, "TLS with a generated certificate");
             format!(
-                "  QUIC (HTTP/3 CONNECT and CONNECT-UDP) on udp/{}; self-signed certificate for localhost in {} (SHA-256 {fingerprint}): HTTP/3 clients trust that file",
-                cfg.listen.port(),
+                "  TLS (HTTPS proxy on tcp/{port}, HTTP/3 on udp/{port}): self-signed certificate for localhost in {} (SHA-256 {fingerprint}): clients trust that file",
                 written_to.display(),
+                port = cfg.listen.port(),
             )
         }
         Origin::Files { cert, .. } => {
-            tracing::info!(certificate = %cert.display(), sha256 = %fingerprint, "QUIC with the configured certificate");
+            tracing::info!(certificate = %cert.display(), sha256 = %fingerprint, "TLS with the configured certificate");
             format!(
-                "  QUIC (HTTP/3 CONNECT and CONNECT-UDP) on udp/{}, certificate {} (SHA-256 {fingerprint})",
-                cfg.listen.port(),
-                cert.display()
+                "  TLS (HTTPS proxy on tcp/{port}, HTTP/3 on udp/{port}): certificate {} (SHA-256 {fingerprint})",
+                cert.display(),
+                port = cfg.listen.port(),
             )
         }
     };
     zcproxy::tls::spawn_reloader(identity.clone(), Duration::from_secs(cfg.tls.reload_secs));
+    Ok((identity, banner))
+}
+
+/// QUIC's server configuration over the identity.
+fn quic_setup(
+    cfg: &Config,
+    identity: &Arc<Identity>,
+) -> Result<Arc<quinn_proto::ServerConfig>, String> {
     let transport = zcproxy::quic::endpoint::Transport {
         max_streams: cfg.quic.max_streams_per_connection,
         idle_timeout: cfg.timeouts.idle(),
     };
-    let server = zcproxy::quic::endpoint::server_config(&identity, &[b"h3"], transport)
-        .map_err(|e| format!("QUIC: {e}"))?;
-    Ok((server, banner))
+    zcproxy::quic::endpoint::server_config(identity, &[b"h3"], transport)
+        .map_err(|e| format!("QUIC: {e}"))
 }
 
 fn run(cfg: Config) -> Result<(), String> {
     raise_nofile_limit();
     let (bus, status, _control) = policy_source(&cfg)?;
     let mut shared = Shared::new(cfg, bus, status).map_err(|e| format!("worker pools: {e}"))?;
-    let quic_banner = match shared.config.quic.enabled {
+    let wants_tls = shared.config.quic.enabled || shared.config.tls.tcp;
+    let quic_banner = match wants_tls {
         false => String::new(),
-        true => match quic_setup(&shared.config) {
-            Ok((server, banner)) => {
-                shared.quic = Some(server);
+        true => match tls_identity(&shared.config) {
+            Ok((identity, banner)) => {
+                if shared.config.quic.enabled {
+                    shared.quic = Some(quic_setup(&shared.config, &identity)?);
+                }
+                if shared.config.tls.tcp {
+                    shared.tls_tcp = Some(Arc::new(identity.tcp_server_config()));
+                }
                 banner
             }
             // A certificate the operator configured must work; a generated one that cannot
-            // be written (a read-only file system) leaves the TCP protocols serving.
+            // be written (a read-only file system) leaves the plain protocols serving.
             Err(e) if shared.config.tls.cert.is_none() => {
-                tracing::warn!(error = %e, "QUIC disabled: set tls.generated_dir to a writable directory or configure tls.cert and tls.key");
-                format!("  QUIC disabled: {e}")
+                tracing::warn!(error = %e, "QUIC and TLS disabled: set tls.generated_dir to a writable directory or configure tls.cert and tls.key");
+                format!("  QUIC and TLS disabled: {e}")
             }
             Err(e) => return Err(e),
         },

@@ -54,6 +54,8 @@ pub struct Shared {
     pub workers: Workers,
     /// QUIC's server configuration (TLS identity, ALPN h3), when QUIC is on.
     pub quic: Option<Arc<quinn_proto::ServerConfig>>,
+    /// TLS to the proxy on the TCP port (same identity as QUIC), when on.
+    pub tls_tcp: Option<Arc<rustls::ServerConfig>>,
     /// The CONNECT-UDP URI template, parsed once (`quic.udp_template`).
     pub udp_template: proto::masque::Template,
 }
@@ -99,6 +101,7 @@ impl Shared {
             policy_status,
             workers,
             quic: None,
+            tls_tcp: None,
         })
     }
 

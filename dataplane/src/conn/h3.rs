@@ -247,7 +247,7 @@ async fn tunnel(shard: &Shard, stream: H3Stream, upstream: Stream) {
                     clock.touch();
                 }
                 Ok(None) => {
-                    upstream.shutdown_write();
+                    upstream.shutdown_write().await;
                     return Ok(());
                 }
                 Err(_) => return Err(()),

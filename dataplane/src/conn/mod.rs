@@ -8,6 +8,7 @@ pub mod socks4;
 pub mod socks5;
 mod socks_commands;
 mod socks_udp;
+mod tls;
 
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -91,24 +92,61 @@ pub async fn serve(shard: &Shard, socket: TcpStream, peer: SocketAddr) {
 }
 
 async fn serve_session(shard: &Shard, session: &Session, stream: Stream) {
-    let peer = session.client;
     let started = Instant::now();
     let deadline = started + shard.shared.config.timeouts.handshake();
-    let mut client = BufStream::new(stream);
+    let Some(client) = first_bytes(shard, BufStream::new(stream), deadline).await else {
+        return;
+    };
+    match sniff(client.buffered()) {
+        Ok(Some(Sniffed::Tls)) => match &shard.shared.tls_tcp {
+            Some(config) => {
+                let Some(client) = tls::accept(shard, client, config.clone(), deadline).await
+                else {
+                    return;
+                };
+                // The plaintext may be any protocol of the port but TLS again.
+                let Some(client) = first_bytes(shard, client, deadline).await else {
+                    return;
+                };
+                dispatch(shard, session, client, started, deadline).await
+            }
+            None => {
+                tracing::debug!(peer = %session.client, "TLS to the proxy is not enabled on this listener");
+                shard.metrics().error(ErrorKind::ClientProtocol);
+            }
+        },
+        _ => dispatch(shard, session, client, started, deadline).await,
+    }
+}
+
+/// Reads the first bytes of a client (or of the plaintext inside its TLS), within the
+/// handshake deadline; `None` when there are none.
+async fn first_bytes(shard: &Shard, mut client: BufStream, deadline: Instant) -> Option<BufStream> {
     match rt::timeout(left(deadline), client.read_more()).await {
-        Ok(Ok(n)) if n > 0 => {}
-        Ok(_) => return,
+        Ok(Ok(n)) if n > 0 => Some(client),
+        Ok(_) => None,
         Err(_) => {
             shard.metrics().error(ErrorKind::HandshakeTimeout);
-            return;
+            None
         }
     }
+}
+
+/// Hands a client to the driver of the protocol its first bytes show.
+async fn dispatch(
+    shard: &Shard,
+    session: &Session,
+    client: BufStream,
+    started: Instant,
+    deadline: Instant,
+) {
+    let peer = session.client;
     match sniff(client.buffered()) {
         Ok(Some(Sniffed::Socks5)) => socks5::serve(shard, session, client, started, deadline).await,
         Ok(Some(Sniffed::Socks4)) => socks4::serve(shard, session, client, started, deadline).await,
         Ok(Some(Sniffed::Http)) => http::serve(shard, session, client, started, deadline).await,
         Ok(Some(Sniffed::Tls)) => {
-            tracing::debug!(%peer, "TLS to the proxy is not enabled on this listener");
+            tracing::debug!(%peer, "TLS inside TLS refused");
             shard.metrics().error(ErrorKind::ClientProtocol);
         }
         Ok(None) => {}

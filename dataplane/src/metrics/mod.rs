@@ -11,6 +11,7 @@ use proto::FailureKind;
 
 pub mod quic;
 pub mod socks_udp;
+pub mod tls;
 
 pub use quic::QuicMetrics;
 pub use socks_udp::Socks5UdpMetrics;
@@ -160,6 +161,7 @@ pub struct ShardMetrics {
     /// Shared with the core's QUIC endpoint, which outlives no shard but is built apart.
     pub quic: std::sync::Arc<QuicMetrics>,
     pub socks5_udp: Socks5UdpMetrics,
+    pub tls: tls::TlsMetrics,
 }
 
 impl ShardMetrics {
@@ -353,6 +355,11 @@ pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
             "Resolve plus TCP connect to the upstream",
             |m| &m.connect_seconds,
         ),
+        (
+            "zcproxy_tls_handshake_duration_seconds",
+            "TLS handshakes on the TCP port, ClientHello to finished",
+            |m| &m.tls.handshake_seconds,
+        ),
     ] {
         family(&mut out, name, "histogram", help);
         for (core, m) in shards.iter().enumerate() {
@@ -375,6 +382,7 @@ pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
     }
     quic::render(&mut out, shards.iter().map(|m| &*m.quic));
     socks_udp::render(&mut out, shards.iter().map(|m| &m.socks5_udp));
+    tls::render(&mut out, shards.iter().map(|m| &m.tls));
     for (name, help, value) in extra {
         family(&mut out, name, "gauge", help);
         let _ = writeln!(out, "{name} {value}");

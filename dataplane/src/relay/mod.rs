@@ -173,7 +173,7 @@ impl Tunnel<'_> {
             match burst {
                 Burst::Eof => {
                     if forward_fin {
-                        dir.dst.shutdown_write();
+                        dir.dst.shutdown_write().await;
                     }
                     return Ok(true);
                 }
@@ -281,7 +281,24 @@ impl Tunnel<'_> {
         let mut buf = self.env.bufs.borrow_mut().take();
         let result = self.copy_with(dir, &mut buf).await;
         self.env.bufs.borrow_mut().give(buf);
-        result
+        let burst = result?;
+        self.flush_dst(dir).await?;
+        Ok(burst)
+    }
+
+    /// A TLS destination may hold the last bytes as records the socket has not taken: they
+    /// must leave before this direction waits on its source again (or ends).
+    async fn flush_dst(&self, dir: &Direction<'_>) -> Result<(), RelayError> {
+        while dir.dst.has_pending_output() {
+            match dir.dst.try_flush() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait(dir.dst, true, dir.src_side.other()).await?
+                }
+                Err(e) => return Err(self.src_error(dir.src_side.other(), e)),
+            }
+        }
+        Ok(())
     }
 
     async fn copy_with(&self, dir: &Direction<'_>, buf: &mut [u8]) -> Result<Burst, RelayError> {

@@ -6,6 +6,7 @@
 //! a stream. Every wait is bounded by the idle timeout the stream was given.
 
 mod buffered;
+pub mod tls;
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -21,6 +22,8 @@ use crate::sys;
 
 pub struct Stream {
     socket: TcpStream,
+    /// TLS terminated on this socket: reads and writes go through it.
+    tls: Option<Box<tls::Tls>>,
     revoke: Option<RevokeHandle>,
     idle: Duration,
 }
@@ -34,9 +37,45 @@ impl Stream {
         let _ = socket.set_nodelay(true);
         Stream {
             socket,
+            tls: None,
             revoke: None,
             idle,
         }
+    }
+
+    /// Runs a TLS handshake on this (plain) stream, `early` being the bytes already read
+    /// from it, and returns the stream with TLS terminated. No deadline of its own: the
+    /// caller's handshake deadline bounds it.
+    pub async fn accept_tls(
+        mut self,
+        config: std::sync::Arc<rustls::ServerConfig>,
+        early: &[u8],
+    ) -> Result<Stream, tls::HandshakeError> {
+        let mut conn = tls::start(config, early)?;
+        let fd = self.raw_fd();
+        loop {
+            match tls::handshake_step(&mut conn, fd) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(tls::HandshakeError::Io(e))
+                    if e.kind() == io::ErrorKind::WouldBlock || sys::is_spurious(&e) =>
+                {
+                    self.readiness(conn.wants_write()).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.tls = Some(Box::new(tls::Tls::new(conn)));
+        Ok(self)
+    }
+
+    /// What the TLS handshake agreed on, for a TLS stream.
+    pub fn tls_info(&self) -> Option<tls::SessionInfo> {
+        self.tls.as_ref().map(|t| t.info())
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Closes with a reset instead of a FIN if `handle` fires before the stream is dropped.
@@ -53,7 +92,10 @@ impl Stream {
     /// Stream kinds that are not one (TLS without kTLS, h2 and QUIC streams) answer `None`
     /// and the relay copies through [`Stream::try_read`] and [`Stream::try_write`].
     pub(crate) fn splice_fd(&self) -> Option<RawFd> {
-        Some(self.raw_fd())
+        match self.tls {
+            None => Some(self.raw_fd()),
+            Some(_) => None,
+        }
     }
 
     fn raw_fd(&self) -> RawFd {
@@ -63,6 +105,13 @@ impl Stream {
     /// Waits until the stream is readable (or writable), with no timeout of its own: the
     /// relay keeps one idle clock for both directions of a tunnel.
     pub(crate) async fn readiness(&self, write: bool) -> io::Result<()> {
+        if let Some(t) = &self.tls {
+            // Plaintext rustls already holds needs no socket; room for plaintext exists
+            // unless ciphertext is pending.
+            if (!write && t.has_readable()) || (write && !t.has_pending_output()) {
+                return Ok(());
+            }
+        }
         if write {
             rt::writable(&self.socket).await
         } else {
@@ -72,17 +121,57 @@ impl Stream {
 
     /// Reads what is there without waiting (`WouldBlock`: nothing yet; 0: end of stream).
     pub(crate) fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        sys::recv(self.raw_fd(), buf)
+        match &self.tls {
+            None => sys::recv(self.raw_fd(), buf),
+            Some(t) => t.try_read(self.raw_fd(), buf),
+        }
     }
 
     /// Writes what the stream takes now without waiting (`WouldBlock`: nothing).
     pub(crate) fn try_write(&self, data: &[u8]) -> io::Result<usize> {
-        sys::send(self.raw_fd(), data)
+        match &self.tls {
+            None => sys::send(self.raw_fd(), data),
+            Some(t) => t.try_write(self.raw_fd(), data),
+        }
     }
 
-    /// Passes an end of stream on (a FIN); reading goes on.
-    pub(crate) fn shutdown_write(&self) {
+    /// Whether written bytes are still waiting (as TLS records) for the socket to take them.
+    pub(crate) fn has_pending_output(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.has_pending_output())
+    }
+
+    /// Sends what is pending without waiting (`WouldBlock`: some is left).
+    pub(crate) fn try_flush(&self) -> io::Result<()> {
+        match &self.tls {
+            None => Ok(()),
+            Some(t) => t.flush(self.raw_fd()),
+        }
+    }
+
+    /// Passes an end of stream on (a FIN); reading goes on. Over TLS a close_notify goes
+    /// first (flushed by [`Stream::flush`] waiting as needed).
+    pub(crate) async fn shutdown_write(&self) {
+        if let Some(t) = &self.tls {
+            t.close_notify();
+            if self.flush().await.is_err() {
+                return;
+            }
+        }
         sys::shutdown_write(self.raw_fd());
+    }
+
+    /// Waits until everything written has gone to the socket (a no-op for a plain one).
+    pub async fn flush(&self) -> io::Result<()> {
+        while self.has_pending_output() {
+            match self.try_flush() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || sys::is_spurious(&e) => {
+                    self.ready(true).await?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Closes with a reset instead of a FIN when dropped (the other side of its tunnel broke).
@@ -103,6 +192,13 @@ impl Stream {
 
     /// Reads what has arrived into `buf` (0: end of stream), waiting at most the idle timeout.
     pub async fn read_into(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        if self.tls.is_some() {
+            // rustls reads into initialised memory.
+            buf.fill(MaybeUninit::new(0));
+            // SAFETY: every byte was just initialised.
+            let buf = unsafe { &mut *(buf as *mut [MaybeUninit<u8>] as *mut [u8]) };
+            return self.read_plain(buf).await;
+        }
         loop {
             match sys::recv_uninit(self.raw_fd(), buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock || sys::is_spurious(&e) => {
@@ -113,11 +209,23 @@ impl Stream {
         }
     }
 
-    /// Writes all of `data`; a peer that takes nothing for the idle timeout is given up on.
+    async fn read_plain(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.try_read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || sys::is_spurious(&e) => {
+                    self.ready(false).await?
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Writes all of `data` (and, over TLS, waits until it has left); a peer that takes
+    /// nothing for the idle timeout is given up on.
     pub async fn write_all(&self, data: &[u8]) -> io::Result<()> {
         let mut sent = 0;
         while sent < data.len() {
-            match sys::send(self.raw_fd(), &data[sent..]) {
+            match self.try_write(&data[sent..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock || sys::is_spurious(&e) => {
@@ -126,7 +234,7 @@ impl Stream {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        self.flush().await
     }
 }
 

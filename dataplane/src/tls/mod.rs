@@ -97,6 +97,19 @@ impl Identity {
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config
     }
+
+    /// The configuration of TLS on the TCP port: ALPN `http/1.1` (h2 is offered once it is
+    /// served), TLS 1.3 preferred over 1.2, sessions resumable by ticket (stateless, keys
+    /// rotated by rustls) or from a per-process cache.
+    pub fn tcp_server_config(self: &Arc<Self>) -> rustls::ServerConfig {
+        let mut config = self.server_config(&[b"http/1.1"]);
+        match rustls::crypto::ring::Ticketer::new() {
+            Ok(t) => config.ticketer = t,
+            Err(e) => tracing::warn!(error = %e, "TLS session tickets off"),
+        }
+        config.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
+        config
+    }
 }
 
 #[derive(Debug)]
