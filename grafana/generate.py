@@ -197,6 +197,15 @@ def dataplane():
     b.panel("timeseries", "SOCKS5 UDP payload throughput", [
         (f"sum by (direction) (rate(zcproxy_socks5_udp_bytes_total{{{s}}}[{RATE}])) * 8", "{{direction}}")], unit="bps",
         desc="Payload bits per second each way, without SOCKS headers.")
+    b.row("TLS to the proxy (TCP)")
+    b.panel("timeseries", "TLS handshakes/s by result", [
+        (f"sum by (result) (rate(zcproxy_tls_handshakes_total{{{s}}}[{RATE}]))", "{{result}}"),
+        (f"sum(rate(zcproxy_tls_resumed_total{{{s}}}[{RATE}]))", "resumed")], unit="reqps",
+        desc="TLS handshakes on the TCP port: ok, tls_error (an alert sent), eof, timeout, io; and how many resumed a session.")
+    b.panel("timeseries", "TLS sessions/s by version and ALPN", [
+        (f"sum by (version, alpn) (rate(zcproxy_tls_sessions_total{{{s}}}[{RATE}]))", "TLS {{version}} {{alpn}}"),
+        (f"histogram_quantile(0.99, sum by (le) (rate(zcproxy_tls_handshake_duration_seconds_bucket{{{s}}}[{RATE}])))", "p99 handshake (s)")],
+        desc="Completed handshakes by protocol version and ALPN, and the 99th percentile handshake time.")
     return b.json([query_var("instance", "Proxy", "zcproxy_cores")])
 
 

@@ -69,6 +69,11 @@ fn handle(shared: &Shared, started: Instant, mut stream: TcpStream) {
                         shared.cores as f64,
                     ),
                     ("zcproxy_uptime_seconds", "Seconds since start", uptime),
+                    (
+                        "zcproxy_ktls_available",
+                        "1 when the kernel accepted the tls ULP at start",
+                        if shared.ktls { 1.0 } else { 0.0 },
+                    ),
                 ],
             );
             shared.policy_status.render(&mut text);

@@ -301,6 +301,12 @@ fn run(cfg: Config) -> Result<(), String> {
                 }
                 if shared.config.tls.tcp {
                     shared.tls_tcp = Some(Arc::new(identity.tcp_server_config()));
+                    match zcproxy::stream::ktls::probe() {
+                        Ok(()) => shared.ktls = true,
+                        Err(e) => {
+                            tracing::info!(error = %e, "kernel TLS not available: TLS tunnels are relayed by copy")
+                        }
+                    }
                 }
                 banner
             }

@@ -56,6 +56,8 @@ pub struct Shared {
     pub quic: Option<Arc<quinn_proto::ServerConfig>>,
     /// TLS to the proxy on the TCP port (same identity as QUIC), when on.
     pub tls_tcp: Option<Arc<rustls::ServerConfig>>,
+    /// The kernel accepts the `tls` ULP (probed at start).
+    pub ktls: bool,
     /// The CONNECT-UDP URI template, parsed once (`quic.udp_template`).
     pub udp_template: proto::masque::Template,
 }
@@ -102,6 +104,7 @@ impl Shared {
             workers,
             quic: None,
             tls_tcp: None,
+            ktls: false,
         })
     }
 

@@ -6,6 +6,7 @@
 //! a stream. Every wait is bounded by the idle timeout the stream was given.
 
 mod buffered;
+pub mod ktls;
 pub mod tls;
 
 use std::io;
