@@ -26,6 +26,17 @@ pub fn bind_proxy(cmd: &mut Command) {
     }
 }
 
+/// Shards for zcproxy: `cores` when given, else one per CPU it may use (those of
+/// `--proxy-cpus`, or every CPU).
+pub fn shards(cores: Option<usize>, proxy_cpus: Option<&CpuSet>) -> usize {
+    cores.unwrap_or_else(|| {
+        proxy_cpus.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            CpuSet::len,
+        )
+    })
+}
+
 /// A set of CPU numbers, parsed from a list such as `1`, `0,2` or `2-3`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CpuSet(Vec<usize>);

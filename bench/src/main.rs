@@ -70,12 +70,7 @@ struct Args {
 }
 
 fn start(args: &Args, dir: &std::path::Path, name: &str, port: u16) -> Option<Running> {
-    let cores = args.cores.unwrap_or_else(|| {
-        args.proxy_cpus.as_ref().map_or_else(
-            || std::thread::available_parallelism().map_or(1, usize::from),
-            cpus::CpuSet::len,
-        )
-    });
+    let cores = cpus::shards(args.cores, args.proxy_cpus.as_ref());
     let zc_bin = |bin: &std::path::Path, config, hs, label| {
         let opts = ZcOptions { bin, cores, config };
         peers::zcproxy(dir, &opts, port, port + 1, hs, label)

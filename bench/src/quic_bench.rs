@@ -403,12 +403,7 @@ fn main() {
     if let Some(set) = args.proxy_cpus.clone() {
         cpus::split(set).expect("CPU placement");
     }
-    let cores = args.cores.unwrap_or_else(|| {
-        args.proxy_cpus.as_ref().map_or_else(
-            || std::thread::available_parallelism().map_or(1, usize::from),
-            cpus::CpuSet::len,
-        )
-    });
+    let cores = cpus::shards(args.cores, args.proxy_cpus.as_ref());
     let dir = std::env::temp_dir().join(format!("zcbench-quic-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("work dir");
     let port = args.base_port;

@@ -154,8 +154,8 @@ fn rate(path: &Path, size: usize, window: usize, secs: u64) -> (f64, u64) {
     (done as f64 / started.elapsed().as_secs_f64(), lost)
 }
 
-fn cpu(p: &Running) -> f64 {
-    p.pid().map_or(f64::NAN, procstat::cpu_seconds)
+fn cpu(proxy: &Running) -> f64 {
+    proxy.pid().map_or(f64::NAN, procstat::cpu_seconds)
 }
 
 const SIZES: [usize; 2] = [64, 1200];
@@ -165,12 +165,7 @@ fn main() {
     if let Some(set) = args.proxy_cpus.clone() {
         cpus::split(set).expect("CPU placement");
     }
-    let cores = args.cores.unwrap_or_else(|| {
-        args.proxy_cpus.as_ref().map_or_else(
-            || std::thread::available_parallelism().map_or(1, usize::from),
-            cpus::CpuSet::len,
-        )
-    });
+    let cores = cpus::shards(args.cores, args.proxy_cpus.as_ref());
     let dir = std::env::temp_dir().join(format!("zcbench-udp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("work dir");
     let port = args.base_port;

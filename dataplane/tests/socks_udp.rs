@@ -38,34 +38,12 @@ fn eventually(mut cond: impl FnMut() -> bool) -> bool {
 
 /// An IPv6 UDP echo on ::1 (the IPv4 one is common::udp_echo).
 fn udp_echo_v6() -> SocketAddr {
-    let socket = UdpSocket::bind("[::1]:0").unwrap();
-    let addr = socket.local_addr().unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 65536];
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let _ = socket.send_to(&buf[..n], from);
-        }
-    });
-    addr
+    common::udp_server("[::1]:0", <[u8]>::to_vec).0
 }
 
 /// A UDP server that answers anything with the largest IPv4 datagram (65,507 bytes).
 fn big_replies() -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = socket.local_addr().unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 65536];
-        while let Ok((_, from)) = socket.recv_from(&mut buf) {
-            let _ = socket.send_to(&[9u8; 65_507], from);
-        }
-    });
-    addr
+    common::udp_server("127.0.0.1:0", |_| vec![9u8; 65_507]).0
 }
 
 /// Runs the PySocks client script; returns its JSON line.

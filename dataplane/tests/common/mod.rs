@@ -456,25 +456,34 @@ pub fn holding_server() -> SocketAddr {
     addr
 }
 
-/// A UDP echo server on loopback that counts the datagrams it sent back; it stops after
-/// 30 s without a datagram.
-pub fn udp_echo_counted() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+/// A UDP server on `bind` that answers each datagram with what `reply` makes of it and
+/// counts the answers sent; it stops after 30 s without a datagram.
+pub fn udp_server(
+    bind: &str,
+    reply: impl Fn(&[u8]) -> Vec<u8> + Send + 'static,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let socket = std::net::UdpSocket::bind(bind).unwrap();
     let addr = socket.local_addr().unwrap();
     socket
         .set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();
-    let echoed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let count = echoed.clone();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = answered.clone();
     std::thread::spawn(move || {
         let mut buf = [0u8; 65536];
         while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            if socket.send_to(&buf[..n], from).is_ok() {
+            if socket.send_to(&reply(&buf[..n]), from).is_ok() {
                 count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
     });
-    (addr, echoed)
+    (addr, answered)
+}
+
+/// A UDP echo server on 127.0.0.1 that counts the datagrams it sent back (see
+/// [`udp_server`]).
+pub fn udp_echo_counted() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    udp_server("127.0.0.1:0", <[u8]>::to_vec)
 }
 
 /// A UDP echo server on loopback (see [`udp_echo_counted`]).
