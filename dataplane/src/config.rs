@@ -283,6 +283,42 @@ impl Default for Tls {
     }
 }
 
+/// HTTP/2 to the proxy (ALPN `h2` inside TLS, or a plaintext connection that opens with
+/// the HTTP/2 preface): CONNECT tunnels and CONNECT-UDP flows multiplexed as streams.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct H2 {
+    /// Offer `h2` in TLS ALPN (off: TLS clients get HTTP/1.1 only).
+    pub enabled: bool,
+    /// Streams a client may have open at once on one connection (SETTINGS).
+    pub max_concurrent_streams: u32,
+    /// Bytes a client may send on one stream ahead of its upstream taking them: what one
+    /// tunnel buffers at most on the way up.
+    pub stream_window: u32,
+    /// Bytes a client may send on all streams of a connection together ahead of their
+    /// upstreams.
+    pub connection_window: u32,
+    /// Largest request header section accepted (HPACK-decoded).
+    pub max_header_list_size: u32,
+    /// Streams a client may reset soon after opening them before the connection is closed
+    /// with ENHANCE_YOUR_CALM, once they are most of its streams (the "rapid reset"
+    /// pattern, CVE-2023-44487).
+    pub max_premature_resets: u32,
+}
+
+impl Default for H2 {
+    fn default() -> Self {
+        H2 {
+            enabled: true,
+            max_concurrent_streams: 256,
+            stream_window: 1 << 20,
+            connection_window: 16 << 20,
+            max_header_list_size: 16 * 1024,
+            max_premature_resets: 100,
+        }
+    }
+}
+
 /// Where live policy comes from. Without `url` the proxy runs on its static `[policy]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -391,6 +427,7 @@ pub struct Config {
     pub quic: Quic,
     pub socks5_udp: Socks5Udp,
     pub tls: Tls,
+    pub h2: H2,
     pub policy: PolicyDoc,
 }
 
@@ -412,6 +449,7 @@ impl Default for Config {
             quic: Quic::default(),
             socks5_udp: Socks5Udp::default(),
             tls: Tls::default(),
+            h2: H2::default(),
             policy: PolicyDoc::default(),
         }
     }
@@ -479,6 +517,22 @@ impl Config {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::Invalid(
                 "tls.cert and tls.key go together: set both, or neither for a generated certificate"
+                    .into(),
+            ));
+        }
+        let h2 = &self.h2;
+        // RFC 9113 §6.5.2: windows are at most 2^31-1; below the 64 KiB default, a tunnel
+        // would crawl.
+        let window = 65_535..=(i32::MAX as u32);
+        if !window.contains(&h2.stream_window) || !window.contains(&h2.connection_window) {
+            return Err(ConfigError::Invalid(
+                "h2.stream_window and h2.connection_window must be between 65535 and 2147483647"
+                    .into(),
+            ));
+        }
+        if h2.max_concurrent_streams == 0 || h2.max_header_list_size < 1024 {
+            return Err(ConfigError::Invalid(
+                "h2.max_concurrent_streams must be positive and h2.max_header_list_size at least 1024"
                     .into(),
             ));
         }

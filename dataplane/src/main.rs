@@ -300,7 +300,9 @@ fn run(cfg: Config) -> Result<(), String> {
                     shared.quic = Some(quic_setup(&shared.config, &identity)?);
                 }
                 if shared.config.tls.tcp {
-                    shared.tls_tcp = Some(Arc::new(identity.tcp_server_config()));
+                    shared.tls_tcp = Some(Arc::new(
+                        identity.tcp_server_config(shared.config.h2.enabled),
+                    ));
                     match zcproxy::stream::ktls::probe() {
                         Ok(()) => shared.ktls = true,
                         Err(e) => {

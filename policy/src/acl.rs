@@ -49,6 +49,8 @@ protocols! {
     Connect => "connect",
     /// CONNECT over HTTP/3 (QUIC): a TCP tunnel per request stream.
     H3Connect => "h3_connect",
+    /// CONNECT over HTTP/2 (TLS with ALPN h2): a TCP tunnel per stream.
+    H2Connect => "h2_connect",
     /// MASQUE CONNECT-UDP over HTTP/3: a UDP flow per request stream.
     ConnectUdp => "connect_udp",
     /// SOCKS5 UDP ASSOCIATE: each destination a client sends datagrams to.

@@ -8,38 +8,29 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
-use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use bytes::{Buf, Bytes};
-use http::{Request, Response};
+use http::Request;
 use policy::Protocol;
-use proto::capsule::{self, Skipped, Step};
-use proto::{http_datagram, masque, Failure, FailureKind};
+use proto::{capsule, http_datagram, Failure, FailureKind};
 use quinn_proto::SendDatagramError;
 
-use super::h3::{identify, respond_failure, H3Stream};
+use super::h3::{respond_failure, H3Stream};
+use super::proxy_request::status_response;
+use super::udp_flow::{self, Capsules, Refused, TargetSide, MAX_UDP};
 use super::{IdleClock, ProtocolGuard};
-use crate::admission;
 use crate::context::Shard;
 use crate::metrics::quic::{DatagramDrop, QuicMetrics};
 use crate::quic::conn::Conn;
 use crate::rt;
 use crate::sessions::Session;
-use crate::sys;
-use crate::udp;
 
 /// Datagrams queued for one flow before the newest are dropped.
 const FLOW_QUEUE: usize = 1024;
-/// Receive buffer of a flow's upstream socket: what a target may send ahead of a client
-/// that is slower (the kernel charges only what is queued).
-const FLOW_RECV_BUFFER: usize = 1 << 20;
-/// Largest UDP payload relayed (the IPv4 maximum).
-const MAX_UDP: usize = 65_507;
 
 /// Datagrams that arrived for one request stream, waiting for its flow.
 #[derive(Default)]
@@ -126,25 +117,6 @@ pub async fn serve(
     flows: Rc<Flows>,
 ) {
     let _guard = ProtocolGuard::new(shard, Protocol::ConnectUdp);
-    let path = req.uri().path_and_query().map_or("", |p| p.as_str());
-    let target = match shard.shared.udp_template.target(path) {
-        Ok(t) => t,
-        // Not a path of this proxy's template: no such resource here.
-        Err(masque::TargetError::NoMatch) => {
-            let resp = Response::builder()
-                .status(http::StatusCode::NOT_FOUND)
-                .body(())
-                .unwrap_or_default();
-            if stream.send_response(resp).await.is_ok() {
-                let _ = stream.finish().await;
-            }
-            return;
-        }
-        Err(e) => {
-            let failure = Failure::new(FailureKind::Malformed, e.to_string());
-            return respond_failure(shard, &mut stream, &failure).await;
-        }
-    };
     let stream_id = stream.id().into_inner();
     let Some(flow) = flows.open(stream_id, shard.shared.config.quic.max_flows_per_connection)
     else {
@@ -154,41 +126,23 @@ pub async fn serve(
         );
         return respond_failure(shard, &mut stream, &f).await;
     };
-    let principal = match identify(shard, session, &req).await {
-        Ok(p) => p,
-        Err(f) => return respond_failure(shard, &mut stream, &f).await,
-    };
-    let authorized =
-        match admission::authorize(shard, session, &principal, Protocol::ConnectUdp, &target).await
-        {
-            Ok(a) => a,
-            Err(f) => return respond_failure(shard, &mut stream, &f).await,
-        };
-    let Some(&peer) = authorized.addrs.first() else {
-        let f = Failure::new(FailureKind::Internal, "no address to send to");
-        return respond_failure(shard, &mut stream, &f).await;
-    };
-    let socket = match connected_udp(peer) {
-        Ok(s) => s,
-        Err(e) => {
-            let f = Failure::new(FailureKind::Internal, format!("UDP socket: {e}"));
-            return respond_failure(shard, &mut stream, &f).await;
+    let path = req.uri().path_and_query().map_or("", |p| p.as_str());
+    let target = match udp_flow::admit(shard, session, path, req.headers()).await {
+        Ok(t) => t,
+        Err(Refused::NotFound) => {
+            let resp = status_response(http::StatusCode::NOT_FOUND);
+            if stream.send_response(resp).await.is_ok() {
+                let _ = stream.finish().await;
+            }
+            return;
         }
+        Err(Refused::Failure(f)) => return respond_failure(shard, &mut stream, &f).await,
     };
-    admission::record_grant(session, &principal, Protocol::ConnectUdp, &target, peer);
-    let resp = Response::builder()
-        .header("capsule-protocol", "?1")
-        .body(())
-        .unwrap_or_default();
-    if stream.send_response(resp).await.is_err() {
+    if stream.send_response(udp_flow::opened()).await.is_err() {
         return;
     }
-    relay(shard, stream, &conn, &flow, &socket).await;
-    drop(authorized.permit);
-}
-
-fn connected_udp(peer: SocketAddr) -> std::io::Result<rt::UdpSocket> {
-    rt::UdpSocket::new(udp::connected(peer, FLOW_RECV_BUFFER)?)
+    relay(shard, stream, &conn, &flow, &target.socket).await;
+    drop(target.permit);
 }
 
 /// Moves datagrams both ways until the client ends the request stream, either side fails, or
@@ -197,25 +151,8 @@ async fn relay(shard: &Shard, stream: H3Stream, conn: &Conn, flow: &Flow, socket
     let (stream_id, inbox) = (flow.stream, &flow.inbox);
     let (mut send, mut recv) = stream.split();
     let clock = IdleClock::new(shard.shared.config.timeouts.idle());
-    let fd = socket.as_raw_fd();
     let quic = &shard.metrics().quic;
-    let overflows = RefCell::new(udp::Overflows::default());
-    let to_target = |payload: &[u8]| {
-        // Only context 0 carries UDP payloads; others were not negotiated (RFC 9298 §4).
-        let Some(data) = http_datagram::udp_payload(payload) else {
-            return quic.datagram_dropped(DatagramDrop::Context);
-        };
-        match sys::send(fd, data) {
-            Ok(_) => {
-                shard
-                    .metrics()
-                    .bytes_client_to_upstream
-                    .add(data.len() as u64);
-                clock.touch();
-            }
-            Err(_) => quic.datagram_dropped(DatagramDrop::UpstreamSend),
-        }
-    };
+    let target = TargetSide::new(shard, socket, &clock);
     let from_datagrams = async {
         loop {
             let next = poll_fn(|cx| match inbox.queue.borrow_mut().pop_front() {
@@ -226,39 +163,19 @@ async fn relay(shard: &Shard, stream: H3Stream, conn: &Conn, flow: &Flow, socket
                 }
             })
             .await;
-            to_target(&next);
+            target.send(&next);
         }
     };
     let from_capsules = async {
-        let mut decoder = capsule::Decoder::new(MAX_UDP + 8);
-        let mut buf: Vec<u8> = Vec::new();
+        let mut capsules = Capsules::new();
         loop {
             match recv.recv_data().await {
                 Ok(Some(mut chunk)) => {
                     while chunk.has_remaining() {
                         let n = chunk.chunk().len();
-                        buf.extend_from_slice(chunk.chunk());
+                        capsules.feed(chunk.chunk(), quic, |p| target.send(p));
                         chunk.advance(n);
                     }
-                    // Step through every whole capsule, then drop what they took at once.
-                    let mut at = 0;
-                    loop {
-                        match decoder.next(&buf[at..]) {
-                            Step::NeedMore => break,
-                            Step::Datagram { payload, consumed } => {
-                                quic.datagrams_in.inc();
-                                to_target(payload);
-                                at += consumed;
-                            }
-                            Step::Skip { consumed, started } => {
-                                if let Some(Skipped::Oversized { .. }) = started {
-                                    quic.datagram_dropped(DatagramDrop::TooLarge);
-                                }
-                                at += consumed;
-                            }
-                        }
-                    }
-                    buf.drain(..at);
                 }
                 // The client ended the request stream: the flow is over.
                 Ok(None) => return,
@@ -274,21 +191,7 @@ async fn relay(shard: &Shard, stream: H3Stream, conn: &Conn, flow: &Flow, socket
         let mut payload = Vec::with_capacity(MAX_UDP + 8);
         let mut out = Vec::with_capacity(MAX_UDP + 16);
         loop {
-            let n = match udp::recv(fd, &mut buf) {
-                Ok(r) => {
-                    let new = overflows.borrow_mut().new_since(&r);
-                    quic.datagrams_dropped_by(DatagramDrop::UpstreamBuffer, new);
-                    r.len
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    let _ = socket.readable().await;
-                    continue;
-                }
-                // ICMP errors (port unreachable, …) surface here; the flow goes on.
-                Err(_) => continue,
-            };
-            clock.touch();
-            shard.metrics().bytes_upstream_to_client.add(n as u64);
+            let n = target.recv(&mut buf).await;
             payload.clear();
             http_datagram::encode_udp(&buf[..n], &mut payload);
             out.clear();
@@ -323,11 +226,7 @@ async fn relay(shard: &Shard, stream: H3Stream, conn: &Conn, flow: &Flow, socket
             rt::Either::Left(rt::Either::Left(()))
         )
     };
-    // Drops after the last datagram read are reported by no read: counted now.
-    if let Some(total) = udp::drops(fd) {
-        let new = overflows.borrow_mut().catch_up(total);
-        quic.datagrams_dropped_by(DatagramDrop::UpstreamBuffer, new);
-    }
+    target.finish();
     if client_ended {
         let _ = send.finish().await;
     }

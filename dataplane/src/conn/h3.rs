@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use h3::server::{RequestResolver, RequestStream};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
 use policy::Protocol;
-use proto::{proxy_status, Failure, FailureKind};
+use proto::{Failure, FailureKind};
 
 use super::connect_udp::{self, Flows};
+use super::proxy_request::{connect_target, failure_response, identify};
 use super::{IdleClock, ProtocolGuard};
-use crate::admission::{self, Principal};
+use crate::admission;
 use crate::context::Shard;
 use crate::metrics::ErrorKind;
 use crate::quic::conn::Conn;
@@ -166,19 +167,11 @@ async fn handle(
         return respond_failure(shard, &mut stream, &failure).await;
     }
     let _guard = ProtocolGuard::new(shard, Protocol::H3Connect);
-    let target = req
-        .uri()
-        .authority()
-        .ok_or(proto::http::HttpError::Host)
-        .and_then(|a| proto::http::connect_target(a.as_str()));
-    let target = match target {
+    let target = match connect_target(req.uri()) {
         Ok(t) => t,
-        Err(e) => {
-            let failure = Failure::new(FailureKind::Malformed, e.to_string());
-            return respond_failure(shard, &mut stream, &failure).await;
-        }
+        Err(f) => return respond_failure(shard, &mut stream, &f).await,
     };
-    let principal = match identify(shard, session, &req).await {
+    let principal = match identify(shard, session, req.headers()).await {
         Ok(p) => p,
         Err(f) => return respond_failure(shard, &mut stream, &f).await,
     };
@@ -195,35 +188,12 @@ async fn handle(
     drop(admitted.permit);
 }
 
-pub(super) async fn identify(
-    shard: &Shard,
-    session: &Session,
-    req: &Request<()>,
-) -> Result<Principal, Failure> {
-    match req.headers().get(http::header::PROXY_AUTHORIZATION) {
-        Some(value) => match proto::http::parse_basic(value.as_bytes()) {
-            Ok(creds) => admission::authenticate(shard, &creds.user, &creds.password).await,
-            Err(e) => {
-                shard.metrics().auth_failures.inc();
-                Err(Failure::new(FailureKind::AuthRequired, e.to_string()))
-            }
-        },
-        None => admission::anonymous(shard, session.client.ip()),
-    }
-}
-
 pub(super) async fn respond_failure(shard: &Shard, stream: &mut H3Stream, failure: &Failure) {
-    let (status, fields) = proxy_status::answer(&shard.shared.config.via_name, failure);
-    let mut resp =
-        Response::builder().status(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY));
-    for (name, value) in fields {
-        resp = resp.header(name, value);
-    }
-    let Ok(resp) = resp.body(()) else { return };
+    let Some((resp, body)) = failure_response(shard, failure) else {
+        return;
+    };
     if stream.send_response(resp).await.is_ok() {
-        let _ = stream
-            .send_data(Bytes::from(format!("{}\n", failure.detail)))
-            .await;
+        let _ = stream.send_data(body).await;
         let _ = stream.finish().await;
     }
 }

@@ -2,13 +2,16 @@
 
 pub mod bind;
 mod connect_udp;
+pub mod h2;
 pub mod h3;
 pub mod http;
+mod proxy_request;
 pub mod socks4;
 pub mod socks5;
 mod socks_commands;
 mod socks_udp;
 mod tls;
+mod udp_flow;
 
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -104,6 +107,13 @@ async fn serve_session(shard: &Shard, session: &Session, stream: Stream) {
                 else {
                     return;
                 };
+                if client
+                    .stream()
+                    .tls_info()
+                    .is_some_and(|t| t.alpn.as_deref() == Some(b"h2"))
+                {
+                    return h2::serve(shard, session.client, client, deadline).await;
+                }
                 // The plaintext may be any protocol of the port but TLS again.
                 let Some(client) = first_bytes(shard, client, deadline).await else {
                     return;
@@ -144,6 +154,14 @@ async fn dispatch(
     match sniff(client.buffered()) {
         Ok(Some(Sniffed::Socks5)) => socks5::serve(shard, session, client, started, deadline).await,
         Ok(Some(Sniffed::Socks4)) => socks4::serve(shard, session, client, started, deadline).await,
+        Ok(Some(Sniffed::Http)) if is_h2_preface(client.buffered()) => {
+            if shard.shared.config.h2.enabled {
+                h2::serve(shard, peer, client, deadline).await
+            } else {
+                tracing::debug!(%peer, "HTTP/2 is not enabled");
+                shard.metrics().error(ErrorKind::ClientProtocol);
+            }
+        }
         Ok(Some(Sniffed::Http)) => http::serve(shard, session, client, started, deadline).await,
         Ok(Some(Sniffed::Tls)) => {
             tracing::debug!(%peer, "TLS inside TLS refused");
@@ -155,6 +173,13 @@ async fn dispatch(
             shard.metrics().error(ErrorKind::ClientProtocol);
         }
     }
+}
+
+/// Whether a client's first bytes are (the start of) the HTTP/2 connection preface: an
+/// HTTP/2 client with prior knowledge, no TLS. No HTTP/1 request starts with `PRI `.
+fn is_h2_preface(first: &[u8]) -> bool {
+    let n = first.len().min(h2::PREFACE.len());
+    n >= 4 && first[..n] == h2::PREFACE[..n]
 }
 
 /// Runs an established tunnel: forwards what the client sent early, then relays.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use policy::Protocol;
 use proto::FailureKind;
 
+pub mod h2;
 pub mod quic;
 pub mod socks_udp;
 pub mod tls;
@@ -162,6 +163,7 @@ pub struct ShardMetrics {
     pub quic: std::sync::Arc<QuicMetrics>,
     pub socks5_udp: Socks5UdpMetrics,
     pub tls: tls::TlsMetrics,
+    pub h2: h2::H2Metrics,
 }
 
 impl ShardMetrics {
@@ -383,6 +385,7 @@ pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
     quic::render(&mut out, shards.iter().map(|m| &*m.quic));
     socks_udp::render(&mut out, shards.iter().map(|m| &m.socks5_udp));
     tls::render(&mut out, shards.iter().map(|m| &m.tls));
+    h2::render(&mut out, shards.iter().map(|m| &m.h2));
     for (name, help, value) in extra {
         family(&mut out, name, "gauge", help);
         let _ = writeln!(out, "{name} {value}");

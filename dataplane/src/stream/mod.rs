@@ -8,6 +8,7 @@
 mod buffered;
 pub mod ktls;
 pub mod tls;
+pub mod tokio_io;
 
 use std::io;
 use std::mem::MaybeUninit;

@@ -98,11 +98,16 @@ impl Identity {
         config
     }
 
-    /// The configuration of TLS on the TCP port: ALPN `http/1.1` (h2 is offered once it is
-    /// served), TLS 1.3 preferred over 1.2, sessions resumable by ticket (stateless, keys
-    /// rotated by rustls) or from a per-process cache.
-    pub fn tcp_server_config(self: &Arc<Self>) -> rustls::ServerConfig {
-        let mut config = self.server_config(&[b"http/1.1"]);
+    /// The configuration of TLS on the TCP port: ALPN `h2` (when `h2` is served) preferred
+    /// over `http/1.1`, TLS 1.3 preferred over 1.2, sessions resumable by ticket (stateless,
+    /// keys rotated by rustls) or from a per-process cache.
+    pub fn tcp_server_config(self: &Arc<Self>, h2: bool) -> rustls::ServerConfig {
+        let alpn: &[&[u8]] = if h2 {
+            &[b"h2", b"http/1.1"]
+        } else {
+            &[b"http/1.1"]
+        };
+        let mut config = self.server_config(alpn);
         match rustls::crypto::ring::Ticketer::new() {
             Ok(t) => config.ticketer = t,
             Err(e) => tracing::warn!(error = %e, "TLS session tickets off"),
