@@ -262,6 +262,18 @@ pub struct Tls {
     pub cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key: Option<PathBuf>,
+    /// More certificates, each served to clients whose SNI one of its names covers
+    /// (subjectAltName DNS names, `*.` wildcards); `cert`/`key` is the default.
+    pub certificates: Vec<CertPair>,
+    /// A client naming (SNI) a host no certificate covers gets a handshake alert instead
+    /// of the default certificate. Clients that send no SNI (by address) get the default.
+    pub refuse_unknown_names: bool,
+    /// PEM bundle of the CAs whose client certificates are accepted: a verified
+    /// certificate's subject common name is the user (who must exist and be enabled), as
+    /// an alternative to passwords. A request's own credentials still take precedence.
+    pub client_ca: Option<PathBuf>,
+    /// Refuse TLS clients without a certificate from `client_ca` (the handshake fails).
+    pub require_client_cert: bool,
     /// How often the files are checked for changes, reloaded without a restart (0: never).
     pub reload_secs: u64,
     /// Where a generated certificate is written (the certificate only, for clients to trust).
@@ -271,11 +283,23 @@ pub struct Tls {
     pub tcp: bool,
 }
 
+/// A certificate chain file and its key file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 impl Default for Tls {
     fn default() -> Self {
         Tls {
             cert: None,
             key: None,
+            certificates: Vec::new(),
+            refuse_unknown_names: false,
+            client_ca: None,
+            require_client_cert: false,
             reload_secs: 5,
             generated_dir: std::env::temp_dir().join("zcproxy"),
             tcp: true,
@@ -513,6 +537,16 @@ impl Config {
                 )));
             }
             self.control.resolve_api_key()?;
+        }
+        if !self.tls.certificates.is_empty() && self.tls.cert.is_none() {
+            return Err(ConfigError::Invalid(
+                "tls.certificates need a default certificate: set tls.cert and tls.key".into(),
+            ));
+        }
+        if self.tls.require_client_cert && self.tls.client_ca.is_none() {
+            return Err(ConfigError::Invalid(
+                "tls.require_client_cert needs tls.client_ca".into(),
+            ));
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::Invalid(

@@ -15,7 +15,7 @@ use zcproxy::config::{Config, LogFormat};
 use zcproxy::live::status::{PolicyStatus, Source};
 use zcproxy::live::{control, Compiler, PolicyBus};
 use zcproxy::shared::Shared;
-use zcproxy::tls::{Identity, Origin};
+use zcproxy::tls::{Identity, Origin, Pair};
 use zcproxy::{admin, shard};
 
 #[derive(Parser, Debug)]
@@ -246,7 +246,18 @@ fn policy_source(cfg: &Config) -> Result<PolicySource, String> {
 /// TCP port, and the line that says where its certificate is and its fingerprint.
 fn tls_identity(cfg: &Config) -> Result<(Arc<Identity>, String), String> {
     let identity = match (&cfg.tls.cert, &cfg.tls.key) {
-        (Some(cert), Some(key)) => Identity::from_files(cert.clone(), key.clone()),
+        (Some(cert), Some(key)) => {
+            let default = Pair {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            let more = cfg.tls.certificates.iter().map(|p| Pair {
+                cert: p.cert.clone(),
+                key: p.key.clone(),
+            });
+            let pairs = std::iter::once(default).chain(more).collect();
+            Identity::from_pairs(pairs, cfg.tls.refuse_unknown_names)
+        }
         _ => Identity::generate(cfg.listen, &cfg.tls.generated_dir),
     }
     .map_err(|e| format!("TLS: {e}"))?;
@@ -261,7 +272,8 @@ fn tls_identity(cfg: &Config) -> Result<(Arc<Identity>, String), String> {
                 port = cfg.listen.port(),
             )
         }
-        Origin::Files { cert, .. } => {
+        Origin::Files { pairs, .. } => {
+            let cert = &pairs[0].cert;
             tracing::info!(certificate = %cert.display(), sha256 = %fingerprint, "TLS with the configured certificate");
             format!(
                 "  TLS (HTTPS proxy on tcp/{port}, HTTP/3 on udp/{port}): certificate {} (SHA-256 {fingerprint})",
@@ -300,8 +312,18 @@ fn run(cfg: Config) -> Result<(), String> {
                     shared.quic = Some(quic_setup(&shared.config, &identity)?);
                 }
                 if shared.config.tls.tcp {
+                    let clients = match &shared.config.tls.client_ca {
+                        Some(ca) => Some(
+                            zcproxy::tls::client_verifier(
+                                ca,
+                                shared.config.tls.require_client_cert,
+                            )
+                            .map_err(|e| format!("TLS client CAs: {e}"))?,
+                        ),
+                        None => None,
+                    };
                     shared.tls_tcp = Some(Arc::new(
-                        identity.tcp_server_config(shared.config.h2.enabled),
+                        identity.tcp_server_config(shared.config.h2.enabled, clients),
                     ));
                     match zcproxy::stream::ktls::probe() {
                         Ok(()) => shared.ktls = true,

@@ -14,6 +14,9 @@ pub enum Principal {
     /// No credentials; allowed only from the policy's anonymous client networks.
     Anonymous,
     User(Identity),
+    /// Named by a verified TLS client certificate: stands while the user exists and is
+    /// enabled (no password is involved).
+    Certified(Box<str>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +44,10 @@ impl Principal {
         match self {
             Principal::Anonymous if policy.anonymous_allowed(client) => Ok(None),
             Principal::Anonymous => Err(FailureKind::AuthRequired),
+            Principal::Certified(name) => match policy.user_by_name(name) {
+                Some((id, u)) if u.enabled => Ok(Some(id)),
+                _ => Err(FailureKind::Revoked),
+            },
             Principal::User(identity) => {
                 let (id, u) = policy
                     .user_by_name(&identity.name)

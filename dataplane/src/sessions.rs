@@ -59,11 +59,22 @@ impl Grant {
 
 pub struct Session {
     pub client: SocketAddr,
+    /// The user a verified TLS client certificate names (its subject's CN), who the
+    /// session is unless a request brings credentials of its own.
+    certified: RefCell<Option<Rc<str>>>,
     grant: RefCell<Option<Grant>>,
     revoke: RevokeHandle,
 }
 
 impl Session {
+    pub fn set_certified(&self, user: Option<Rc<str>>) {
+        *self.certified.borrow_mut() = user;
+    }
+
+    pub fn certified(&self) -> Option<Rc<str>> {
+        self.certified.borrow().clone()
+    }
+
     pub fn grant(&self, grant: Grant) {
         *self.grant.borrow_mut() = Some(grant);
     }
@@ -127,6 +138,7 @@ impl Sessions {
         self.next.set(id + 1);
         let session = Rc::new(Session {
             client,
+            certified: RefCell::new(None),
             grant: RefCell::new(None),
             revoke: RevokeHandle::default(),
         });

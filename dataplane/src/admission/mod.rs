@@ -7,7 +7,7 @@
 //! Failures come back as a protocol-neutral [`Failure`], counted here; each driver maps it to
 //! its own codes.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use policy::{Protocol, Request, UserId};
@@ -76,9 +76,26 @@ pub async fn authenticate(
     }
 }
 
-/// A client that offered no credentials: anonymous where the policy in force allows it.
-pub fn anonymous(shard: &Shard, client: IpAddr) -> Result<Principal, Failure> {
-    if shard.policy().anonymous_allowed(client) {
+/// A client that offered no credentials: the user its TLS client certificate names, else
+/// anonymous where the policy in force allows it.
+pub fn anonymous(shard: &Shard, session: &Session) -> Result<Principal, Failure> {
+    if let Some(name) = session.certified() {
+        let principal = Principal::Certified(name.as_ref().into());
+        return match principal.resolve(&shard.policy(), session.client.ip()) {
+            Ok(_) => Ok(principal),
+            Err(_) => {
+                tracing::info!(user = %name, "client certificate names no enabled user");
+                Err(refuse(
+                    shard,
+                    Failure::new(
+                        FailureKind::AuthFailed,
+                        format!("client certificate user {name:?} is unknown or disabled"),
+                    ),
+                ))
+            }
+        };
+    }
+    if shard.policy().anonymous_allowed(session.client.ip()) {
         Ok(Principal::Anonymous)
     } else {
         Err(refuse(

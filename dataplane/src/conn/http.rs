@@ -66,7 +66,7 @@ async fn identify(
     session.clear_destination();
     match head.proxy_credentials() {
         Ok(Some(creds)) => admission::authenticate(shard, &creds.user, &creds.password).await,
-        Ok(None) => admission::anonymous(shard, session.client.ip()),
+        Ok(None) => admission::anonymous(shard, session),
         Err(e) => {
             shard.metrics().auth_failures.inc();
             Err(Failure::new(FailureKind::AuthRequired, e.to_string()))

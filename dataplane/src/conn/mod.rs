@@ -107,12 +107,14 @@ async fn serve_session(shard: &Shard, session: &Session, stream: Stream) {
                 else {
                     return;
                 };
-                if client
-                    .stream()
-                    .tls_info()
-                    .is_some_and(|t| t.alpn.as_deref() == Some(b"h2"))
-                {
-                    return h2::serve(shard, session.client, client, deadline).await;
+                let info = client.stream().tls_info();
+                session.set_certified(
+                    info.as_ref()
+                        .and_then(|t| t.client_name.as_deref())
+                        .map(std::rc::Rc::from),
+                );
+                if info.is_some_and(|t| t.alpn.as_deref() == Some(b"h2")) {
+                    return h2::serve(shard, session, client, deadline).await;
                 }
                 // The plaintext may be any protocol of the port but TLS again.
                 let Some(client) = first_bytes(shard, client, deadline).await else {
@@ -156,7 +158,7 @@ async fn dispatch(
         Ok(Some(Sniffed::Socks4)) => socks4::serve(shard, session, client, started, deadline).await,
         Ok(Some(Sniffed::Http)) if is_h2_preface(client.buffered()) => {
             if shard.shared.config.h2.enabled {
-                h2::serve(shard, peer, client, deadline).await
+                h2::serve(shard, session, client, deadline).await
             } else {
                 tracing::debug!(%peer, "HTTP/2 is not enabled");
                 shard.metrics().error(ErrorKind::ClientProtocol);

@@ -25,7 +25,7 @@ pub(super) async fn identify(
                 Err(Failure::new(FailureKind::AuthRequired, e.to_string()))
             }
         },
-        None => admission::anonymous(shard, session.client.ip()),
+        None => admission::anonymous(shard, session),
     }
 }
 

@@ -69,7 +69,7 @@ pub async fn serve(
         }
     };
     let peer = session.client;
-    let principal = match admission::anonymous(shard, peer.ip()) {
+    let principal = match admission::anonymous(shard, session) {
         Ok(p) => p,
         Err(f) => {
             tracing::info!(%peer, "SOCKS4 refused: client may not connect anonymously");

@@ -97,7 +97,10 @@ async fn authenticate(
     let policy = shard.policy();
     // Prefer credentials when the client has them and there are users: per-user rules and
     // limits then apply even to clients that could have gone anonymous.
-    let method = if greeting.user_pass && policy.has_users() {
+    // A verified client certificate already says who the client is.
+    let method = if greeting.no_auth && session.certified().is_some() {
+        socks5::METHOD_NO_AUTH
+    } else if greeting.user_pass && policy.has_users() {
         socks5::METHOD_USER_PASS
     } else if greeting.no_auth && policy.anonymous_allowed(peer.ip()) {
         socks5::METHOD_NO_AUTH
@@ -112,7 +115,7 @@ async fn authenticate(
         return Err(());
     }
     match method {
-        socks5::METHOD_NO_AUTH => admission::anonymous(shard, peer.ip()).map_err(drop),
+        socks5::METHOD_NO_AUTH => admission::anonymous(shard, session).map_err(drop),
         socks5::METHOD_USER_PASS => {
             let Step::Credentials(creds) = client.next(shard).await? else {
                 return Err(());

@@ -45,16 +45,25 @@ pub enum ConnEnd {
     ProtocolError,
     /// Too many streams reset right after opening (the "rapid reset" pattern).
     RapidReset,
+    /// One of h2's own abuse limits (reset streams not yet accepted, CONTINUATION or
+    /// small-DATA floods, oversized header lists): ENHANCE_YOUR_CALM.
+    Flood,
     /// The socket failed.
     Io,
 }
 
 impl ConnEnd {
-    pub const ALL: [ConnEnd; 3] = [ConnEnd::ProtocolError, ConnEnd::RapidReset, ConnEnd::Io];
+    pub const ALL: [ConnEnd; 4] = [
+        ConnEnd::ProtocolError,
+        ConnEnd::RapidReset,
+        ConnEnd::Flood,
+        ConnEnd::Io,
+    ];
     fn label(self) -> &'static str {
         match self {
             ConnEnd::ProtocolError => "protocol_error",
             ConnEnd::RapidReset => "rapid_reset",
+            ConnEnd::Flood => "flood",
             ConnEnd::Io => "io",
         }
     }

@@ -90,6 +90,8 @@ pub struct SessionInfo {
     pub tls13: bool,
     pub alpn: Option<Vec<u8>>,
     pub resumed: bool,
+    /// The common name of the client certificate the handshake verified, if one was sent.
+    pub client_name: Option<String>,
 }
 
 /// An established TLS session on a stream's socket.
@@ -116,6 +118,10 @@ impl Tls {
             tls13: conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3),
             alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
             resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+            client_name: conn
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| crate::tls::leaf_common_name(leaf.as_ref())),
         }
     }
 

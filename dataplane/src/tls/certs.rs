@@ -21,6 +21,16 @@ pub enum TlsError {
     NoCertificate { path: PathBuf },
     #[error("{path}: unusable private key: {reason}")]
     Key { path: PathBuf, reason: String },
+    #[error("{path}: the certificate is not valid now (valid from {not_before} to {not_after})")]
+    NotValidNow {
+        path: PathBuf,
+        not_before: String,
+        not_after: String,
+    },
+    #[error("{path}: unreadable certificate: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("no certificate configured")]
+    NoPairs,
     #[error("cannot generate a certificate: {0}")]
     Generate(String),
     #[error("cannot write the generated certificate to {path}: {source}")]
@@ -30,9 +40,19 @@ pub enum TlsError {
     },
 }
 
+/// A certificate chain with its key, and the names its leaf is valid for.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub key: Arc<CertifiedKey>,
+    /// DNS names (lower case, `*.` wildcards kept) of the subjectAltName, or the subject's
+    /// common name for a certificate without one.
+    pub names: Vec<String>,
+}
+
 /// Reads a PEM certificate chain (leaf first) and its private key, and checks they belong
-/// together.
-pub fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+/// together and that the leaf is valid now (an expired certificate fails here, not in
+/// every client's handshake).
+pub fn load(cert: &Path, key: &Path) -> Result<Loaded, TlsError> {
     let read_err = |path: &Path| {
         let path = path.to_path_buf();
         move |e: rustls::pki_types::pem::Error| TlsError::Read {
@@ -44,18 +64,66 @@ pub fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
         .map_err(read_err(cert))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(read_err(cert))?;
-    if chain.is_empty() {
+    let Some(leaf) = chain.first() else {
         return Err(TlsError::NoCertificate {
             path: cert.to_path_buf(),
         });
-    }
+    };
+    let names = leaf_names(leaf, cert)?;
     let private = PrivateKeyDer::from_pem_file(key).map_err(read_err(key))?;
-    CertifiedKey::from_der(chain, private, &default_provider())
+    let key = CertifiedKey::from_der(chain, private, &default_provider())
         .map(Arc::new)
         .map_err(|e| TlsError::Key {
             path: key.to_path_buf(),
             reason: e.to_string(),
-        })
+        })?;
+    Ok(Loaded { key, names })
+}
+
+/// Checks the leaf's validity period against the clock and reads the names it is for.
+fn leaf_names(leaf: &CertificateDer<'_>, path: &Path) -> Result<Vec<String>, TlsError> {
+    use x509_parser::prelude::*;
+    let (_, parsed) = X509Certificate::from_der(leaf.as_ref()).map_err(|e| TlsError::Parse {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let validity = parsed.validity();
+    if !validity.is_valid() {
+        return Err(TlsError::NotValidNow {
+            path: path.to_path_buf(),
+            not_before: validity.not_before.to_string(),
+            not_after: validity.not_after.to_string(),
+        });
+    }
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = parsed.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::DNSName(dns) = name {
+                names.push(dns.to_ascii_lowercase());
+            }
+        }
+    }
+    if names.is_empty() {
+        if let Some(cn) = subject_common_name(&parsed) {
+            names.push(cn.to_ascii_lowercase());
+        }
+    }
+    Ok(names)
+}
+
+/// The subject's common name (CN) of a DER certificate, if it has one.
+pub fn leaf_common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    subject_common_name(&cert)
+}
+
+/// The subject's common name (CN), if it has one in a readable string type.
+pub fn subject_common_name(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_string)
 }
 
 /// A self-signed certificate for the names a local client would use to reach `listen`
@@ -134,6 +202,8 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(chain[0], key.cert[0]);
+        let names = leaf_names(&chain[0], &cert_path).unwrap();
+        assert_eq!(names, ["localhost"], "IP addresses are not DNS names");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -150,6 +220,19 @@ mod tests {
             matches!(load(&cert, &key), Err(TlsError::Key { .. })),
             "mismatched key"
         );
+        // Expired, and not valid yet: refused with the period in the message.
+        for (from, to) in [((2001, 1, 1), (2002, 1, 1)), ((2090, 1, 1), (2091, 1, 1))] {
+            let mut params = rcgen::CertificateParams::new(vec!["old.example".into()]).unwrap();
+            params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+            params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
+            let signing = rcgen::KeyPair::generate().unwrap();
+            let expired = params.self_signed(&signing).unwrap();
+            std::fs::write(&cert, expired.pem()).unwrap();
+            std::fs::write(&key, signing.serialize_pem()).unwrap();
+            let e = load(&cert, &key).unwrap_err();
+            assert!(matches!(e, TlsError::NotValidNow { .. }), "{e}");
+            assert!(e.to_string().contains(&from.0.to_string()), "{e}");
+        }
         assert!(matches!(
             load(&dir.join("none.pem"), &key),
             Err(TlsError::Read { .. })
@@ -160,7 +243,9 @@ mod tests {
             Err(TlsError::NoCertificate { .. })
         ));
         std::fs::write(&cert, other.cert.pem()).unwrap();
-        assert!(load(&cert, &key).is_ok(), "the matching pair loads");
+        std::fs::write(&key, other.signing_key.serialize_pem()).unwrap();
+        let loaded = load(&cert, &key).expect("the matching pair loads");
+        assert_eq!(loaded.names, ["x"]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -3,6 +3,7 @@
 //! when none are configured (so the quick start needs no certificate made by hand).
 
 mod certs;
+mod sni;
 mod watch;
 
 use std::net::SocketAddr;
@@ -12,35 +13,53 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use sni::CertSet;
 
-pub use certs::{fingerprint, TlsError};
+pub use certs::{fingerprint, leaf_common_name, TlsError};
 pub use watch::spawn_reloader;
 
-/// Where the certificate in use came from.
+/// A certificate file and its key file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Where the certificates in use came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
+    /// The default pair first, then the ones chosen by SNI.
     Files {
-        cert: PathBuf,
-        key: PathBuf,
+        pairs: Vec<Pair>,
+        refuse_unknown_names: bool,
     },
     /// Generated at start; the certificate (not the key) was written to this file.
-    Generated {
-        written_to: PathBuf,
-    },
+    Generated { written_to: PathBuf },
 }
 
 #[derive(Debug)]
 pub struct Identity {
-    current: ArcSwap<CertifiedKey>,
+    current: ArcSwap<CertSet>,
     origin: Origin,
 }
 
 impl Identity {
     /// The certificate chain and key in these PEM files (reloaded by [`spawn_reloader`]).
     pub fn from_files(cert: PathBuf, key: PathBuf) -> Result<Identity, TlsError> {
+        Identity::from_pairs(vec![Pair { cert, key }], false)
+    }
+
+    /// Several certificates: the first is the default, each other one serves the names
+    /// it carries (SNI); a name none carries gets the default, or an alert when
+    /// `refuse_unknown_names`.
+    pub fn from_pairs(pairs: Vec<Pair>, refuse_unknown_names: bool) -> Result<Identity, TlsError> {
+        let set = load_set(&pairs, refuse_unknown_names)?;
         Ok(Identity {
-            current: ArcSwap::new(certs::load(&cert, &key)?),
-            origin: Origin::Files { cert, key },
+            current: ArcSwap::new(Arc::new(set)),
+            origin: Origin::Files {
+                pairs,
+                refuse_unknown_names,
+            },
         })
     }
 
@@ -50,8 +69,12 @@ impl Identity {
         let (key, pem) = certs::generate(listen)?;
         let path = dir.join(format!("zcproxy-{}.pem", listen.port()));
         certs::write_pem(&path, &pem)?;
+        let loaded = certs::Loaded {
+            key,
+            names: vec!["localhost".into()],
+        };
         Ok(Identity {
-            current: ArcSwap::new(key),
+            current: ArcSwap::new(Arc::new(CertSet::new(loaded, Vec::new(), false))),
             origin: Origin::Generated { written_to: path },
         })
     }
@@ -60,54 +83,75 @@ impl Identity {
         &self.origin
     }
 
+    /// The default certificate in use.
     pub fn current(&self) -> Arc<CertifiedKey> {
-        self.current.load_full()
+        self.current.load().default_key().clone()
     }
 
-    /// SHA-256 fingerprint of the certificate in use.
+    /// SHA-256 fingerprint of the default certificate in use.
     pub fn fingerprint(&self) -> String {
-        fingerprint(&self.current.load())
+        fingerprint(self.current.load().default_key())
     }
 
     /// Reads the configured files again and puts them in use for every handshake from now
     /// on; `Ok(false)` when they hold what is already in use. A generated identity has
     /// nothing to reload. On error the certificate in use stays.
     pub fn reload(&self) -> Result<bool, TlsError> {
-        let Origin::Files { cert, key } = &self.origin else {
+        let Origin::Files {
+            pairs,
+            refuse_unknown_names,
+        } = &self.origin
+        else {
             return Ok(false);
         };
-        let fresh = certs::load(cert, key)?;
-        if fresh.cert == self.current.load().cert {
+        let fresh = load_set(pairs, *refuse_unknown_names)?;
+        if fresh.same_certificates(&self.current.load()) {
             return Ok(false);
         }
-        self.current.store(fresh);
+        self.current.store(Arc::new(fresh));
         Ok(true)
     }
 
     /// A rustls server configuration that answers every handshake with the certificate in
     /// use at that moment, offering `alpn` (e.g. `h3`, or `h2` and `http/1.1`).
     pub fn server_config(self: &Arc<Self>, alpn: &[&[u8]]) -> rustls::ServerConfig {
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        self.server_config_verifying(alpn, None)
+    }
+
+    fn server_config_verifying(
+        self: &Arc<Self>,
+        alpn: &[&[u8]],
+        clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    ) -> rustls::ServerConfig {
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .expect("the ring provider supports TLS 1.2 and 1.3")
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Resolver(self.clone())));
+        .expect("the ring provider supports TLS 1.2 and 1.3");
+        let builder = match clients {
+            Some(v) => builder.with_client_cert_verifier(v),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(Resolver(self.clone())));
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config
     }
 
     /// The configuration of TLS on the TCP port: ALPN `h2` (when `h2` is served) preferred
     /// over `http/1.1`, TLS 1.3 preferred over 1.2, sessions resumable by ticket (stateless,
-    /// keys rotated by rustls) or from a per-process cache.
-    pub fn tcp_server_config(self: &Arc<Self>, h2: bool) -> rustls::ServerConfig {
+    /// keys rotated by rustls) or from a per-process cache, and client certificates checked
+    /// against `clients` where one is given.
+    pub fn tcp_server_config(
+        self: &Arc<Self>,
+        h2: bool,
+        clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    ) -> rustls::ServerConfig {
         let alpn: &[&[u8]] = if h2 {
             &[b"h2", b"http/1.1"]
         } else {
             &[b"http/1.1"]
         };
-        let mut config = self.server_config(alpn);
+        let mut config = self.server_config_verifying(alpn, clients);
         match rustls::crypto::ring::Ticketer::new() {
             Ok(t) => config.ticketer = t,
             Err(e) => tracing::warn!(error = %e, "TLS session tickets off"),
@@ -121,9 +165,62 @@ impl Identity {
 struct Resolver(Arc<Identity>);
 
 impl ResolvesServerCert for Resolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.current())
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.current.load().select(hello.server_name())
     }
+}
+
+/// A verifier of client certificates issued by the CAs in `bundle` (PEM). Clients without
+/// one are let through to the other ways of authenticating unless `required`.
+pub fn client_verifier(
+    bundle: &Path,
+    required: bool,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    let read = |e: rustls::pki_types::pem::Error| TlsError::Read {
+        path: bundle.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(bundle).map_err(read)? {
+        roots
+            .add(cert.map_err(read)?)
+            .map_err(|e| TlsError::Parse {
+                path: bundle.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: bundle.to_path_buf(),
+        });
+    }
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    );
+    let builder = if required {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    builder.build().map_err(|e| TlsError::Parse {
+        path: bundle.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Loads every pair; one that fails fails the whole set (start-up or the reload).
+fn load_set(pairs: &[Pair], refuse_unknown_names: bool) -> Result<CertSet, TlsError> {
+    let mut loaded = pairs
+        .iter()
+        .map(|p| certs::load(&p.cert, &p.key))
+        .collect::<Result<Vec<_>, _>>()?;
+    if loaded.is_empty() {
+        return Err(TlsError::NoPairs);
+    }
+    let default = loaded.remove(0);
+    Ok(CertSet::new(default, loaded, refuse_unknown_names))
 }
 
 #[cfg(test)]

@@ -20,26 +20,31 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
 /// fails to load is logged and the certificate in use stays. `None` for a generated
 /// identity (nothing to watch) or `every` of zero.
 pub fn spawn_reloader(identity: Arc<Identity>, every: Duration) -> Option<JoinHandle<()>> {
-    let Origin::Files { cert, key } = identity.origin().clone() else {
+    let Origin::Files { pairs, .. } = identity.origin().clone() else {
         return None;
     };
     if every.is_zero() {
         return None;
     }
+    let stamps = move || {
+        pairs
+            .iter()
+            .map(|p| (stamp(&p.cert), stamp(&p.key)))
+            .collect::<Vec<_>>()
+    };
     // Taken now, not when the thread first runs: a change made in between must count.
-    let mut seen = (stamp(&cert), stamp(&key));
+    let mut seen = stamps();
     let handle = std::thread::Builder::new()
         .name("zcproxy-tls-reload".into())
         .spawn(move || loop {
             std::thread::sleep(every);
-            let now = (stamp(&cert), stamp(&key));
+            let now = stamps();
             if now == seen {
                 continue;
             }
             seen = now;
             match identity.reload() {
                 Ok(true) => tracing::info!(
-                    cert = %cert.display(),
                     sha256 = %identity.fingerprint(),
                     "TLS certificate reloaded"
                 ),

@@ -4,6 +4,9 @@ usage: tls_client.py MODE PROXY_HOST:PORT CA_FILE [ARGS...]
 
   socks5 TARGET_HOST:PORT   SOCKS5 CONNECT inside TLS, then a GET /hello (Connection: close) through the
                             tunnel; prints the status line and the body length
+  socks5-cert CERT KEY TARGET_HOST:PORT
+                            the same, presenting the client certificate CERT (key KEY)
+                            and offering no authentication method but "none"
   resume                    two handshakes, the second offering the first's session;
                             prints "resumed" or "full"
   peer                      prints the SHA-256 of the certificate the proxy presents
@@ -25,8 +28,13 @@ def connect(proxy, ctx, session=None):
 def main():
     mode, proxy, ca = sys.argv[1:4]
     ctx = ssl.create_default_context(cafile=ca)
-    if mode == "socks5":
-        host, port = sys.argv[4].rsplit(":", 1)
+    if mode in ("socks5", "socks5-cert"):
+        if mode == "socks5-cert":
+            ctx.load_cert_chain(sys.argv[4], sys.argv[5])
+            target = sys.argv[6]
+        else:
+            target = sys.argv[4]
+        host, port = target.rsplit(":", 1)
         s = connect(proxy, ctx)
         s.sendall(b"\x05\x01\x00")
         assert s.recv(2) == b"\x05\x00"

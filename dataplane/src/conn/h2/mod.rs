@@ -27,6 +27,7 @@ use crate::context::Shard;
 use crate::metrics::h2::ConnEnd;
 use crate::metrics::ErrorKind;
 use crate::rt;
+use crate::sessions::Session;
 use crate::stream::tokio_io::TokioIo;
 use crate::stream::{BufStream, Stream};
 
@@ -42,10 +43,14 @@ const CLOSE_MARGIN: Duration = Duration::from_millis(250);
 
 /// Serves an HTTP/2 connection whose first bytes (the preface, or part of it) are buffered
 /// in `client`, until it closes, breaks or the shard has drained.
-pub async fn serve(shard: &Shard, peer: SocketAddr, client: BufStream, deadline: Instant) {
+pub async fn serve(shard: &Shard, session: &Session, client: BufStream, deadline: Instant) {
     let (stream, early) = client.into_parts();
     let stream = Rc::new(stream);
-    run(shard, peer, TokioIo::new(stream.clone(), early), deadline).await;
+    let conn = Conn {
+        peer: session.client,
+        certified: session.certified(),
+    };
+    run(shard, &conn, TokioIo::new(stream.clone(), early), deadline).await;
     linger(&stream).await;
 }
 
@@ -66,7 +71,15 @@ async fn linger(stream: &Stream) {
     let _ = rt::timeout(LINGER, reading).await;
 }
 
-async fn run(shard: &Shard, peer: SocketAddr, io: TokioIo, deadline: Instant) {
+/// What every stream of a connection inherits from it.
+pub(super) struct Conn {
+    pub peer: SocketAddr,
+    /// The user the connection's TLS client certificate names.
+    pub certified: Option<Rc<str>>,
+}
+
+async fn run(shard: &Shard, conn_info: &Conn, io: TokioIo, deadline: Instant) {
+    let peer = conn_info.peer;
     let cfg = &shard.shared.config.h2;
     let metrics = &shard.metrics().h2;
     let handshake = builder(cfg).handshake::<_, Bytes>(io);
@@ -119,12 +132,15 @@ async fn run(shard: &Shard, peer: SocketAddr, io: TokioIo, deadline: Instant) {
                 if !draining {
                     timer = None;
                 }
-                tasks.push(stream::serve(shard, peer, req, respond, &resets));
+                tasks.push(stream::serve(shard, conn_info, req, respond, &resets));
             }
             Event::Accepted(None) => return,
             Event::Accepted(Some(Err(e))) => {
                 let why = if e.is_io() {
                     ConnEnd::Io
+                } else if e.reason() == Some(Reason::ENHANCE_YOUR_CALM) {
+                    shard.metrics().error(ErrorKind::ClientProtocol);
+                    ConnEnd::Flood
                 } else {
                     shard.metrics().error(ErrorKind::ClientProtocol);
                     ConnEnd::ProtocolError

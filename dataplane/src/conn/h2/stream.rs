@@ -3,7 +3,6 @@
 //! request is being admitted (a password check, a dial) a reset stops that work at once.
 
 use std::future::poll_fn;
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::time::Instant;
 
@@ -14,7 +13,7 @@ use http::{Method, Request, StatusCode};
 use policy::Protocol;
 use proto::{Failure, FailureKind};
 
-use super::{tunnel, udp, ResetWatch};
+use super::{tunnel, udp, Conn, ResetWatch};
 use crate::admission::{self, Admitted};
 use crate::conn::proxy_request::{connect_target, failure_response, identify};
 use crate::conn::ProtocolGuard;
@@ -39,7 +38,7 @@ const CONNECT_UDP: &str = "connect-udp";
 
 pub(super) async fn serve(
     shard: &Shard,
-    peer: SocketAddr,
+    conn: &Conn,
     req: Request<RecvStream>,
     respond: SendResponse<Bytes>,
     resets: &ResetWatch,
@@ -47,7 +46,8 @@ pub(super) async fn serve(
     let opened = Instant::now();
     let metrics = &shard.metrics().h2;
     metrics.streams_active.add(1);
-    let session = shard.sessions.register(peer);
+    let session = shard.sessions.register(conn.peer);
+    session.set_certified(conn.certified.clone());
     let ended = {
         let serving = pin!(handle(shard, &session, req, respond));
         let revoked = pin!(session.revoked());
