@@ -155,8 +155,13 @@ fn broken_tls_ends_only_its_own_connection() {
         let _ = s.read_to_end(&mut out);
         out
     };
-    // A handshake record holding an unknown message: an alert back (content type 21).
+    // A handshake record holding an unknown message: an alert back (content type 21),
+    // before any TLS library saw it.
     let out = exchange(&[0x16, 3, 1, 0, 4, 0x63, 0, 0, 0]);
+    assert_eq!(out.first(), Some(&21), "an alert: {out:?}");
+    // A well-formed ClientHello rustls cannot agree with (no key share, no signature
+    // algorithms): rustls' alert.
+    let out = exchange(&proto::tls_hello::build(Some("localhost"), &[b"h2"], true));
     assert_eq!(out.first(), Some(&21), "an alert: {out:?}");
     // A ClientHello cut short, then the client leaves.
     exchange(&[0x16, 3, 1, 0x02, 0]);
@@ -174,6 +179,12 @@ fn broken_tls_ends_only_its_own_connection() {
         before + 1.0
     );
     assert!(proxy.metric("zcproxy_tls_handshakes_total", &["result=\"tls_error\""]) >= 1.0);
+    assert!(
+        proxy.metric(
+            "zcproxy_tls_handshakes_total",
+            &["result=\"not_client_hello\""]
+        ) >= 1.0
+    );
     assert!(proxy.metric("zcproxy_tls_handshakes_total", &["result=\"eof\""]) >= 1.0);
     // Plain clients on the same port are untouched.
     let (code, body, _) = curl(&[

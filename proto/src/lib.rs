@@ -16,6 +16,7 @@ pub mod sniff;
 pub mod socks4;
 pub mod socks5;
 pub mod target;
+pub mod tls_hello;
 pub mod varint;
 
 pub use failure::{Blame, Failure, FailureKind};

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use proto::tls_hello::{self, Hello, HelloError, Peek};
+
 use super::left;
 use crate::context::Shard;
 use crate::metrics::ErrorKind;
@@ -16,12 +18,36 @@ use crate::stream::BufStream;
 /// when the handshake fails or runs past `deadline`.
 pub async fn accept(
     shard: &Shard,
-    client: BufStream,
+    mut client: BufStream,
     config: Arc<rustls::ServerConfig>,
     deadline: Instant,
 ) -> Option<BufStream> {
-    let (stream, early) = client.into_parts();
     let started = Instant::now();
+    // The whole ClientHello first: bytes that are none are turned away before rustls
+    // allocates a connection for them, and the name and protocols asked for are logged.
+    match rt::timeout(left(deadline), whole_hello(&mut client)).await {
+        Ok(Ok(hello)) => {
+            tracing::debug!(sni = ?hello.server_name, alpn = ?hello.alpn, tls13 = hello.offers_tls13, "ClientHello");
+        }
+        Ok(Err(why)) => {
+            tracing::debug!(reason = %why, "not a ClientHello");
+            if matches!(why, NoHello::Refused(_)) {
+                // A fatal decode_error alert (RFC 8446 §6.2), best effort.
+                let _ = client.stream().try_write(&[21, 3, 3, 0, 2, 2, 50]);
+                shard.metrics().error(ErrorKind::ClientProtocol);
+                shard.metrics().tls.not_client_hello();
+            } else {
+                shard.metrics().tls.handshake_failed(&HandshakeError::Eof);
+            }
+            return None;
+        }
+        Err(_) => {
+            shard.metrics().tls.handshake_timed_out();
+            shard.metrics().error(ErrorKind::HandshakeTimeout);
+            return None;
+        }
+    }
+    let (stream, early) = client.into_parts();
     match rt::timeout(left(deadline), stream.accept_tls(config, &early)).await {
         Ok(Ok(stream)) => {
             if let Some(info) = stream.tls_info() {
@@ -41,6 +67,32 @@ pub async fn accept(
             shard.metrics().tls.handshake_timed_out();
             shard.metrics().error(ErrorKind::HandshakeTimeout);
             None
+        }
+    }
+}
+
+/// Why no ClientHello came.
+#[derive(Debug, thiserror::Error)]
+enum NoHello {
+    #[error("{0}")]
+    Refused(#[from] HelloError),
+    #[error("the client closed or failed before its ClientHello was complete")]
+    Closed,
+}
+
+/// Reads until the buffered bytes hold a whole ClientHello, and looks at it.
+async fn whole_hello(client: &mut BufStream) -> Result<Hello, NoHello> {
+    loop {
+        match tls_hello::peek(client.buffered())? {
+            Peek::Hello(hello) => return Ok(hello),
+            // Records of a few bytes each could stretch a bounded hello: bound the bytes too.
+            Peek::NeedMore if client.buffered().len() > 4 * tls_hello::MAX_HELLO => {
+                return Err(HelloError::TooLarge.into())
+            }
+            Peek::NeedMore => match client.read_more().await {
+                Ok(n) if n > 0 => {}
+                _ => return Err(NoHello::Closed),
+            },
         }
     }
 }

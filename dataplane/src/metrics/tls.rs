@@ -18,15 +18,18 @@ pub enum Outcome {
     /// The handshake deadline passed.
     Timeout,
     Io,
+    /// The first bytes were no ClientHello (refused before any TLS library saw them).
+    NotClientHello,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Ok,
         Outcome::TlsError,
         Outcome::Eof,
         Outcome::Timeout,
         Outcome::Io,
+        Outcome::NotClientHello,
     ];
     fn label(self) -> &'static str {
         match self {
@@ -35,6 +38,7 @@ impl Outcome {
             Outcome::Eof => "eof",
             Outcome::Timeout => "timeout",
             Outcome::Io => "io",
+            Outcome::NotClientHello => "not_client_hello",
         }
     }
 }
@@ -74,6 +78,10 @@ impl TlsMetrics {
             HandshakeError::Io(_) => Outcome::Io,
         };
         self.outcomes[outcome as usize].inc();
+    }
+
+    pub fn not_client_hello(&self) {
+        self.outcomes[Outcome::NotClientHello as usize].inc();
     }
 
     pub fn handshake_timed_out(&self) {
