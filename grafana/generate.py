@@ -201,11 +201,23 @@ def dataplane():
     b.panel("timeseries", "TLS handshakes/s by result", [
         (f"sum by (result) (rate(zcproxy_tls_handshakes_total{{{s}}}[{RATE}]))", "{{result}}"),
         (f"sum(rate(zcproxy_tls_resumed_total{{{s}}}[{RATE}]))", "resumed")], unit="reqps",
-        desc="TLS handshakes on the TCP port: ok, tls_error (an alert sent), eof, timeout, io; and how many resumed a session.")
+        desc="TLS handshakes on the TCP port: ok, tls_error (an alert sent), eof, timeout, io, not_client_hello; and how many resumed a session.")
     b.panel("timeseries", "TLS sessions/s by version and ALPN", [
         (f"sum by (version, alpn) (rate(zcproxy_tls_sessions_total{{{s}}}[{RATE}]))", "TLS {{version}} {{alpn}}"),
         (f"histogram_quantile(0.99, sum by (le) (rate(zcproxy_tls_handshake_duration_seconds_bucket{{{s}}}[{RATE}])))", "p99 handshake (s)")],
         desc="Completed handshakes by protocol version and ALPN, and the 99th percentile handshake time.")
+    b.row("HTTP/2 to the proxy")
+    b.panel("timeseries", "HTTP/2 connections and streams", [
+        (f"sum(zcproxy_h2_connections_active{{{s}}})", "connections"),
+        (f"sum(zcproxy_h2_streams_active{{{s}}})", "streams")],
+        desc="HTTP/2 connections open and the streams (CONNECT tunnels, CONNECT-UDP flows) they carry.")
+    b.panel("timeseries", "HTTP/2 streams/s by kind, resets/s by side", [
+        (f"sum by (kind) (rate(zcproxy_h2_streams_total{{{s}}}[{RATE}]))", "{{kind}}"),
+        (f"sum by (by) (rate(zcproxy_h2_resets_total{{{s}}}[{RATE}]))", "reset by {{by}}")], unit="reqps",
+        desc="Streams opened by what they asked for, and streams reset before their end by the client or the proxy.")
+    b.panel("timeseries", "HTTP/2 connections ended by errors/s", [
+        (f"sum by (reason) (rate(zcproxy_h2_connections_ended_total{{{s}}}[{RATE}]))", "{{reason}}")], unit="reqps",
+        desc="protocol_error, rapid_reset (the proxy's watch), flood (h2's own ENHANCE_YOUR_CALM limits), io. A rise in rapid_reset or flood is an attack on the HTTP/2 port.")
     return b.json([query_var("instance", "Proxy", "zcproxy_cores")])
 
 

@@ -89,11 +89,15 @@ pub fn open(via: &Running, target: SocketAddr) -> io::Result<TcpStream> {
 
 /// Downloads `bytes` over `streams` parallel tunnels; returns wall seconds.
 pub fn download(via: &Running, source: SocketAddr, bytes: u64, streams: usize) -> io::Result<f64> {
-    let per = bytes / streams as u64;
-    let mut conns = Vec::with_capacity(streams);
-    for _ in 0..streams {
-        conns.push(open(via, source)?);
-    }
+    let conns = (0..streams)
+        .map(|_| open(via, source))
+        .collect::<io::Result<Vec<_>>>()?;
+    download_over(conns, bytes / streams as u64)
+}
+
+/// Asks the source for `per` bytes on each of `conns` (opened tunnels of any kind) and
+/// reads them all at once, a thread per tunnel; wall seconds.
+pub fn download_over<S: Read + Write + Send>(conns: Vec<S>, per: u64) -> io::Result<f64> {
     let started = Instant::now();
     let results: Vec<io::Result<u64>> = std::thread::scope(|scope| {
         let handles: Vec<_> = conns
@@ -101,6 +105,7 @@ pub fn download(via: &Running, source: SocketAddr, bytes: u64, streams: usize) -
             .map(|mut s| {
                 scope.spawn(move || {
                     s.write_all(&per.to_le_bytes())?;
+                    s.flush()?;
                     let mut buf = vec![0u8; 1 << 20];
                     let mut got = 0u64;
                     while got < per {

@@ -61,7 +61,12 @@ fn wait_listening(addr: SocketAddr) -> bool {
     false
 }
 
-fn spawn(name: &str, handshake: Handshake, addr: SocketAddr, cmd: &mut Command) -> Option<Running> {
+pub fn spawn(
+    name: &str,
+    handshake: Handshake,
+    addr: SocketAddr,
+    cmd: &mut Command,
+) -> Option<Running> {
     crate::cpus::bind_proxy(cmd);
     let child = cmd
         .stdin(Stdio::null())
@@ -83,7 +88,7 @@ fn spawn(name: &str, handshake: Handshake, addr: SocketAddr, cmd: &mut Command) 
     }
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).expect("write peer config");
     p

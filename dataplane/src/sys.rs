@@ -3,7 +3,8 @@
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
 
-fn check(ret: isize) -> io::Result<usize> {
+/// A syscall's count, or the error it reported (`ret < 0`).
+pub(crate) fn check(ret: isize) -> io::Result<usize> {
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {

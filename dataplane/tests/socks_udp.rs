@@ -25,17 +25,6 @@ fn associations_open(proxy: &Proxy) -> f64 {
 }
 
 /// Waits (up to 10 s) for `cond`.
-fn eventually(mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 /// An IPv6 UDP echo on ::1 (the IPv4 one is common::udp_echo).
 fn udp_echo_v6() -> SocketAddr {
     common::udp_server("[::1]:0", <[u8]>::to_vec).0
@@ -105,7 +94,9 @@ fn pysocks_relays_to_ipv4_ipv6_and_names_with_and_without_credentials() {
             proxy.metric("zcproxy_socks5_udp_resolutions_total", &[]),
             1.0
         );
-        assert!(eventually(|| associations_open(&proxy) == 0.0));
+        testkit::eventually(10, "every association closed", || {
+            associations_open(&proxy) == 0.0
+        });
         assert_eq!(
             proxy.metric("zcproxy_connections_total", &["protocol=\"socks5_udp\""]),
             3.0
@@ -148,7 +139,9 @@ fn ten_thousand_datagrams_are_accounted_for() {
     let r = pysocks(&proxy, "127.0.0.1", echo.port(), 10_000, 1200, None);
     assert_eq!(r["corrupt"], 0, "{r}");
     let received = r["received"].as_u64().unwrap();
-    assert!(eventually(|| associations_open(&proxy) == 0.0));
+    testkit::eventually(10, "every association closed", || {
+        associations_open(&proxy) == 0.0
+    });
     let m = proxy.metrics();
     let total =
         |labels: &[&str]| common::sum_metric(&m, "zcproxy_socks5_udp_datagrams_total", labels);
@@ -277,18 +270,19 @@ fn the_association_lives_as_long_as_its_control_connection() {
     // Another source, even on the client's address: dropped, and the client carries on.
     let stranger = client_socket(300);
     assert!(round_trip(&stranger, relay, Dest::Addr(echo), b"not mine").is_none());
-    assert!(eventually(|| drops(&proxy, "foreign_source") == 1.0));
+    testkit::eventually(10, "foreign_source drops at 1.0", || {
+        drops(&proxy, "foreign_source") == 1.0
+    });
     assert_eq!(
         round_trip(&s, relay, Dest::Addr(echo), b"two").unwrap().1,
         b"two"
     );
 
     drop(control);
-    assert!(eventually(|| associations_open(&proxy) == 0.0));
-    assert!(
-        eventually(|| proxy.fd_counts().0 == baseline),
-        "sockets left open"
-    );
+    testkit::eventually(10, "every association closed", || {
+        associations_open(&proxy) == 0.0
+    });
+    testkit::eventually(10, "sockets closed", || proxy.fd_counts().0 == baseline);
     assert!(round_trip(&s, relay, Dest::Addr(echo), b"after").is_none());
 }
 
@@ -326,7 +320,9 @@ fn traffic_keeps_the_control_connection_alive_and_silence_ends_it() {
         "idle association not closed"
     );
     assert!(quiet.elapsed() >= Duration::from_millis(1500));
-    assert!(eventually(|| associations_open(&proxy) == 0.0));
+    testkit::eventually(10, "every association closed", || {
+        associations_open(&proxy) == 0.0
+    });
     assert_eq!(
         proxy.metric("zcproxy_errors_total", &["kind=\"idle_timeout\""]),
         1.0
@@ -371,10 +367,9 @@ fn bad_datagrams_are_dropped_and_counted() {
     for (i, (reason, d)) in cases.iter().enumerate() {
         let before = drops(&proxy, reason);
         s.send_to(d, relay).unwrap();
-        assert!(
-            eventually(|| drops(&proxy, reason) == before + 1.0),
-            "case {i} ({reason})"
-        );
+        testkit::eventually(10, &format!("case {i} ({reason}) counted"), || {
+            drops(&proxy, reason) == before + 1.0
+        });
         assert_eq!(
             round_trip(&s, relay, Dest::Addr(echo), b"still").unwrap().1,
             b"still",
@@ -384,16 +379,20 @@ fn bad_datagrams_are_dropped_and_counted() {
     // Oversized: a reply too large to carry with its header back to an IPv4 client.
     let big = big_replies();
     assert!(round_trip(&s, relay, Dest::Addr(big), b"size?").is_none());
-    assert!(eventually(|| drops(&proxy, "too_large") == 1.0));
+    testkit::eventually(10, "too_large drops at 1.0", || {
+        drops(&proxy, "too_large") == 1.0
+    });
     // Protected and own addresses are denied without a rule (loopback is allowed here).
     assert!(round_trip(&s, relay, Dest::Addr(proxy.admin), b"x").is_none());
-    assert!(eventually(|| drops(&proxy, "denied") == 1.0));
+    testkit::eventually(10, "denied drops at 1.0", || drops(&proxy, "denied") == 1.0);
     let private = "10.1.2.3:53".parse().unwrap();
     assert!(round_trip(&s, relay, Dest::Addr(private), b"x").is_none());
-    assert!(eventually(|| drops(&proxy, "denied") == 2.0));
+    testkit::eventually(10, "denied drops at 2.0", || drops(&proxy, "denied") == 2.0);
     // A name that does not resolve: counted, the datagram dropped.
     assert!(round_trip(&s, relay, Dest::Name("nonexistent.invalid", 7), b"x").is_none());
-    assert!(eventually(|| drops(&proxy, "resolve") == 1.0));
+    testkit::eventually(10, "resolve drops at 1.0", || {
+        drops(&proxy, "resolve") == 1.0
+    });
     assert_eq!(
         round_trip(&other, relay2, Dest::Addr(echo), b"other")
             .unwrap()
@@ -426,11 +425,13 @@ fn acl_and_limits_apply_to_destinations_and_associations() {
     let s = client_socket(300);
     let (_c1, relay) = associate(&proxy, carol, "0.0.0.0:0".parse().unwrap());
     assert!(round_trip(&s, relay, Dest::Addr(denied), b"x").is_none());
-    assert!(eventually(|| drops(&proxy, "denied") == 1.0));
+    testkit::eventually(10, "denied drops at 1.0", || drops(&proxy, "denied") == 1.0);
     assert!(round_trip(&s, relay, Dest::Addr(a), b"a").is_some());
     assert!(round_trip(&s, relay, Dest::Addr(b), b"b").is_some());
     assert!(round_trip(&s, relay, Dest::Addr(c), b"c").is_none());
-    assert!(eventually(|| drops(&proxy, "destination_limit") == 1.0));
+    testkit::eventually(10, "destination_limit drops at 1.0", || {
+        drops(&proxy, "destination_limit") == 1.0
+    });
     assert!(round_trip(&s, relay, Dest::Addr(a), b"a again").is_some());
 
     let (_c2, _) = associate(&proxy, carol, "0.0.0.0:0".parse().unwrap());
@@ -489,9 +490,9 @@ fn quiet_destinations_expire_and_the_core_limit_holds() {
     let s = client_socket(3000);
     let (_c, relay) = associate(&proxy, None, "0.0.0.0:0".parse().unwrap());
     assert!(round_trip(&s, relay, Dest::Addr(echo), b"x").is_some());
-    assert!(eventually(|| proxy
-        .metric("zcproxy_socks5_udp_flows_expired_total", &[])
-        == 1.0));
+    testkit::eventually(10, "the quiet flow expired", || {
+        proxy.metric("zcproxy_socks5_udp_flows_expired_total", &[]) == 1.0
+    });
     // Sending again opens the destination anew.
     assert!(round_trip(&s, relay, Dest::Addr(echo), b"y").is_some());
     assert_eq!(

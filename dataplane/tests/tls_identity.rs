@@ -38,8 +38,17 @@ fn openssl(args: &[&str]) {
     );
 }
 
-/// A self-signed certificate (and its key) for CN `cn` with subjectAltName `san`.
+/// A self-signed server certificate (and its key) for CN `cn` with subjectAltName `san`.
 fn self_signed(dir: &Path, cn: &str, san: &str) -> (PathBuf, PathBuf) {
+    self_signed_as(dir, cn, san, "critical,CA:FALSE")
+}
+
+/// A self-signed CA certificate (and its key) that issues client certificates.
+fn certificate_authority(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+    self_signed_as(dir, cn, "DNS:ca.invalid", "critical,CA:TRUE")
+}
+
+fn self_signed_as(dir: &Path, cn: &str, san: &str, constraints: &str) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join(format!("{cn}.pem")), dir.join(format!("{cn}.key")));
     openssl(&[
         "req",
@@ -55,6 +64,8 @@ fn self_signed(dir: &Path, cn: &str, san: &str) -> (PathBuf, PathBuf) {
         &format!("/CN={cn}"),
         "-addext",
         &format!("subjectAltName={san}"),
+        "-addext",
+        &format!("basicConstraints={constraints}"),
         "-keyout",
         key.to_str().unwrap(),
         "-out",
@@ -255,11 +266,11 @@ fn certificates_that_must_not_be_served_fail_start_up() {
 fn a_client_certificate_names_the_user() {
     let dir = Dir::new("tls-client");
     let server = self_signed(&dir.0, "server", "DNS:localhost,IP:127.0.0.1");
-    let (ca, ca_key) = self_signed(&dir.0, "clients-ca", "DNS:ca.invalid");
+    let (ca, ca_key) = certificate_authority(&dir.0, "clients-ca");
     let alice = issued(&dir.0, &ca, &ca_key, "alice");
     let mallory = issued(&dir.0, &ca, &ca_key, "mallory");
     // A certificate from a CA the proxy does not trust.
-    let (rogue_ca, rogue_key) = self_signed(&dir.0, "rogue-ca", "DNS:rogue.invalid");
+    let (rogue_ca, rogue_key) = certificate_authority(&dir.0, "rogue-ca");
     let rogue = issued(&dir.0, &rogue_ca, &rogue_key, "alice-rogue");
     let hash = policy::password::hash("unused-password").unwrap();
     let proxy = Proxy::builder()
@@ -346,6 +357,43 @@ fn a_client_certificate_names_the_user() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // Every stream of an HTTP/2 connection is the certificate's user (the Rust h2 client).
+    let echo = common::echo_server();
+    let h2_as = |cert: &(PathBuf, PathBuf)| {
+        use rustls::pki_types::pem::PemObject;
+        let chain = rustls::pki_types::CertificateDer::pem_file_iter(&cert.0)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&cert.1).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_file_iter(&server.0).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let addr = proxy.addr;
+        common::h3::runtime().block_on(async move {
+            let (mut client, _drive) =
+                common::h2::open_tls_with(addr, std::sync::Arc::new(config)).await;
+            let mut statuses = Vec::new();
+            for _ in 0..3 {
+                let (resp, _) = common::h2::connect(&mut client, &echo.to_string(), None).await;
+                statuses.push(resp.status().as_u16());
+            }
+            statuses
+        })
+    };
+    assert_eq!(h2_as(&alice), [200, 200, 200]);
+    assert_eq!(h2_as(&mallory), [407, 407, 407]);
 
     // Required: without a certificate the handshake fails.
     drop(proxy);

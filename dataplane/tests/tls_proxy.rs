@@ -232,21 +232,8 @@ fn openssl_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 }
 
 fn rustls_client(roots: &[&Path]) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let mut store = rustls::RootCertStore::empty();
-    for path in roots {
-        for cert in rustls::pki_types::CertificateDer::pem_file_iter(path).unwrap() {
-            store.add(cert.unwrap()).unwrap();
-        }
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(store)
-    .with_no_client_auth();
-    // Full handshakes only: a resumed session does not show the certificate again.
+    // Each handshake must fetch the certificate in use, not resume an earlier session.
+    let mut config = common::h2::tls_client(roots, &[]);
     config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }

@@ -155,7 +155,9 @@ impl Stream {
     pub(crate) async fn shutdown_write(&self) {
         if let Some(t) = &self.tls {
             t.close_notify();
-            if self.flush().await.is_err() {
+            // Boxed: every tunnel's relay holds this future's state while idle, and only
+            // TLS streams need the wait.
+            if Box::pin(self.flush()).await.is_err() {
                 return;
             }
         }
@@ -236,7 +238,11 @@ impl Stream {
                 Err(e) => return Err(e),
             }
         }
-        self.flush().await
+        if self.tls.is_some() {
+            // Boxed as in `shutdown_write`: plain streams never wait here.
+            Box::pin(self.flush()).await?;
+        }
+        Ok(())
     }
 }
 

@@ -82,10 +82,8 @@ impl RecvBatch {
                 std::ptr::null_mut(),
             )
         };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        for (i, m) in msgs.iter().take(n as usize).enumerate() {
+        let n = crate::sys::check(n as isize)?;
+        for (i, m) in msgs.iter().take(n).enumerate() {
             // SAFETY: the kernel filled message `i` and its name points at `addrs[i]`.
             let r = unsafe { received(&m.msg_hdr, &self.addrs[i], m.msg_len as usize) }?;
             self.got.push(r);
@@ -188,11 +186,7 @@ impl<'a> SendBatch<'a> {
         // SAFETY: every pointer in `msgs` refers to live memory of the stated size (the
         // batch's addresses and the borrowed data) for the length of the call.
         let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), count as u32, libc::MSG_DONTWAIT) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        crate::sys::check(n as isize)
     }
 }
 

@@ -11,6 +11,8 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, Socket, Type};
 
+use crate::sys;
+
 mod batch;
 pub use batch::{RecvBatch, SendBatch, BATCH};
 
@@ -237,12 +239,9 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
     msg.msg_control = cmsg.0.as_mut_ptr().cast();
     msg.msg_controllen = cmsg.0.len();
     // SAFETY: every pointer in `msg` refers to a live local buffer of the stated size.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let n = sys::check(unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) })?;
     // SAFETY: the kernel filled `msg` (name, control) for a datagram of `n` bytes.
-    unsafe { received(&msg, &addr, n as usize) }
+    unsafe { received(&msg, &addr, n) }
 }
 
 /// What the kernel said of one datagram: its source, length and GRO stride, and the
@@ -312,12 +311,7 @@ pub fn send(fd: RawFd, to: SocketAddr, data: &[u8], segment: Option<usize>) -> i
         }
     }
     // SAFETY: every pointer in `msg` refers to live memory of the stated size.
-    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    sys::check(unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) })
 }
 
 #[cfg(test)]

@@ -18,6 +18,11 @@ use rustls::pki_types::pem::PemObject;
 
 /// A rustls client configuration trusting the certificates in `roots`, offering `alpn`.
 pub fn tls_config(roots: &[&Path], alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    Arc::new(tls_client(roots, alpn))
+}
+
+/// The same, to adjust before use.
+pub fn tls_client(roots: &[&Path], alpn: &[&[u8]]) -> rustls::ClientConfig {
     let mut store = rustls::RootCertStore::empty();
     for path in roots {
         for cert in rustls::pki_types::CertificateDer::pem_file_iter(path).unwrap() {
@@ -32,7 +37,7 @@ pub fn tls_config(roots: &[&Path], alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> 
     .with_root_certificates(store)
     .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-    Arc::new(config)
+    config
 }
 
 /// Client windows large enough that a tunnel is never held back by the client itself.
@@ -48,8 +53,17 @@ pub async fn open_tls(
     addr: SocketAddr,
     cert: &Path,
 ) -> (SendRequest<Bytes>, tokio::task::JoinHandle<()>) {
+    open_tls_with(addr, tls_config(&[cert], &[b"h2"])).await
+}
+
+/// The same with a client configuration of the caller's (a client certificate, say); it
+/// must offer ALPN h2.
+pub async fn open_tls_with(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> (SendRequest<Bytes>, tokio::task::JoinHandle<()>) {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let connector = tokio_rustls::TlsConnector::from(tls_config(&[cert], &[b"h2"]));
+    let connector = tokio_rustls::TlsConnector::from(config);
     let tls = connector
         .connect("localhost".try_into().unwrap(), tcp)
         .await
