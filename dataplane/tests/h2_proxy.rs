@@ -245,13 +245,13 @@ fn each_stream_is_its_own_session_and_drain_sends_goaway() {
             proxy_status(&resp).contains("connection_refused"),
             "{resp:?}"
         );
-        let get = http::Request::get(format!("http://{echo}/"))
-            .body(())
-            .unwrap();
-        let (resp, _) = client.send_request(get, true).unwrap();
-        let resp = resp.await.unwrap();
-        assert!(resp.status().is_client_error() || resp.status().is_server_error());
-        assert!(!proxy_status(&resp).is_empty(), "{resp:?}");
+        // A plain-HTTP request to an upstream that answers no HTTP (the echo sends the
+        // request back): 502 with the reason.
+        let (status, headers, _) =
+            h2_request(&client, "GET", &format!("http://{echo}/"), alice, None).await;
+        assert_eq!(status, 502);
+        let why = headers["proxy-status"].to_str().unwrap();
+        assert!(why.contains("http_protocol_error"), "{why}");
         // The first tunnel carried on through all of that.
         round_trip(&mut tx, &mut rx, b"still there").await;
 
@@ -589,4 +589,115 @@ fn h2_protocol_abuse_ends_only_the_offending_connection() {
     let streams = proxy.metric("zcproxy_h2_streams_total", &["kind=\"connect\""]);
     eprintln!("streams served across the abuse: {streams}");
     assert!(streams < 700.0, "{streams} streams served of 1,200 opened");
+}
+
+/// A plain-HTTP request on an h2 stream (what a browser sends an HTTPS proxy for an
+/// `http://` URL); the response's status, one header, and its whole body.
+async fn h2_request(
+    client: &h2::client::SendRequest<Bytes>,
+    method: &str,
+    url: &str,
+    creds: Option<&str>,
+    body: Option<Bytes>,
+) -> (u16, http::HeaderMap, Vec<u8>) {
+    let mut req = http::Request::builder().method(method).uri(url);
+    if let Some(c) = creds {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(c);
+        req = req.header("proxy-authorization", format!("Basic {token}"));
+    }
+    let mut client = client.clone().ready().await.unwrap();
+    let (resp, mut send) = client
+        .send_request(req.body(()).unwrap(), body.is_none())
+        .unwrap();
+    if let Some(b) = body {
+        h2c::send_all(&mut send, b, true).await.unwrap();
+    }
+    let resp = resp.await.unwrap();
+    let (parts, mut recv) = resp.into_parts();
+    let mut got = Vec::new();
+    while let Some(chunk) = recv.data().await {
+        let chunk = chunk.unwrap();
+        got.extend_from_slice(&chunk);
+        let _ = recv.flow_control().release_capacity(chunk.len());
+    }
+    (parts.status.as_u16(), parts.headers, got)
+}
+
+#[test]
+fn plain_http_requests_on_h2_streams_are_forwarded() {
+    let origin = common::origin::start("127.0.0.1");
+    let proxy = Proxy::builder()
+        .allow_loopback()
+        .arg("--user")
+        .arg("alice:wonderland")
+        .start();
+    let cert = common::h3::generated_cert(&proxy);
+    let addr = proxy.addr;
+    let o = origin.addr;
+    let alice = Some("alice:wonderland");
+    runtime().block_on(async {
+        let (client, _drive) = h2c::open_tls(addr, &cert).await;
+        let (status, headers, body) =
+            h2_request(&client, "GET", &format!("http://{o}/hello"), alice, None).await;
+        assert_eq!((status, body.as_slice()), (200, &b"hello\n"[..]));
+        assert!(
+            headers["via"].to_str().unwrap().contains("zcproxy"),
+            "{headers:?}"
+        );
+        // Content-Length, chunked (decoded: no sizes, extensions or trailers) and
+        // close-delimited bodies, several at once on the one connection.
+        let n = 3 << 20;
+        let urls = [
+            format!("http://{o}/bytes/{n}"),
+            format!("http://{o}/chunked/{n}"),
+            format!("http://{o}/close/{n}"),
+        ];
+        let mut tasks = Vec::new();
+        for url in urls {
+            let client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let (status, headers, body) = h2_request(&client, "GET", &url, alice, None).await;
+                assert_eq!(status, 200, "{url}");
+                assert!(!headers.contains_key("transfer-encoding"), "{url}");
+                assert!(!headers.contains_key("connection"), "{url}");
+                assert!(
+                    body == common::origin::expected(n),
+                    "{url}: {} bytes",
+                    body.len()
+                );
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // A body of unknown length goes upstream chunked; the origin echoes it.
+        let upload = pattern(1 << 20, 5);
+        let (status, _, body) = h2_request(
+            &client,
+            "POST",
+            &format!("http://{o}/echo"),
+            alice,
+            Some(upload.clone()),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(body == upload[..], "echoed {} bytes", body.len());
+        // Per stream: no credentials, https:// (CONNECT's job), an unknown path upstream.
+        let (status, headers, _) =
+            h2_request(&client, "GET", &format!("http://{o}/hello"), None, None).await;
+        assert_eq!(status, 407);
+        assert!(headers.contains_key("proxy-authenticate"));
+        let (status, _, _) =
+            h2_request(&client, "GET", &format!("https://{o}/hello"), alice, None).await;
+        assert_eq!(status, 501);
+        let (status, _, _) =
+            h2_request(&client, "GET", &format!("http://{o}/missing"), alice, None).await;
+        assert_eq!(status, 404);
+    });
+    assert_eq!(
+        proxy.metric("zcproxy_h2_streams_total", &["kind=\"forward\""]),
+        8.0
+    );
+    assert!(proxy.metric("zcproxy_connections_total", &["protocol=\"http\""]) >= 8.0);
 }

@@ -1,5 +1,6 @@
-//! Finds where a chunked HTTP/1.1 body ends (RFC 9112 §7.1) without decoding it: the proxy
-//! forwards the chunked framing unchanged and only needs to know the boundary.
+//! Finds where a chunked HTTP/1.1 body ends (RFC 9112 §7.1): the HTTP/1 path forwards the
+//! chunked framing unchanged and only needs the boundary ([`ChunkedDecoder::feed`]); the
+//! HTTP/2 path needs the payload without the framing ([`ChunkedDecoder::decode`]).
 
 use thiserror::Error;
 
@@ -62,10 +63,21 @@ impl ChunkedDecoder {
     /// end of the body; then `is_done()` is true and the rest of `buf` belongs to the next
     /// message.
     pub fn feed(&mut self, buf: &[u8]) -> Result<usize, ChunkedError> {
+        self.step(buf, |_| {})
+    }
+
+    /// As [`ChunkedDecoder::feed`], appending the chunks' payload (no sizes, extensions or
+    /// trailers) to `payload`.
+    pub fn decode(&mut self, buf: &[u8], payload: &mut Vec<u8>) -> Result<usize, ChunkedError> {
+        self.step(buf, |data| payload.extend_from_slice(data))
+    }
+
+    fn step(&mut self, buf: &[u8], mut data: impl FnMut(&[u8])) -> Result<usize, ChunkedError> {
         let mut i = 0;
         while i < buf.len() && self.state != State::Done {
             if self.state == State::Data {
                 let take = (buf.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
+                data(&buf[i..i + take]);
                 i += take;
                 self.size -= take as u64;
                 if self.size == 0 {
@@ -204,5 +216,22 @@ mod tests {
         let mut long = b"1;".to_vec();
         long.extend(std::iter::repeat_n(b'x', MAX_LINE + 1));
         assert_eq!(d.feed(&long), Err(ChunkedError::LineTooLong));
+    }
+
+    #[test]
+    fn decode_yields_the_payload_however_the_bytes_arrive() {
+        let body = b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        for piece in 1..body.len() {
+            let (mut dec, mut out, mut at) = (ChunkedDecoder::default(), Vec::new(), 0);
+            for chunk in body.chunks(piece) {
+                if dec.is_done() {
+                    break;
+                }
+                at += dec.decode(chunk, &mut out).unwrap();
+            }
+            assert!(dec.is_done());
+            assert_eq!(out, b"hello, world", "pieces of {piece}");
+            assert_eq!(&body[at..], b"NEXT");
+        }
     }
 }

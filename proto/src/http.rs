@@ -226,6 +226,28 @@ fn parse_authority(auth: &str, default_port: Option<u16>) -> Result<TargetAddr, 
     Ok(TargetAddr::from_host(&host, port))
 }
 
+/// The target of a request whose scheme, authority and path come apart (HTTP/2's
+/// pseudo-header fields): only `http` is forwarded (`https` goes through CONNECT).
+pub fn absolute_target(
+    scheme: &str,
+    authority: &str,
+    path: &str,
+) -> Result<RequestTarget, HttpError> {
+    if !scheme.eq_ignore_ascii_case("http") {
+        return Err(HttpError::Scheme(scheme.to_string()));
+    }
+    let path = match path {
+        "" => "/".to_string(),
+        p if p.starts_with('/') => p.to_string(),
+        p => format!("/{p}"),
+    };
+    Ok(RequestTarget::Absolute {
+        target: parse_authority(authority, Some(80))?,
+        authority: authority.to_string(),
+        path,
+    })
+}
+
 fn parse_target(method: &str, uri: &str) -> Result<RequestTarget, HttpError> {
     if method == "CONNECT" {
         return parse_authority(uri, None).map(RequestTarget::Authority);

@@ -10,20 +10,24 @@ use super::{family, Counter, Gauge};
 pub enum StreamKind {
     Connect,
     ConnectUdp,
+    /// A plain-HTTP request (`:scheme http`) forwarded upstream as HTTP/1.1.
+    Forward,
     /// Anything else: answered with an error status.
     Other,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 3] = [
+    pub const ALL: [StreamKind; 4] = [
         StreamKind::Connect,
         StreamKind::ConnectUdp,
+        StreamKind::Forward,
         StreamKind::Other,
     ];
     fn label(self) -> &'static str {
         match self {
             StreamKind::Connect => "connect",
             StreamKind::ConnectUdp => "connect_udp",
+            StreamKind::Forward => "forward",
             StreamKind::Other => "other",
         }
     }

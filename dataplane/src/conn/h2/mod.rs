@@ -5,6 +5,7 @@
 //! borrows the shard like any TCP session does. Each stream is its own session: its own
 //! user, ACL decision and revoke handle.
 
+mod forward;
 mod stream;
 mod tunnel;
 mod udp;

@@ -13,7 +13,7 @@ use http::{Method, Request, StatusCode};
 use policy::Protocol;
 use proto::{Failure, FailureKind};
 
-use super::{tunnel, udp, Conn, ResetWatch};
+use super::{forward, tunnel, udp, Conn, ResetWatch};
 use crate::admission::{self, Admitted};
 use crate::conn::proxy_request::{connect_target, failure_response, identify};
 use crate::conn::ProtocolGuard;
@@ -82,12 +82,8 @@ async fn handle(
         .map(|p| p.as_str().to_owned());
     let metrics = &shard.metrics().h2;
     if req.method() != Method::CONNECT {
-        metrics.stream(StreamKind::Other);
-        let f = Failure::new(
-            FailureKind::Unsupported,
-            "this proxy serves CONNECT and CONNECT-UDP over HTTP/2",
-        );
-        return respond_failure(shard, &mut respond, &f);
+        metrics.stream(StreamKind::Forward);
+        return forward::serve(shard, session, req, respond).await;
     }
     match protocol.as_deref() {
         None => {}

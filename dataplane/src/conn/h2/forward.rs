@@ -1,0 +1,322 @@
+//! Plain-HTTP requests on an HTTP/2 connection to the proxy: what a browser sends an HTTPS
+//! proxy for `http://` URLs (`:scheme http`, the origin in `:authority`). Each stream is
+//! forwarded as one HTTP/1.1 request on its own upstream connection through the admission
+//! gate (protocol `http`, like the HTTP/1.1 forward path), and the response is translated
+//! back: hop-by-hop fields dropped, chunked framing decoded into DATA frames, the client's
+//! window respected. `https://` goes through CONNECT.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use policy::Protocol;
+use proto::chunked::ChunkedDecoder;
+use proto::http::{self as h1, BodyLength, Header, RequestHead, ResponseHead, MAX_HEAD};
+use proto::{Failure, FailureKind};
+
+use super::stream::{respond_failure, until_reset, Ended};
+use super::tunnel::{room, CHUNK};
+use crate::admission;
+use crate::conn::proxy_request::identify;
+use crate::conn::ProtocolGuard;
+use crate::context::Shard;
+use crate::metrics::ErrorKind;
+use crate::rt;
+use crate::sessions::Session;
+use crate::stream::{BufStream, ReadError};
+
+/// Response fields that describe the HTTP/1.1 connection, not the message (RFC 9113
+/// §8.2.2 forbids them in HTTP/2).
+const CONNECTION_SPECIFIC: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+];
+
+pub(super) async fn serve(
+    shard: &Shard,
+    session: &Session,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) -> Ended {
+    let _guard = ProtocolGuard::new(shard, Protocol::Http);
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let head = match request_head(&parts, body.is_end_stream()) {
+        Ok(h) => h,
+        Err(f) => return respond_failure(shard, &mut respond, &f),
+    };
+    let h1::RequestTarget::Absolute { target, .. } = &head.target else {
+        let f = Failure::new(FailureKind::Internal, "no absolute target");
+        return respond_failure(shard, &mut respond, &f);
+    };
+    let admitting = async {
+        let principal = identify(shard, session, &parts.headers).await?;
+        admission::admit(shard, session, &principal, Protocol::Http, target).await
+    };
+    let admitted = match until_reset(&mut respond, admitting).await {
+        None => return Ended::ResetByClient,
+        Some(Ok(a)) => a,
+        Some(Err(f)) => return respond_failure(shard, &mut respond, &f),
+    };
+    shard.metrics().handshake_seconds.observe(started.elapsed());
+    let _permit = admitted.permit;
+    let mut up = BufStream::new(admitted.stream);
+    let via = &shard.shared.config.via_name;
+    let chunked = head
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+    let sent = async {
+        up.write_all(&head.encode_upstream(via)).await?;
+        send_request_body(shard, body, &up, chunked).await
+    };
+    match until_reset(&mut respond, sent).await {
+        None => return Ended::ResetByClient,
+        Some(Ok(())) => {}
+        Some(Err(_)) => {
+            let f = Failure::new(
+                FailureKind::UpstreamClosed,
+                "upstream closed the connection",
+            );
+            return respond_failure(shard, &mut respond, &f);
+        }
+    }
+    let response = match until_reset(&mut respond, response_head(shard, &mut up)).await {
+        None => return Ended::ResetByClient,
+        Some(Ok(r)) => r,
+        Some(Err(f)) => return respond_failure(shard, &mut respond, &f),
+    };
+    let length = response.body_length(&head.method);
+    let Ok(resp) = translate(&response, via) else {
+        shard.metrics().error(ErrorKind::UpstreamProtocol);
+        let f = Failure::new(
+            FailureKind::UpstreamProtocol,
+            "response fields HTTP/2 cannot carry",
+        );
+        return respond_failure(shard, &mut respond, &f);
+    };
+    let Ok(mut send) = respond.send_response(resp, length == BodyLength::None) else {
+        return Ended::ResetByClient;
+    };
+    if length == BodyLength::None {
+        return Ended::Done;
+    }
+    send_response_body(shard, &mut up, &mut send, length).await
+}
+
+/// The HTTP/1.1 request head for an HTTP/2 request (RFC 9113 §8.3.1 to RFC 9112): `:scheme`
+/// must be `http`; the body is chunked unless its length is known or it is empty.
+fn request_head(parts: &http::request::Parts, empty_body: bool) -> Result<RequestHead, Failure> {
+    let scheme = parts.uri.scheme_str().unwrap_or("");
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .ok_or_else(|| Failure::new(FailureKind::Malformed, "no :authority"))?;
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let target = h1::absolute_target(scheme, authority, path).map_err(|e| {
+        let kind = match e {
+            h1::HttpError::Scheme(_) => FailureKind::Unsupported,
+            _ => FailureKind::Malformed,
+        };
+        Failure::new(kind, format!("{e} (https:// goes through CONNECT)"))
+    })?;
+    let mut headers: Vec<Header> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| Header {
+            name: name.as_str().to_string(),
+            value: value.as_bytes().to_vec(),
+        })
+        .collect();
+    let has_length = parts.headers.contains_key(http::header::CONTENT_LENGTH);
+    if !empty_body && !has_length {
+        headers.push(Header {
+            name: "transfer-encoding".into(),
+            value: b"chunked".to_vec(),
+        });
+    }
+    Ok(RequestHead {
+        method: parts.method.as_str().to_string(),
+        target,
+        minor_version: 1,
+        headers,
+    })
+}
+
+/// Sends the request's DATA upstream (chunk-framed when `chunked`), reopening the client's
+/// window only as the upstream takes it.
+async fn send_request_body(
+    shard: &Shard,
+    mut body: RecvStream,
+    up: &BufStream,
+    chunked: bool,
+) -> std::io::Result<()> {
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        if chunk.is_empty() {
+            continue;
+        }
+        if chunked {
+            up.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .await?;
+        }
+        up.write_all(&chunk).await?;
+        if chunked {
+            up.write_all(b"\r\n").await?;
+        }
+        shard
+            .metrics()
+            .bytes_client_to_upstream
+            .add(chunk.len() as u64);
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    if chunked {
+        up.write_all(b"0\r\n\r\n").await?;
+    }
+    Ok(())
+}
+
+/// The upstream's final response head (interim 1xx responses are not relayed).
+async fn response_head(shard: &Shard, up: &mut BufStream) -> Result<ResponseHead, Failure> {
+    loop {
+        let read = up.read_message(MAX_HEAD, h1::parse_response);
+        let head = match rt::timeout(shard.shared.config.timeouts.idle(), read).await {
+            Ok(Ok(h)) => h,
+            Err(_) | Ok(Err(ReadError::Io(_))) => {
+                shard.metrics().error(ErrorKind::UpstreamTimeout);
+                return Err(Failure::new(
+                    FailureKind::ResponseTimeout,
+                    "no response head in time",
+                ));
+            }
+            Ok(Err(e)) => {
+                shard.metrics().error(ErrorKind::UpstreamProtocol);
+                let detail = match e {
+                    ReadError::Protocol(p) => p.to_string(),
+                    _ => "upstream closed before a whole response head".into(),
+                };
+                return Err(Failure::new(FailureKind::UpstreamProtocol, detail));
+            }
+        };
+        if !head.is_informational() {
+            return Ok(head);
+        }
+    }
+}
+
+/// The HTTP/2 response for an HTTP/1.1 one: status and end-to-end fields, with Via.
+fn translate(head: &ResponseHead, via: &str) -> Result<Response<()>, http::Error> {
+    let listed: Vec<String> = head
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .map(|t| String::from_utf8_lossy(t).trim().to_ascii_lowercase())
+        .collect();
+    let mut fields = HeaderMap::new();
+    for h in &head.headers {
+        let lower = h.name.to_ascii_lowercase();
+        if CONNECTION_SPECIFIC.contains(&lower.as_str()) || listed.contains(&lower) {
+            continue;
+        }
+        fields.append(
+            HeaderName::from_bytes(lower.as_bytes())?,
+            HeaderValue::from_bytes(&h.value)?,
+        );
+    }
+    fields.append(
+        http::header::VIA,
+        HeaderValue::from_str(&format!("1.{} {via}", head.minor_version))?,
+    );
+    let mut resp = Response::builder().status(head.status).body(())?;
+    *resp.headers_mut() = fields;
+    Ok(resp)
+}
+
+/// Relays the response body as DATA frames, as far as the client's window allows.
+async fn send_response_body(
+    shard: &Shard,
+    up: &mut BufStream,
+    send: &mut SendStream<Bytes>,
+    length: BodyLength,
+) -> Ended {
+    let mut left = match length {
+        BodyLength::Fixed(n) => Some(n),
+        _ => None,
+    };
+    let mut decoder = (length == BodyLength::Chunked).then(ChunkedDecoder::default);
+    let mut payload = Vec::new();
+    while left != Some(0) {
+        // What is buffered first, then read more (the head's read may hold body bytes).
+        if up.buffered().is_empty() {
+            let read = rt::timeout(shard.shared.config.timeouts.idle(), up.read_more()).await;
+            match read {
+                Ok(Ok(0)) if length == BodyLength::UntilClose => break,
+                Ok(Ok(n)) if n > 0 => {}
+                // The upstream ended or broke before the body did.
+                _ => {
+                    send.send_reset(h2::Reason::INTERNAL_ERROR);
+                    return Ended::ResetByProxy;
+                }
+            }
+        }
+        payload.clear();
+        let buffered = up.buffered();
+        let taken = match (&mut decoder, left) {
+            (Some(d), _) => match d.decode(buffered, &mut payload) {
+                Ok(n) => n,
+                Err(_) => {
+                    shard.metrics().error(ErrorKind::UpstreamProtocol);
+                    send.send_reset(h2::Reason::INTERNAL_ERROR);
+                    return Ended::ResetByProxy;
+                }
+            },
+            (None, Some(l)) => {
+                let n = buffered.len().min(usize::try_from(l).unwrap_or(usize::MAX));
+                payload.extend_from_slice(&buffered[..n]);
+                n
+            }
+            (None, None) => {
+                payload.extend_from_slice(buffered);
+                buffered.len()
+            }
+        };
+        up.consume(taken);
+        if let Some(l) = left.as_mut() {
+            *l -= taken as u64;
+        }
+        if send_all(shard, send, &payload).await.is_err() {
+            return Ended::ResetByClient;
+        }
+        if decoder.as_ref().is_some_and(|d| d.is_done()) {
+            break;
+        }
+    }
+    let _ = send.send_data(Bytes::new(), true);
+    Ended::Done
+}
+
+/// Sends `data` on the stream in pieces the client's window takes.
+async fn send_all(
+    shard: &Shard,
+    send: &mut SendStream<Bytes>,
+    data: &[u8],
+) -> Result<(), h2::Error> {
+    let mut at = 0;
+    while at < data.len() {
+        let room = room(send, (data.len() - at).min(CHUNK), 1).await?;
+        let n = room.min(data.len() - at);
+        send.send_data(Bytes::copy_from_slice(&data[at..at + n]), false)?;
+        shard.metrics().bytes_upstream_to_client.add(n as u64);
+        shard.metrics().copy_bytes.add(n as u64);
+        at += n;
+    }
+    Ok(())
+}
