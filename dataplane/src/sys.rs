@@ -78,6 +78,12 @@ pub fn is_spurious(e: &io::Error) -> bool {
     e.raw_os_error() == Some(512) || e.kind() == io::ErrorKind::Interrupted
 }
 
+/// Nothing to do yet: the socket would block (or the wait was spuriously interrupted), so
+/// wait for readiness and try again.
+pub fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock || is_spurious(e)
+}
+
 pub fn is_reset(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),

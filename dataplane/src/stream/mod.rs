@@ -59,9 +59,7 @@ impl Stream {
             match tls::handshake_step(&mut conn, fd) {
                 Ok(true) => break,
                 Ok(false) => {}
-                Err(tls::HandshakeError::Io(e))
-                    if e.kind() == io::ErrorKind::WouldBlock || sys::is_spurious(&e) =>
-                {
+                Err(tls::HandshakeError::Io(e)) if sys::would_block(&e) => {
                     self.readiness(conn.wants_write()).await?;
                 }
                 Err(e) => return Err(e),
@@ -169,9 +167,7 @@ impl Stream {
         while self.has_pending_output() {
             match self.try_flush() {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || sys::is_spurious(&e) => {
-                    self.ready(true).await?
-                }
+                Err(e) if sys::would_block(&e) => self.ready(true).await?,
                 Err(e) => return Err(e),
             }
         }
@@ -205,9 +201,7 @@ impl Stream {
         }
         loop {
             match sys::recv_uninit(self.raw_fd(), buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || sys::is_spurious(&e) => {
-                    self.ready(false).await?
-                }
+                Err(e) if sys::would_block(&e) => self.ready(false).await?,
                 other => return other,
             }
         }
@@ -216,9 +210,7 @@ impl Stream {
     async fn read_plain(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match self.try_read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || sys::is_spurious(&e) => {
-                    self.ready(false).await?
-                }
+                Err(e) if sys::would_block(&e) => self.ready(false).await?,
                 other => return other,
             }
         }
@@ -232,9 +224,7 @@ impl Stream {
             match self.try_write(&data[sent..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || sys::is_spurious(&e) => {
-                    self.ready(true).await?
-                }
+                Err(e) if sys::would_block(&e) => self.ready(true).await?,
                 Err(e) => return Err(e),
             }
         }

@@ -59,10 +59,6 @@ impl TokioIo {
     }
 }
 
-fn would_block(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock || sys::is_spurious(e)
-}
-
 impl AsyncRead for TokioIo {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -86,7 +82,7 @@ impl AsyncRead for TokioIo {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
-                Err(e) if would_block(&e) => ready!(this.poll_ready(cx, false))?,
+                Err(e) if sys::would_block(&e) => ready!(this.poll_ready(cx, false))?,
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
@@ -103,7 +99,7 @@ impl AsyncWrite for TokioIo {
         loop {
             match this.stream.try_write(data) {
                 Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if would_block(&e) => ready!(this.poll_ready(cx, true))?,
+                Err(e) if sys::would_block(&e) => ready!(this.poll_ready(cx, true))?,
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
@@ -114,7 +110,7 @@ impl AsyncWrite for TokioIo {
         loop {
             match this.stream.try_flush() {
                 Ok(()) => return Poll::Ready(Ok(())),
-                Err(e) if would_block(&e) => ready!(this.poll_ready(cx, true))?,
+                Err(e) if sys::would_block(&e) => ready!(this.poll_ready(cx, true))?,
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }

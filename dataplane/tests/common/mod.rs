@@ -1,6 +1,7 @@
 //! Test harness: runs the real `zcproxy` binary and real upstream servers on loopback.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod h2;
 pub mod h3;
 pub mod origin;

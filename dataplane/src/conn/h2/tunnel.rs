@@ -6,7 +6,6 @@
 //! the client reset is closed with a TCP reset.
 
 use std::future::poll_fn;
-use std::io;
 use std::pin::pin;
 
 use bytes::Bytes;
@@ -69,13 +68,13 @@ pub(super) async fn run(
             let n = loop {
                 match upstream.try_read(&mut buf[..room.min(CHUNK)]) {
                     Ok(n) => break n,
-                    Err(e) if would_block(&e) => {
+                    Err(e) if crate::sys::would_block(&e) => {
                         // A client reset must end the tunnel even while the upstream is quiet.
                         let ready = pin!(upstream.readiness(false));
                         let reset = pin!(poll_fn(|cx| send_half.poll_reset(cx)));
                         match rt::race(ready, reset).await {
                             rt::Either::Left(Ok(())) => {}
-                            rt::Either::Left(Err(e)) if would_block(&e) => {}
+                            rt::Either::Left(Err(e)) if crate::sys::would_block(&e) => {}
                             rt::Either::Left(Err(_)) => return Err(Broke::Upstream),
                             rt::Either::Right(_) => return Err(Broke::Client),
                         }
@@ -136,8 +135,4 @@ pub(super) async fn room(
             None => return Err(h2::Error::from(Reason::STREAM_CLOSED)),
         }
     }
-}
-
-fn would_block(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock || crate::sys::is_spurious(e)
 }

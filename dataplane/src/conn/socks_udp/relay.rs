@@ -74,7 +74,7 @@ async fn control_closed(control: &Stream) {
         match control.try_read(&mut buf) {
             Ok(0) => return,
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || sys::is_spurious(&e) => {
+            Err(e) if sys::would_block(&e) => {
                 if control.readiness(false).await.is_err() {
                     return;
                 }
@@ -165,7 +165,7 @@ impl Association<'_> {
         loop {
             match self.client_batch() {
                 Ok(()) => busy = yield_when_busy(busy).await,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || sys::is_spurious(&e) => {
+                Err(e) if sys::would_block(&e) => {
                     busy = 0;
                     if let Err(e) = self.relay.readable().await {
                         return e;
@@ -315,7 +315,7 @@ impl Association<'_> {
         loop {
             match self.upstream_batch() {
                 Ok(()) => busy = yield_when_busy(busy).await,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || sys::is_spurious(&e) => {
+                Err(e) if sys::would_block(&e) => {
                     busy = 0;
                     if let Err(e) = self.upstream.readable().await {
                         return e;
