@@ -281,6 +281,9 @@ pub struct Tls {
     /// Terminate TLS on the TCP port (an "HTTPS proxy"): a ClientHello there is answered
     /// with this identity, and the plaintext inside is served like any client of the port.
     pub tcp: bool,
+    /// Hand a tunnel's TLS session to the kernel after a CONNECT inside TLS, so that it is
+    /// spliced like a plain one — where the kernel has TLS (`zcproxy_ktls_available`).
+    pub ktls: bool,
 }
 
 /// A certificate chain file and its key file.
@@ -303,6 +306,7 @@ impl Default for Tls {
             reload_secs: 5,
             generated_dir: std::env::temp_dir().join("zcproxy"),
             tcp: true,
+            ktls: true,
         }
     }
 }

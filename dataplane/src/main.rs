@@ -322,15 +322,17 @@ fn run(cfg: Config) -> Result<(), String> {
                         ),
                         None => None,
                     };
-                    shared.tls_tcp = Some(Arc::new(
-                        identity.tcp_server_config(shared.config.h2.enabled, clients),
-                    ));
                     match zcproxy::stream::ktls::probe() {
-                        Ok(()) => shared.ktls = true,
+                        Ok(()) => shared.ktls = shared.config.tls.ktls,
                         Err(e) => {
                             tracing::info!(error = %e, "kernel TLS not available: TLS tunnels are relayed by copy")
                         }
                     }
+                    shared.tls_tcp = Some(Arc::new(identity.tcp_server_config(
+                        shared.config.h2.enabled,
+                        clients,
+                        shared.ktls,
+                    )));
                 }
                 banner
             }

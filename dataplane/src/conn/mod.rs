@@ -199,6 +199,23 @@ fn is_h2_preface(first: &[u8]) -> bool {
     n >= 4 && first[..n] == h2::PREFACE[..n]
 }
 
+/// A tunnel inside TLS goes to kernel TLS where this kernel has it, to be spliced; `None`
+/// when the session was lost on the way (the client is reset).
+fn kernel_tls(shard: &Shard, client: Stream) -> Option<Stream> {
+    if !shard.shared.ktls || !client.is_tls() {
+        return Some(client);
+    }
+    let (client, outcome) = client.into_kernel_tls();
+    match outcome {
+        Ok(()) => shard.metrics().tls.handover("done"),
+        Err(why) => {
+            tracing::debug!(error = %why, "the TLS tunnel stays in user space");
+            shard.metrics().tls.handover(why.label());
+        }
+    }
+    client
+}
+
 /// Runs an established tunnel: forwards what the client sent early, then relays.
 pub async fn run_tunnel(shard: &Shard, client: BufStream, upstream: Stream, started: Instant) {
     shard.metrics().handshake_seconds.observe(started.elapsed());
@@ -217,6 +234,9 @@ pub async fn run_tunnel(shard: &Shard, client: BufStream, upstream: Stream, star
     // The handshake buffer (8 KiB of capacity) must not live as long as the tunnel: idle
     // tunnels would each keep a touched page of it.
     drop(early);
+    let Some(client) = kernel_tls(shard, client) else {
+        return;
+    };
     match relay::relay(&shard.relay_env(), &client, &upstream).await {
         Ok(()) => {}
         Err(RelayError::Idle) => shard.metrics().error(ErrorKind::IdleTimeout),

@@ -142,6 +142,8 @@ pub struct ShardMetrics {
     pub bytes_client_to_upstream: Counter,
     pub bytes_upstream_to_client: Counter,
     pub splice_bytes: Counter,
+    /// Bytes spliced through a kernel TLS socket (not in `splice_bytes`).
+    pub ktls_bytes: Counter,
     pub copy_bytes: Counter,
     pub pipes_in_use: Gauge,
     pub pipes_pooled: Gauge,
@@ -208,7 +210,7 @@ pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 /// Renders every shard's block in the Prometheus text format (version 0.0.4).
 pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    let simple: [(&str, &str, &str, Getter); 15] = [
+    let simple: [(&str, &str, &str, Getter); 16] = [
         (
             "zcproxy_accepted_connections_total",
             "counter",
@@ -230,8 +232,14 @@ pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
         (
             "zcproxy_splice_bytes_total",
             "counter",
-            "Bytes relayed with splice(2)",
+            "Bytes relayed with splice(2) between plain sockets",
             |m| m.splice_bytes.get() as f64,
+        ),
+        (
+            "zcproxy_ktls_bytes_total",
+            "counter",
+            "Bytes relayed with splice(2) through kernel TLS",
+            |m| m.ktls_bytes.get() as f64,
         ),
         (
             "zcproxy_copy_bytes_total",

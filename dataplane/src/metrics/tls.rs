@@ -44,6 +44,16 @@ impl Outcome {
 }
 
 const VERSIONS: [&str; 2] = ["1.2", "1.3"];
+/// Outcomes of handing a tunnel's TLS session to the kernel: done, or why not
+/// ([`crate::stream::ktls::HandOverError::label`]).
+pub const HANDOVERS: [&str; 6] = [
+    "done",
+    "buffered",
+    "cipher",
+    "not_extractable",
+    "ulp_refused",
+    "lost",
+];
 const ALPNS: [&str; 3] = ["none", "http/1.1", "h2"];
 
 #[derive(Default)]
@@ -53,6 +63,7 @@ pub struct TlsMetrics {
     pub negotiated: [[Counter; ALPNS.len()]; VERSIONS.len()],
     pub resumed: Counter,
     pub handshake_seconds: Histogram,
+    pub handovers: [Counter; HANDOVERS.len()],
 }
 
 impl TlsMetrics {
@@ -82,6 +93,13 @@ impl TlsMetrics {
 
     pub fn not_client_hello(&self) {
         self.outcomes[Outcome::NotClientHello as usize].inc();
+    }
+
+    /// Counts a kernel-TLS hand-over by its outcome label (one of [`HANDOVERS`]).
+    pub fn handover(&self, label: &str) {
+        if let Some(i) = HANDOVERS.iter().position(|l| *l == label) {
+            self.handovers[i].inc();
+        }
     }
 
     pub fn handshake_timed_out(&self) {
@@ -131,11 +149,26 @@ pub(super) fn render<'a>(out: &mut String, cores: impl Iterator<Item = &'a TlsMe
         "counter",
         "TLS handshakes that resumed an earlier session",
     );
-    for (core, m) in cores.enumerate() {
+    for (core, m) in cores.clone().enumerate() {
         let _ = writeln!(
             out,
             "zcproxy_tls_resumed_total{{core=\"{core}\"}} {}",
             m.resumed.get()
         );
+    }
+    family(
+        out,
+        "zcproxy_ktls_handovers_total",
+        "counter",
+        "Tunnels inside TLS offered to kernel TLS, by outcome (done, or why not)",
+    );
+    for (core, m) in cores.enumerate() {
+        for (i, label) in HANDOVERS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "zcproxy_ktls_handovers_total{{core=\"{core}\",result=\"{label}\"}} {}",
+                m.handovers[i].get()
+            );
+        }
     }
 }

@@ -161,6 +161,13 @@ impl Tunnel<'_> {
             self.wait(dir.src, false, dir.src_side).await?;
             let burst = match mode {
                 RelayMode::Splice => match self.splice_burst(dir).await {
+                    // Kernel TLS passes a control record (an alert, a key update) up
+                    // instead: the stream's own read takes it, then splicing goes on.
+                    Err(RelayError::Io(_, e))
+                        if e.raw_os_error() == Some(libc::EINVAL) && dir.src.is_kernel_tls() =>
+                    {
+                        self.copy_burst(dir).await?
+                    }
                     Err(RelayError::Io(_, e)) if e.raw_os_error() == Some(libc::EINVAL) => {
                         // This socket pair cannot splice: copy for the rest of the tunnel.
                         mode = RelayMode::Copy;
@@ -236,7 +243,12 @@ impl Tunnel<'_> {
                         result = Err(e);
                         break;
                     }
-                    self.env.metrics.splice_bytes.add(n as u64);
+                    if dir.src.is_kernel_tls() || dir.dst.is_kernel_tls() {
+                        self.env.metrics.ktls_bytes.add(n as u64);
+                    } else {
+                        self.env.metrics.splice_bytes.add(n as u64);
+                    }
+                    dir.dst.spliced_in(n);
                     dir.moved(n);
                     self.touch();
                     if n < SMALL_READ {

@@ -6,6 +6,7 @@
 //! a stream. Every wait is bounded by the idle timeout the stream was given.
 
 mod buffered;
+mod byte_queue;
 pub mod ktls;
 pub mod tls;
 pub mod tokio_io;
@@ -24,10 +25,18 @@ use crate::sys;
 
 pub struct Stream {
     socket: TcpStream,
-    /// TLS terminated on this socket: reads and writes go through it.
-    tls: Option<Box<tls::Tls>>,
+    layer: Layer,
     revoke: Option<RevokeHandle>,
     idle: Duration,
+}
+
+/// What reads and writes go through on their way to the socket.
+enum Layer {
+    Plain,
+    /// TLS terminated by rustls in user space.
+    Tls(Box<tls::Tls>),
+    /// TLS whose record layer the kernel runs.
+    Kernel(Box<ktls::Ktls>),
 }
 
 impl Stream {
@@ -39,7 +48,7 @@ impl Stream {
         let _ = socket.set_nodelay(true);
         Stream {
             socket,
-            tls: None,
+            layer: Layer::Plain,
             revoke: None,
             idle,
         }
@@ -53,29 +62,72 @@ impl Stream {
         config: std::sync::Arc<rustls::ServerConfig>,
         early: &[u8],
     ) -> Result<Stream, tls::HandshakeError> {
-        let mut conn = tls::start(config, early)?;
+        let session = tls::Tls::start(config, early)?;
         let fd = self.raw_fd();
         loop {
-            match tls::handshake_step(&mut conn, fd) {
-                Ok(true) => break,
-                Ok(false) => {}
+            match session.handshake_step(fd) {
+                Ok(()) => break,
                 Err(tls::HandshakeError::Io(e)) if sys::would_block(&e) => {
-                    self.readiness(conn.wants_write()).await?;
+                    let write = session.has_pending_output();
+                    if write {
+                        rt::writable(&self.socket).await?;
+                    } else {
+                        rt::readable(&self.socket).await?;
+                    }
                 }
                 Err(e) => return Err(e),
             }
         }
-        self.tls = Some(Box::new(tls::Tls::new(conn)));
+        self.layer = Layer::Tls(Box::new(session));
         Ok(self)
+    }
+
+    /// Hands this stream's TLS session to the kernel (see ktls.rs), so that what follows is
+    /// spliced. The stream comes back unless the session was lost on the way (it is then
+    /// closed with a reset); unchanged if the hand-over did not happen.
+    pub fn into_kernel_tls(mut self) -> (Option<Stream>, Result<(), ktls::HandOverError>) {
+        let Layer::Tls(session) = std::mem::replace(&mut self.layer, Layer::Plain) else {
+            return (Some(self), Err(ktls::HandOverError::Buffered));
+        };
+        match ktls::hand_over(self.raw_fd(), session) {
+            Ok(kernel) => {
+                self.layer = Layer::Kernel(Box::new(kernel));
+                (Some(self), Ok(()))
+            }
+            Err((Some(session), why)) => {
+                self.layer = Layer::Tls(session);
+                (Some(self), Err(why))
+            }
+            Err((None, why)) => {
+                self.reset_on_close();
+                (None, Err(why))
+            }
+        }
     }
 
     /// What the TLS handshake agreed on, for a TLS stream.
     pub fn tls_info(&self) -> Option<tls::SessionInfo> {
-        self.tls.as_ref().map(|t| t.info())
+        match &self.layer {
+            Layer::Plain => None,
+            Layer::Tls(t) => Some(t.info()),
+            Layer::Kernel(k) => Some(k.info()),
+        }
     }
 
     pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
+        !matches!(self.layer, Layer::Plain)
+    }
+
+    /// Whether the kernel runs this stream's TLS.
+    pub(crate) fn is_kernel_tls(&self) -> bool {
+        matches!(self.layer, Layer::Kernel(_))
+    }
+
+    /// Counts bytes spliced into this stream (kernel TLS keys have a limit).
+    pub(crate) fn spliced_in(&self, n: usize) {
+        if let Layer::Kernel(k) = &self.layer {
+            k.sent(n);
+        }
     }
 
     /// Closes with a reset instead of a FIN if `handle` fires before the stream is dropped.
@@ -92,9 +144,10 @@ impl Stream {
     /// Stream kinds that are not one (TLS without kTLS, h2 and QUIC streams) answer `None`
     /// and the relay copies through [`Stream::try_read`] and [`Stream::try_write`].
     pub(crate) fn splice_fd(&self) -> Option<RawFd> {
-        match self.tls {
-            None => Some(self.raw_fd()),
-            Some(_) => None,
+        match &self.layer {
+            Layer::Plain => Some(self.raw_fd()),
+            Layer::Kernel(k) if k.writes_direct() => Some(self.raw_fd()),
+            Layer::Kernel(_) | Layer::Tls(_) => None,
         }
     }
 
@@ -105,12 +158,13 @@ impl Stream {
     /// Waits until the stream is readable (or writable), with no timeout of its own: the
     /// relay keeps one idle clock for both directions of a tunnel.
     pub(crate) async fn readiness(&self, write: bool) -> io::Result<()> {
-        if let Some(t) = &self.tls {
+        match &self.layer {
             // Plaintext rustls already holds needs no socket; room for plaintext exists
             // unless ciphertext is pending.
-            if (!write && t.has_readable()) || (write && !t.has_pending_output()) {
-                return Ok(());
+            Layer::Tls(t) if (!write && t.has_readable()) || (write && !t.has_pending_output()) => {
+                return Ok(())
             }
+            _ => {}
         }
         if write {
             rt::writable(&self.socket).await
@@ -121,38 +175,55 @@ impl Stream {
 
     /// Reads what is there without waiting (`WouldBlock`: nothing yet; 0: end of stream).
     pub(crate) fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match &self.tls {
-            None => sys::recv(self.raw_fd(), buf),
-            Some(t) => t.try_read(self.raw_fd(), buf),
+        match &self.layer {
+            Layer::Plain => sys::recv(self.raw_fd(), buf),
+            Layer::Tls(t) => t.try_read(self.raw_fd(), buf),
+            Layer::Kernel(k) => k.try_read(self.raw_fd(), buf),
         }
     }
 
     /// Writes what the stream takes now without waiting (`WouldBlock`: nothing).
     pub(crate) fn try_write(&self, data: &[u8]) -> io::Result<usize> {
-        match &self.tls {
-            None => sys::send(self.raw_fd(), data),
-            Some(t) => t.try_write(self.raw_fd(), data),
+        match &self.layer {
+            Layer::Plain => sys::send(self.raw_fd(), data),
+            Layer::Tls(t) => t.try_write(self.raw_fd(), data),
+            Layer::Kernel(k) => k.try_write(self.raw_fd(), data),
         }
     }
 
     /// Whether written bytes are still waiting (as TLS records) for the socket to take them.
     pub(crate) fn has_pending_output(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| t.has_pending_output())
+        match &self.layer {
+            Layer::Plain => false,
+            Layer::Tls(t) => t.has_pending_output(),
+            Layer::Kernel(k) => k.has_pending_output(),
+        }
     }
 
     /// Sends what is pending without waiting (`WouldBlock`: some is left).
     pub(crate) fn try_flush(&self) -> io::Result<()> {
-        match &self.tls {
-            None => Ok(()),
-            Some(t) => t.flush(self.raw_fd()),
+        match &self.layer {
+            Layer::Plain => Ok(()),
+            Layer::Tls(t) => t.flush(self.raw_fd()),
+            Layer::Kernel(k) => k.flush(self.raw_fd()),
         }
     }
 
     /// Passes an end of stream on (a FIN); reading goes on. Over TLS a close_notify goes
     /// first (flushed by [`Stream::flush`] waiting as needed).
     pub(crate) async fn shutdown_write(&self) {
-        if let Some(t) = &self.tls {
-            t.close_notify();
+        let tls = match &self.layer {
+            Layer::Plain => false,
+            Layer::Tls(t) => {
+                t.close_notify();
+                true
+            }
+            Layer::Kernel(k) => {
+                k.close_notify();
+                true
+            }
+        };
+        if tls {
             // Boxed: every tunnel's relay holds this future's state while idle, and only
             // TLS streams need the wait.
             if Box::pin(self.flush()).await.is_err() {
@@ -192,8 +263,8 @@ impl Stream {
 
     /// Reads what has arrived into `buf` (0: end of stream), waiting at most the idle timeout.
     pub async fn read_into(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
-        if self.tls.is_some() {
-            // rustls reads into initialised memory.
+        if self.is_tls() {
+            // TLS layers read into initialised memory.
             buf.fill(MaybeUninit::new(0));
             // SAFETY: every byte was just initialised.
             let buf = unsafe { &mut *(buf as *mut [MaybeUninit<u8>] as *mut [u8]) };
@@ -228,7 +299,7 @@ impl Stream {
                 Err(e) => return Err(e),
             }
         }
-        if self.tls.is_some() {
+        if self.is_tls() {
             // Boxed as in `shutdown_write`: plain streams never wait here.
             Box::pin(self.flush()).await?;
         }

@@ -140,11 +140,13 @@ impl Identity {
     /// The configuration of TLS on the TCP port: ALPN `h2` (when `h2` is served) preferred
     /// over `http/1.1`, TLS 1.3 preferred over 1.2, sessions resumable by ticket (stateless,
     /// keys rotated by rustls) or from a per-process cache, and client certificates checked
-    /// against `clients` where one is given.
+    /// against `clients` where one is given; with `kernel_tls`, session secrets may be
+    /// handed to the kernel (stream/ktls.rs).
     pub fn tcp_server_config(
         self: &Arc<Self>,
         h2: bool,
         clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+        kernel_tls: bool,
     ) -> rustls::ServerConfig {
         let alpn: &[&[u8]] = if h2 {
             &[b"h2", b"http/1.1"]
@@ -157,6 +159,7 @@ impl Identity {
             Err(e) => tracing::warn!(error = %e, "TLS session tickets off"),
         }
         config.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
+        config.enable_secret_extraction = kernel_tls;
         config
     }
 }
@@ -223,10 +226,50 @@ fn load_set(pairs: &[Pair], refuse_unknown_names: bool) -> Result<CertSet, TlsEr
     Ok(CertSet::new(default, loaded, refuse_unknown_names))
 }
 
+/// A generated identity and a client that trusts it, for tests of what runs over TLS.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use super::*;
     use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    /// An identity generated into a fresh directory named after `tag`, and the PEM file a
+    /// client trusts it by.
+    pub fn identity(tag: &str) -> (Arc<Identity>, PathBuf) {
+        // Tests run in parallel: one directory per call.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("zcproxy-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let identity =
+            Arc::new(Identity::generate("127.0.0.1:4433".parse().unwrap(), &dir).unwrap());
+        let Origin::Generated { written_to } = identity.origin().clone() else {
+            panic!("generated");
+        };
+        (identity, written_to)
+    }
+
+    pub fn trusting(pem_file: &Path, alpn: &[u8]) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(pem_file).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        cfg.alpn_protocols = vec![alpn.to_vec()];
+        cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::trusting;
+    use super::*;
     use rustls::pki_types::CertificateDer;
 
     /// Drives a client and a server connection against each other in memory.
@@ -253,22 +296,6 @@ mod tests {
         }
         let peer = c.peer_certificates().unwrap()[0].clone().into_owned();
         Ok((c.alpn_protocol().map(<[u8]>::to_vec), peer))
-    }
-
-    fn trusting(pem_file: &Path, alpn: &[u8]) -> rustls::ClientConfig {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(pem_file).unwrap() {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        cfg.alpn_protocols = vec![alpn.to_vec()];
-        cfg
     }
 
     /// A client that trusts the file the proxy wrote completes a handshake for localhost and
