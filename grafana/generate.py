@@ -112,8 +112,9 @@ def dataplane():
         (f"8 * sum(rate(zcproxy_bytes_client_to_upstream_total{{{s}}}[{RATE}]) + rate(zcproxy_bytes_upstream_to_client_total{{{s}}}[{RATE}]))", "total")], unit="bps")
     b.panel("timeseries", "Splice vs copy", [
         (f"8 * sum by (core) (rate(zcproxy_splice_bytes_total{{{s}}}[{RATE}]))", "splice core {{core}}"),
+        (f"8 * sum by (core) (rate(zcproxy_ktls_bytes_total{{{s}}}[{RATE}]))", "kTLS splice core {{core}}"),
         (f"8 * sum by (core) (rate(zcproxy_copy_bytes_total{{{s}}}[{RATE}]))", "copy core {{core}}")], unit="bps",
-        desc="Bytes moved with splice(2) (zero copy) and through user space (handshake leftovers, chunked bodies, copy mode).")
+        desc="Bytes moved with splice(2) between plain sockets, spliced through kernel TLS, and through user space (TLS without kTLS, HTTP/2 and QUIC streams, handshake leftovers, chunked bodies, copy mode).")
     b.panel("timeseries", "Pipes by core", [
         (f"sum by (instance, core) (zcproxy_pipes_in_use{{{s}}})", "in use {{instance}} core {{core}}"),
         (f"sum by (instance, core) (zcproxy_pipes_pooled{{{s}}})", "pooled {{instance}} core {{core}}")])
@@ -206,6 +207,10 @@ def dataplane():
         (f"sum by (version, alpn) (rate(zcproxy_tls_sessions_total{{{s}}}[{RATE}]))", "TLS {{version}} {{alpn}}"),
         (f"histogram_quantile(0.99, sum by (le) (rate(zcproxy_tls_handshake_duration_seconds_bucket{{{s}}}[{RATE}])))", "p99 handshake (s)")],
         desc="Completed handshakes by protocol version and ALPN, and the 99th percentile handshake time.")
+    b.panel("timeseries", "Kernel TLS hand-overs/s by result", [
+        (f"sum by (result) (rate(zcproxy_ktls_handovers_total{{{s}}}[{RATE}]))", "{{result}}"),
+        (f"max(zcproxy_ktls_available{{{s}}})", "kTLS available")], unit="reqps",
+        desc="Tunnels inside TLS handed to kernel TLS (done) or kept in user space and why: buffered (tunnel bytes already read), cipher, not_extractable, ulp_refused, lost (keys refused after leaving rustls).")
     b.row("HTTP/2 to the proxy")
     b.panel("timeseries", "HTTP/2 connections and streams", [
         (f"sum(zcproxy_h2_connections_active{{{s}}})", "connections"),

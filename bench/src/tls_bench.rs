@@ -43,6 +43,9 @@ use samples::Samples;
 struct Args {
     #[arg(long, default_value = "target/release/zcproxy")]
     zcproxy: PathBuf,
+    /// Another zcproxy binary (e.g. an earlier build) measured beside, as "zcproxy before".
+    #[arg(long)]
+    zcproxy_before: Option<PathBuf>,
     /// Shards for zcproxy (default: one per CPU it may use).
     #[arg(long)]
     cores: Option<usize>,
@@ -362,6 +365,25 @@ fn main() {
         running: zc,
         h2: true,
     }];
+    if let Some(bin) = &args.zcproxy_before {
+        let before = ZcOptions { bin, ..opts };
+        match peers::zcproxy(
+            &dir,
+            &before,
+            port + 3,
+            port + 4,
+            Handshake::Connect,
+            "before",
+        ) {
+            Some(running) => proxies.push(TlsProxy {
+                label: "zcproxy before",
+                key: "before",
+                running,
+                h2: true,
+            }),
+            None => eprintln!("zcbench-tls: {} did not start; left out", bin.display()),
+        }
+    }
     match squid_https(&dir, port + 2, &cert, &key) {
         Some(running) => proxies.push(TlsProxy {
             label: "Squid https_port",

@@ -99,3 +99,16 @@ pub fn recv_uninit(fd: RawFd, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Resu
     // SAFETY: buf is valid for writes of buf.len() bytes; recv only writes, never reads them.
     check(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
 }
+
+/// Blocks until `fd` is readable (or writable), for tests driving non-blocking sockets by
+/// hand; panics after 10 s.
+#[cfg(test)]
+pub fn wait_ready(fd: RawFd, write: bool) {
+    let mut p = libc::pollfd {
+        fd,
+        events: if write { libc::POLLOUT } else { libc::POLLIN },
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    assert!(unsafe { libc::poll(&mut p, 1, 10_000) } > 0, "socket stuck");
+}

@@ -125,6 +125,22 @@ fn curl_forwards_and_tunnels_through_the_proxy_over_tls() {
     assert!(back == body, "echoed upload differs ({} bytes)", back.len());
     assert!(proxy.metric("zcproxy_tls_handshakes_total", &["result=\"ok\""]) >= 5.0);
     assert!(proxy.metric("zcproxy_tls_sessions_total", &["version=\"1.3\""]) >= 5.0);
+    // The two tunnels (8 MiB down, 300 kB up and back) took the path this kernel allows:
+    // spliced through kernel TLS where it has it, copied through rustls where not.
+    let tunnelled = (8 << 20) + 2 * 300_000;
+    let handed = proxy.metric("zcproxy_ktls_handovers_total", &["result=\"done\""]);
+    let ktls = proxy.metric("zcproxy_ktls_bytes_total", &[]);
+    if proxy.metric("zcproxy_ktls_available", &[]) == 1.0 {
+        assert_eq!(handed, 2.0);
+        assert!(
+            ktls >= tunnelled as f64,
+            "{ktls} bytes spliced through kTLS"
+        );
+    } else {
+        assert_eq!(handed + ktls, 0.0, "no hand-over without kernel TLS");
+        assert_eq!(proxy.metric("zcproxy_ktls_handovers_total", &[]), 0.0);
+        assert!(proxy.metric("zcproxy_copy_bytes_total", &[]) >= tunnelled as f64);
+    }
 }
 
 #[test]

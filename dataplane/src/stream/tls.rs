@@ -196,9 +196,10 @@ impl Engine {
 
     /// Reads what the socket has (at least room for a whole record); 0 at end of stream.
     fn receive(&mut self, fd: RawFd) -> io::Result<usize> {
-        let n = sys::recv(fd, self.incoming.spare(MAX_RECORD))?;
-        self.incoming.commit(n);
-        Ok(n)
+        let read = sys::recv(fd, self.incoming.spare(MAX_RECORD));
+        // Committing nothing to an empty queue gives its buffer back.
+        self.incoming.commit(*read.as_ref().unwrap_or(&0));
+        read
     }
 
     /// Whether a whole record waits in `incoming` (processing it may yield plaintext
@@ -446,16 +447,6 @@ mod tests {
         }
     }
 
-    fn wait(fd: RawFd, write: bool) {
-        let mut p = libc::pollfd {
-            fd,
-            events: if write { libc::POLLOUT } else { libc::POLLIN },
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        assert!(unsafe { libc::poll(&mut p, 1, 10_000) } > 0, "socket stuck");
-    }
-
     /// The server side: a handshake, then everything read is echoed back, read and written
     /// in uneven pieces, until the client's close_notify; then ours.
     fn echo_server(socket: TcpStream, config: Arc<ServerConfig>, seed: u64) -> u64 {
@@ -466,7 +457,7 @@ mod tests {
             match tls.handshake_step(fd) {
                 Ok(()) => break,
                 Err(HandshakeError::Io(e)) if sys::would_block(&e) => {
-                    wait(fd, tls.has_pending_output())
+                    sys::wait_ready(fd, tls.has_pending_output())
                 }
                 Err(e) => panic!("{e}"),
             }
@@ -480,7 +471,7 @@ mod tests {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if sys::would_block(&e) => {
-                    wait(fd, false);
+                    sys::wait_ready(fd, false);
                     continue;
                 }
                 Err(e) => panic!("{e}"),
@@ -490,7 +481,7 @@ mod tests {
                 let piece = sizes.next(n - sent);
                 match tls.try_write(fd, &buf[sent..sent + piece]) {
                     Ok(m) => sent += m,
-                    Err(e) if sys::would_block(&e) => wait(fd, true),
+                    Err(e) if sys::would_block(&e) => sys::wait_ready(fd, true),
                     Err(e) => panic!("{e}"),
                 }
             }
@@ -499,7 +490,7 @@ mod tests {
         tls.close_notify();
         while tls.has_pending_output() {
             match tls.flush(fd) {
-                Err(e) if sys::would_block(&e) => wait(fd, true),
+                Err(e) if sys::would_block(&e) => sys::wait_ready(fd, true),
                 other => other.unwrap(),
             }
         }

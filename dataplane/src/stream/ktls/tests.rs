@@ -18,16 +18,6 @@ use crate::stream::tls::{HandshakeError, Tls};
 use crate::sys;
 use crate::tls::test_support;
 
-fn wait(fd: RawFd, write: bool) {
-    let mut p = libc::pollfd {
-        fd,
-        events: if write { libc::POLLOUT } else { libc::POLLIN },
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    assert!(unsafe { libc::poll(&mut p, 1, 10_000) } > 0, "socket stuck");
-}
-
 /// A connected pair: our server session (handshake done, nothing exchanged yet) on a
 /// non-blocking socket, and a rustls client offering only `suite`.
 fn session(
@@ -69,7 +59,7 @@ fn session(
         match tls.handshake_step(socket.as_raw_fd()) {
             Ok(()) => break,
             Err(HandshakeError::Io(e)) if sys::would_block(&e) => {
-                wait(socket.as_raw_fd(), tls.has_pending_output())
+                sys::wait_ready(socket.as_raw_fd(), tls.has_pending_output())
             }
             Err(e) => panic!("{e}"),
         }
@@ -93,7 +83,7 @@ fn read_all(tls: &Tls, fd: RawFd, len: usize) -> Vec<u8> {
         match tls.try_read(fd, &mut got[at..]) {
             Ok(0) => panic!("closed early"),
             Ok(n) => at += n,
-            Err(e) if sys::would_block(&e) => wait(fd, false),
+            Err(e) if sys::would_block(&e) => sys::wait_ready(fd, false),
             Err(e) => panic!("{e}"),
         }
     }
@@ -105,13 +95,13 @@ fn write_all(tls: &Tls, fd: RawFd, data: &[u8]) {
     while at < data.len() {
         match tls.try_write(fd, &data[at..]) {
             Ok(n) => at += n,
-            Err(e) if sys::would_block(&e) => wait(fd, true),
+            Err(e) if sys::would_block(&e) => sys::wait_ready(fd, true),
             Err(e) => panic!("{e}"),
         }
     }
     while tls.has_pending_output() {
         match tls.flush(fd) {
-            Err(e) if sys::would_block(&e) => wait(fd, true),
+            Err(e) if sys::would_block(&e) => sys::wait_ready(fd, true),
             other => other.unwrap(),
         }
     }
@@ -356,7 +346,7 @@ fn the_hand_over_runs_or_leaves_a_working_session() {
                 while sent < 6 {
                     match kernel.try_write(fd, &b"kernel"[sent..]) {
                         Ok(n) => sent += n,
-                        Err(e) if sys::would_block(&e) => wait(fd, true),
+                        Err(e) if sys::would_block(&e) => sys::wait_ready(fd, true),
                         Err(e) => panic!("{e}"),
                     }
                 }
@@ -372,7 +362,7 @@ fn the_hand_over_runs_or_leaves_a_working_session() {
                     match kernel.try_read(fd, &mut buf) {
                         Ok(0) => break,
                         Ok(n) => read.extend_from_slice(&buf[..n]),
-                        Err(e) if sys::would_block(&e) => wait(fd, false),
+                        Err(e) if sys::would_block(&e) => sys::wait_ready(fd, false),
                         Err(e) => panic!("{e}"),
                     }
                 }
