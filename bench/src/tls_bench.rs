@@ -5,7 +5,9 @@
 //!   where Squid is installed, and a direct connection; with the proxy's CPU seconds per GB;
 //! - tunnels set up per second over TLS (TCP + TLS handshake + CONNECT + a 64-byte echo),
 //!   with full handshakes and with resumed sessions, against plain CONNECT; the proxy's
-//!   CPU per set-up.
+//!   CPU per set-up;
+//! - forwarded plain-HTTP GETs per second over TLS: HTTP/1.1 keep-alive connections and
+//!   streams of one HTTP/2 connection (tls_forward.rs).
 //!
 //! Both proxies get the same ECDSA P-256 certificate. Clients are rustls (blocking, one
 //! thread per tunnel) and the h2 crate on one tokio thread. Every loop is bounded.
@@ -23,6 +25,7 @@ mod samples;
 mod servers;
 #[allow(dead_code)]
 mod stats;
+mod tls_forward;
 
 use std::future::poll_fn;
 use std::io::{self, Read, Write};
@@ -66,6 +69,9 @@ struct Args {
     workers: usize,
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Forwarded GETs per measurement of the forward-proxy runs.
+    #[arg(long, default_value_t = 20_000)]
+    requests: usize,
     #[arg(long, default_value_t = 24000)]
     base_port: u16,
 }
@@ -151,13 +157,11 @@ fn tls_download(
 }
 
 /// Downloads `bytes` over `streams` CONNECT streams of one HTTP/2 connection; wall seconds.
-async fn h2_download(
+/// An HTTP/2 connection over TLS to `proxy`, driven by a local task (abort it to close).
+async fn h2_client(
     proxy: SocketAddr,
     cert: &Path,
-    source: SocketAddr,
-    bytes: u64,
-    streams: usize,
-) -> Result<f64, String> {
+) -> Result<(h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<()>), String> {
     let tcp = tokio::net::TcpStream::connect(proxy)
         .await
         .map_err(|e| e.to_string())?;
@@ -176,6 +180,17 @@ async fn h2_download(
     let driver = tokio::task::spawn_local(async move {
         let _ = conn.await;
     });
+    Ok((client, driver))
+}
+
+async fn h2_download(
+    proxy: SocketAddr,
+    cert: &Path,
+    source: SocketAddr,
+    bytes: u64,
+    streams: usize,
+) -> Result<f64, String> {
+    let (client, driver) = h2_client(proxy, cert).await?;
     let per = bytes / streams as u64;
     let mut opened = Vec::new();
     for _ in 0..streams {
@@ -344,6 +359,7 @@ fn main() {
     let port = args.base_port;
     let source = servers::source(port + 10);
     let echo = servers::echo_pool(port + 11, 4);
+    let origin = servers::http_origin(port + 12);
     let config = format!(
         "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[quic]\nenabled = false\n",
         cert.display(),
@@ -465,11 +481,44 @@ fn main() {
                 s.add(&format!("{key} setups failed"), failed as f64);
             }
         }
+        // Forwarded GETs, FORWARD_AT_ONCE at a time.
+        for p in &proxies {
+            let config = client_config(&cert, b"http/1.1", true);
+            let per = |c0: f64| (cpu(&p.running) - c0) * 1e6 / args.requests as f64;
+            let c0 = cpu(&p.running);
+            let rps = tls_forward::h1(p.addr(), &config, origin, FORWARD_AT_ONCE, args.requests);
+            match rps {
+                Ok(rps) => {
+                    s.add(&format!("{} fwd h1", p.key), rps);
+                    s.add(&format!("{} fwd h1 cpu", p.key), per(c0));
+                }
+                Err(e) => eprintln!("{} forwarded HTTP/1.1: {e}", p.label),
+            }
+            if p.h2 {
+                let c0 = cpu(&p.running);
+                let rps = local.block_on(&rt, async {
+                    let (client, driver) = h2_client(p.addr(), &cert).await?;
+                    let rps = tls_forward::h2(client, origin, FORWARD_AT_ONCE, args.requests).await;
+                    driver.abort();
+                    rps
+                });
+                match rps {
+                    Ok(rps) => {
+                        s.add(&format!("{} fwd h2", p.key), rps);
+                        s.add(&format!("{} fwd h2 cpu", p.key), per(c0));
+                    }
+                    Err(e) => eprintln!("{} forwarded HTTP/2: {e}", p.label),
+                }
+            }
+        }
     }
     report(&args, cores, &proxies, &s);
     drop(proxies);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Forwarded requests in flight at once (HTTP/1.1 connections, or HTTP/2 streams).
+const FORWARD_AT_ONCE: usize = 8;
 
 fn report(args: &Args, cores: usize, proxies: &[TlsProxy], s: &Samples) {
     let n = args.tunnels;
@@ -528,6 +577,26 @@ fn report(args: &Args, cores: usize, proxies: &[TlsProxy], s: &Samples) {
                 s.median(&format!("{key} setups")),
                 s.median(&format!("{key} setups cpu")),
                 s.median(&format!("{key} setups failed")),
+            );
+        }
+    }
+    println!(
+        "\n| forwarded GET, {} B body, {FORWARD_AT_ONCE} at a time | requests/s | proxy CPU µs each |",
+        servers::ORIGIN_BODY
+    );
+    println!("|---|---|---|");
+    for p in proxies {
+        let mut kinds = vec![("fwd h1", "HTTP/1.1 keep-alive connections inside TLS")];
+        if p.h2 {
+            kinds.push(("fwd h2", "streams of one HTTP/2 connection"));
+        }
+        for (kind, what) in kinds {
+            let key = format!("{} {kind}", p.key);
+            println!(
+                "| {what}, {} | {:.0} | {:.0} |",
+                p.label,
+                s.median(&key),
+                s.median(&format!("{key} cpu")),
             );
         }
     }

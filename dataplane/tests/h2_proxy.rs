@@ -706,3 +706,125 @@ fn plain_http_requests_on_h2_streams_are_forwarded() {
     );
     assert!(proxy.metric("zcproxy_connections_total", &["protocol=\"http\""]) >= 8.0);
 }
+
+/// Forwarded requests on one HTTP/2 connection reuse an upstream connection kept alive by
+/// an earlier stream — the same user's, to the same origin — and dial again where it cannot
+/// be: after a close-delimited response, for another user, for requests at once, and when
+/// the origin closed the idle connection.
+#[test]
+fn forwarded_requests_reuse_kept_alive_upstreams() {
+    use std::sync::atomic::Ordering;
+    let origin = common::origin::start("127.0.0.1");
+    // An origin that answers one request, then closes the connection a moment later
+    // without having said so.
+    let closing = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = closing.clone();
+    let closer = common::spawn_server("127.0.0.1", move |mut s| {
+        use std::io::{Read, Write};
+        counter.fetch_add(1, Ordering::SeqCst);
+        let mut buf = [0u8; 4096];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye");
+        std::thread::sleep(Duration::from_millis(100));
+    });
+    let proxy = Proxy::builder()
+        .allow_loopback()
+        .arg("--user")
+        .arg("alice:wonderland")
+        .arg("--user")
+        .arg("bob:builder")
+        .start();
+    let cert = common::h3::generated_cert(&proxy);
+    let o = origin.addr;
+    let alice = Some("alice:wonderland");
+    let dialled = || origin.connections.load(Ordering::SeqCst);
+    runtime().block_on(async {
+        let (client, _drive) = h2c::open_tls(proxy.addr, &cert).await;
+        for path in ["hello", "bytes/100000", "chunked/100000", "hello"].repeat(5) {
+            let (status, _, body) =
+                h2_request(&client, "GET", &format!("http://{o}/{path}"), alice, None).await;
+            assert_eq!(status, 200, "{path}");
+            assert!(!body.is_empty());
+        }
+        assert_eq!(dialled(), 1, "20 requests one after another, one upstream");
+        // A POST with a body reuses it too.
+        let upload = pattern(100_000, 3);
+        let (status, _, body) = h2_request(
+            &client,
+            "POST",
+            &format!("http://{o}/echo"),
+            alice,
+            Some(upload.clone()),
+        )
+        .await;
+        assert_eq!((status, body == upload[..]), (200, true));
+        assert_eq!(dialled(), 1);
+        // Another user gets a connection of their own.
+        let (status, _, _) = h2_request(
+            &client,
+            "GET",
+            &format!("http://{o}/hello"),
+            Some("bob:builder"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(dialled(), 2, "not shared across users");
+        // A close-delimited response leaves nothing to reuse.
+        let (status, _, _) = h2_request(
+            &client,
+            "GET",
+            &format!("http://{o}/close/1000"),
+            alice,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let before = dialled();
+        let (status, _, _) = h2_request(
+            &client,
+            "GET",
+            &format!("http://{o}/close/1000"),
+            alice,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(dialled(), before + 1);
+        // Three at once need three; afterwards they are reused.
+        let before = dialled();
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let client = client.clone();
+            let url = format!("http://{o}/bytes/2000000");
+            tasks.push(tokio::spawn(async move {
+                h2_request(&client, "GET", &url, alice, None).await.0
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 200);
+        }
+        let at_once = dialled() - before;
+        assert!((1..=3).contains(&at_once), "{at_once}");
+        for _ in 0..6 {
+            let (status, _, _) =
+                h2_request(&client, "GET", &format!("http://{o}/hello"), alice, None).await;
+            assert_eq!(status, 200);
+        }
+        assert_eq!(dialled(), before + at_once, "the three were kept");
+        // An origin that closed the idle connection: the next request dials again.
+        let c = format!("http://{closer}/");
+        for _ in 0..3 {
+            let (status, _, body) = h2_request(&client, "GET", &c, alice, None).await;
+            assert_eq!((status, body.as_slice()), (200, &b"bye"[..]));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert_eq!(closing.load(Ordering::SeqCst), 3);
+    });
+}

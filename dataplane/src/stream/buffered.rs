@@ -37,6 +37,11 @@ impl BufStream {
         &self.buf
     }
 
+    /// Resets on `handle` instead (see [`Stream::rebind_revoke`]).
+    pub fn rebind_revoke(&mut self, handle: &crate::revoke::RevokeHandle) {
+        self.stream.rebind_revoke(handle);
+    }
+
     pub fn stream(&self) -> &Stream {
         &self.stream
     }

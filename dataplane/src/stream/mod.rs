@@ -136,6 +136,11 @@ impl Stream {
         self
     }
 
+    /// Resets on `handle` instead (a kept-alive upstream now serving another session).
+    pub(crate) fn rebind_revoke(&mut self, handle: &RevokeHandle) {
+        self.revoke = Some(handle.clone());
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
     }

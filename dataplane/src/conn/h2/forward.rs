@@ -1,9 +1,10 @@
 //! Plain-HTTP requests on an HTTP/2 connection to the proxy: what a browser sends an HTTPS
 //! proxy for `http://` URLs (`:scheme http`, the origin in `:authority`). Each stream is
-//! forwarded as one HTTP/1.1 request on its own upstream connection through the admission
-//! gate (protocol `http`, like the HTTP/1.1 forward path), and the response is translated
-//! back: hop-by-hop fields dropped, chunked framing decoded into DATA frames, the client's
-//! window respected. `https://` goes through CONNECT.
+//! forwarded as one HTTP/1.1 request through the admission gate (protocol `http`, like the
+//! HTTP/1.1 forward path), on an upstream connection kept alive from an earlier stream of
+//! the connection where one is idle (upstreams.rs), and the response is translated back:
+//! hop-by-hop fields dropped, chunked framing decoded into DATA frames, the client's window
+//! respected. `https://` goes through CONNECT.
 
 use std::time::Instant;
 
@@ -18,6 +19,7 @@ use proto::{Failure, FailureKind};
 
 use super::stream::{respond_failure, until_reset, Ended};
 use super::tunnel::{room, CHUNK};
+use super::upstreams::{Kept, Upstreams};
 use crate::admission;
 use crate::conn::proxy_request::identify;
 use crate::conn::ProtocolGuard;
@@ -41,6 +43,7 @@ const CONNECTION_SPECIFIC: [&str; 6] = [
 pub(super) async fn serve(
     shard: &Shard,
     session: &Session,
+    upstreams: &Upstreams,
     req: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
 ) -> Ended {
@@ -55,18 +58,77 @@ pub(super) async fn serve(
         let f = Failure::new(FailureKind::Internal, "no absolute target");
         return respond_failure(shard, &mut respond, &f);
     };
-    let admitting = async {
-        let principal = identify(shard, session, &parts.headers).await?;
-        admission::admit(shard, session, &principal, Protocol::Http, target).await
-    };
-    let admitted = match until_reset(&mut respond, admitting).await {
+    let principal = match until_reset(&mut respond, identify(shard, session, &parts.headers)).await
+    {
         None => return Ended::ResetByClient,
-        Some(Ok(a)) => a,
+        Some(Ok(p)) => p,
         Some(Err(f)) => return respond_failure(shard, &mut respond, &f),
     };
-    shard.metrics().handshake_seconds.observe(started.elapsed());
-    let _permit = admitted.permit;
-    let mut up = BufStream::new(admitted.stream);
+    // A request without a body may go out again on a fresh connection when a kept-alive
+    // one turns out closed by its origin before answering (as a browser would).
+    let replayable = body.is_end_stream();
+    let mut body = Some(body);
+    let idle = shard.shared.config.timeouts.idle();
+    for attempt in 0..2 {
+        let (mut up, reused) = match upstreams.take(shard, session, &principal, target, idle) {
+            Some(kept) => (kept, true),
+            None => {
+                let admitting =
+                    admission::admit(shard, session, &principal, Protocol::Http, target);
+                match until_reset(&mut respond, admitting).await {
+                    None => return Ended::ResetByClient,
+                    Some(Ok(a)) => {
+                        let conn = BufStream::new(a.stream);
+                        let kept =
+                            Kept::new(principal.clone(), target.clone(), a.peer, conn, a.permit);
+                        (kept, false)
+                    }
+                    Some(Err(f)) => return respond_failure(shard, &mut respond, &f),
+                }
+            }
+        };
+        if attempt == 0 {
+            shard.metrics().handshake_seconds.observe(started.elapsed());
+        }
+        let retry = reused && replayable && attempt == 0;
+        match exchange(shard, &head, body.take(), &mut up.conn, &mut respond, retry).await {
+            Step::Stale => {
+                tracing::debug!(%target, "kept-alive upstream was closed; sending again")
+            }
+            Step::Ended(ended, reusable) => {
+                if reusable {
+                    upstreams.put(up);
+                }
+                return ended;
+            }
+        }
+    }
+    let f = Failure::new(
+        FailureKind::UpstreamClosed,
+        "upstream closed the connection",
+    );
+    respond_failure(shard, &mut respond, &f)
+}
+
+/// Where an exchange on an upstream connection ended.
+enum Step {
+    /// A kept-alive connection was closed before the request could be answered: nothing
+    /// was sent to the client, the request may go out again.
+    Stale,
+    /// The stream is over; whether the connection may carry another request.
+    Ended(Ended, bool),
+}
+
+/// Sends the request (and its body, if any is left to send) on `up` and relays the
+/// response back.
+async fn exchange(
+    shard: &Shard,
+    head: &RequestHead,
+    body: Option<RecvStream>,
+    up: &mut BufStream,
+    respond: &mut SendResponse<Bytes>,
+    retry: bool,
+) -> Step {
     let via = &shard.shared.config.via_name;
     let chunked = head
         .headers
@@ -74,23 +136,33 @@ pub(super) async fn serve(
         .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
     let sent = async {
         up.write_all(&head.encode_upstream(via)).await?;
-        send_request_body(shard, body, &up, chunked).await
+        match body {
+            Some(body) => send_request_body(shard, body, up, chunked).await,
+            None => Ok(()),
+        }
     };
-    match until_reset(&mut respond, sent).await {
-        None => return Ended::ResetByClient,
+    match until_reset(respond, sent).await {
+        None => return Step::Ended(Ended::ResetByClient, false),
         Some(Ok(())) => {}
+        Some(Err(_)) if retry => return Step::Stale,
         Some(Err(_)) => {
             let f = Failure::new(
                 FailureKind::UpstreamClosed,
                 "upstream closed the connection",
             );
-            return respond_failure(shard, &mut respond, &f);
+            return Step::Ended(respond_failure(shard, respond, &f), false);
         }
     }
-    let response = match until_reset(&mut respond, response_head(shard, &mut up)).await {
-        None => return Ended::ResetByClient,
+    let response = match until_reset(respond, response_head(shard, up)).await {
+        None => return Step::Ended(Ended::ResetByClient, false),
         Some(Ok(r)) => r,
-        Some(Err(f)) => return respond_failure(shard, &mut respond, &f),
+        // Closed with not a byte of an answer (not a timeout): the origin had closed it.
+        Some(Err(f))
+            if retry && f.kind != FailureKind::ResponseTimeout && up.buffered().is_empty() =>
+        {
+            return Step::Stale
+        }
+        Some(Err(f)) => return Step::Ended(respond_failure(shard, respond, &f), false),
     };
     let length = response.body_length(&head.method);
     let Ok(resp) = translate(&response, via) else {
@@ -99,15 +171,21 @@ pub(super) async fn serve(
             FailureKind::UpstreamProtocol,
             "response fields HTTP/2 cannot carry",
         );
-        return respond_failure(shard, &mut respond, &f);
+        return Step::Ended(respond_failure(shard, respond, &f), false);
     };
     let Ok(mut send) = respond.send_response(resp, length == BodyLength::None) else {
-        return Ended::ResetByClient;
+        return Step::Ended(Ended::ResetByClient, false);
     };
-    if length == BodyLength::None {
-        return Ended::Done;
-    }
-    send_response_body(shard, &mut up, &mut send, length).await
+    let ended = match length {
+        BodyLength::None => Ended::Done,
+        _ => send_response_body(shard, up, &mut send, length).await,
+    };
+    // Reusable when the response ended where its framing said and nothing followed it.
+    let reusable = ended == Ended::Done
+        && length != BodyLength::UntilClose
+        && !response.server_closes()
+        && up.buffered().is_empty();
+    Step::Ended(ended, reusable)
 }
 
 /// The HTTP/1.1 request head for an HTTP/2 request (RFC 9113 §8.3.1 to RFC 9112): `:scheme`

@@ -9,6 +9,7 @@ mod forward;
 mod stream;
 mod tunnel;
 mod udp;
+mod upstreams;
 
 use std::future::{poll_fn, Future};
 use std::mem::MaybeUninit;
@@ -31,6 +32,7 @@ use crate::rt;
 use crate::sessions::Session;
 use crate::stream::tokio_io::TokioIo;
 use crate::stream::{BufStream, Stream};
+use upstreams::Upstreams;
 
 /// The connection preface every HTTP/2 client opens with (RFC 9113 §3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -50,6 +52,7 @@ pub async fn serve(shard: &Shard, session: &Session, client: BufStream, deadline
     let conn = Conn {
         peer: session.client,
         certified: session.certified(),
+        upstreams: Upstreams::default(),
     };
     run(shard, &conn, TokioIo::new(stream.clone(), early), deadline).await;
     linger(&stream).await;
@@ -77,6 +80,8 @@ pub(super) struct Conn {
     pub peer: SocketAddr,
     /// The user the connection's TLS client certificate names.
     pub certified: Option<Rc<str>>,
+    /// Upstream connections idle between forwarded requests.
+    pub upstreams: Upstreams,
 }
 
 async fn run(shard: &Shard, conn_info: &Conn, io: TokioIo, deadline: Instant) {

@@ -49,7 +49,7 @@ pub(super) async fn serve(
     let session = shard.sessions.register(conn.peer);
     session.set_certified(conn.certified.clone());
     let ended = {
-        let serving = pin!(handle(shard, &session, req, respond));
+        let serving = pin!(handle(shard, conn, &session, req, respond));
         let revoked = pin!(session.revoked());
         match rt::race(serving, revoked).await {
             rt::Either::Left(ended) => ended,
@@ -71,6 +71,7 @@ pub(super) async fn serve(
 
 async fn handle(
     shard: &Shard,
+    conn: &Conn,
     session: &Session,
     req: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
@@ -83,7 +84,7 @@ async fn handle(
     let metrics = &shard.metrics().h2;
     if req.method() != Method::CONNECT {
         metrics.stream(StreamKind::Forward);
-        return forward::serve(shard, session, req, respond).await;
+        return forward::serve(shard, session, &conn.upstreams, req, respond).await;
     }
     match protocol.as_deref() {
         None => {}
