@@ -14,36 +14,6 @@ fn spawn(port: u16, serve: fn(TcpStream)) -> SocketAddr {
     addr
 }
 
-/// An HTTP/1.1 origin with keep-alive: every request head is answered with `BODY` bytes
-/// (Content-Length); request bodies are not expected.
-pub fn http_origin(port: u16) -> SocketAddr {
-    spawn(port, |s| {
-        let mut reader = std::io::BufReader::new(&s);
-        let mut writer = &s;
-        let body = [b'x'; ORIGIN_BODY];
-        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {ORIGIN_BODY}\r\n\r\n");
-        let response = [head.as_bytes(), &body].concat();
-        let mut line = String::new();
-        loop {
-            // The head, to its empty line.
-            loop {
-                line.clear();
-                match std::io::BufRead::read_line(&mut reader, &mut line) {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) if line == "\r\n" => break,
-                    Ok(_) => {}
-                }
-            }
-            if writer.write_all(&response).is_err() {
-                return;
-            }
-        }
-    })
-}
-
-/// The body size of [`http_origin`]'s answers.
-pub const ORIGIN_BODY: usize = 1024;
-
 /// Reads an 8-byte little-endian length, then sends that many bytes and closes.
 pub fn source(port: u16) -> SocketAddr {
     spawn(port, |mut s| {

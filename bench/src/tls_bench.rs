@@ -359,7 +359,7 @@ fn main() {
     let port = args.base_port;
     let source = servers::source(port + 10);
     let echo = servers::echo_pool(port + 11, 4);
-    let origin = servers::http_origin(port + 12);
+    let origin = tls_forward::http_origin(port + 12);
     let config = format!(
         "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[quic]\nenabled = false\n",
         cert.display(),
@@ -582,7 +582,7 @@ fn report(args: &Args, cores: usize, proxies: &[TlsProxy], s: &Samples) {
     }
     println!(
         "\n| forwarded GET, {} B body, {FORWARD_AT_ONCE} at a time | requests/s | proxy CPU µs each |",
-        servers::ORIGIN_BODY
+        tls_forward::ORIGIN_BODY
     );
     println!("|---|---|---|");
     for p in proxies {

@@ -12,6 +12,44 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+/// An HTTP/1.1 origin with keep-alive: every request head is answered with [`ORIGIN_BODY`] bytes
+/// (Content-Length); request bodies are not expected.
+pub fn http_origin(port: u16) -> SocketAddr {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind origin");
+    let addr = listener.local_addr().expect("local addr");
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            std::thread::spawn(move || serve_origin(s));
+        }
+    });
+    addr
+}
+
+fn serve_origin(s: TcpStream) {
+    let mut reader = BufReader::new(&s);
+    let mut writer = &s;
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {ORIGIN_BODY}\r\n\r\n");
+    let response = [head.as_bytes(), &[b'x'; ORIGIN_BODY]].concat();
+    let mut line = String::new();
+    loop {
+        // The head, to its empty line.
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => {}
+            }
+        }
+        if writer.write_all(&response).is_err() {
+            return;
+        }
+    }
+}
+
+/// The body size of [`http_origin`]'s answers.
+pub const ORIGIN_BODY: usize = 1024;
+
 /// `total` GETs of `http://origin/` over `connections` TLS connections at once, each kept
 /// alive for all of its requests; requests per second.
 pub fn h1(
