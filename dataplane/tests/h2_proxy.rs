@@ -598,6 +598,18 @@ fn h2_protocol_abuse_ends_only_the_offending_connection() {
 
 /// A plain-HTTP request on an h2 stream (what a browser sends an HTTPS proxy for an
 /// `http://` URL); the response's status, one header, and its whole body.
+/// POSTs `upload` to the origin's /echo: whether it came back whole with a 200.
+async fn echoes(
+    client: &h2::client::SendRequest<Bytes>,
+    origin: std::net::SocketAddr,
+    creds: Option<&str>,
+    upload: Bytes,
+) -> bool {
+    let url = format!("http://{origin}/echo");
+    let (status, _, body) = h2_request(client, "POST", &url, creds, Some(upload.clone())).await;
+    status == 200 && body == upload[..]
+}
+
 async fn h2_request(
     client: &h2::client::SendRequest<Bytes>,
     method: &str,
@@ -677,17 +689,7 @@ fn plain_http_requests_on_h2_streams_are_forwarded() {
             t.await.unwrap();
         }
         // A body of unknown length goes upstream chunked; the origin echoes it.
-        let upload = pattern(1 << 20, 5);
-        let (status, _, body) = h2_request(
-            &client,
-            "POST",
-            &format!("http://{o}/echo"),
-            alice,
-            Some(upload.clone()),
-        )
-        .await;
-        assert_eq!(status, 200);
-        assert!(body == upload[..], "echoed {} bytes", body.len());
+        assert!(echoes(&client, o, alice, pattern(1 << 20, 5)).await);
         // Per stream: no credentials, https:// (CONNECT's job), an unknown path upstream.
         let (status, headers, _) =
             h2_request(&client, "GET", &format!("http://{o}/hello"), None, None).await;
@@ -746,6 +748,10 @@ fn forwarded_requests_reuse_kept_alive_upstreams() {
     let dialled = || origin.connections.load(Ordering::SeqCst);
     runtime().block_on(async {
         let (client, _drive) = h2c::open_tls(proxy.addr, &cert).await;
+        let get = |url: String, creds: Option<&'static str>| {
+            let client = client.clone();
+            async move { h2_request(&client, "GET", &url, creds, None).await.0 }
+        };
         for path in ["hello", "bytes/100000", "chunked/100000", "hello"].repeat(5) {
             let (status, _, body) =
                 h2_request(&client, "GET", &format!("http://{o}/{path}"), alice, None).await;
@@ -754,48 +760,19 @@ fn forwarded_requests_reuse_kept_alive_upstreams() {
         }
         assert_eq!(dialled(), 1, "20 requests one after another, one upstream");
         // A POST with a body reuses it too.
-        let upload = pattern(100_000, 3);
-        let (status, _, body) = h2_request(
-            &client,
-            "POST",
-            &format!("http://{o}/echo"),
-            alice,
-            Some(upload.clone()),
-        )
-        .await;
-        assert_eq!((status, body == upload[..]), (200, true));
+        assert!(echoes(&client, o, alice, pattern(100_000, 3)).await);
         assert_eq!(dialled(), 1);
         // Another user gets a connection of their own.
-        let (status, _, _) = h2_request(
-            &client,
-            "GET",
-            &format!("http://{o}/hello"),
-            Some("bob:builder"),
-            None,
-        )
-        .await;
-        assert_eq!(status, 200);
+        assert_eq!(
+            get(format!("http://{o}/hello"), Some("bob:builder")).await,
+            200
+        );
         assert_eq!(dialled(), 2, "not shared across users");
         // A close-delimited response leaves nothing to reuse.
-        let (status, _, _) = h2_request(
-            &client,
-            "GET",
-            &format!("http://{o}/close/1000"),
-            alice,
-            None,
-        )
-        .await;
-        assert_eq!(status, 200);
+        let close = format!("http://{o}/close/1000");
+        assert_eq!(get(close.clone(), alice).await, 200);
         let before = dialled();
-        let (status, _, _) = h2_request(
-            &client,
-            "GET",
-            &format!("http://{o}/close/1000"),
-            alice,
-            None,
-        )
-        .await;
-        assert_eq!(status, 200);
+        assert_eq!(get(close, alice).await, 200);
         assert_eq!(dialled(), before + 1);
         // Three at once need three; afterwards they are reused.
         let before = dialled();
@@ -813,9 +790,7 @@ fn forwarded_requests_reuse_kept_alive_upstreams() {
         let at_once = dialled() - before;
         assert!((1..=3).contains(&at_once), "{at_once}");
         for _ in 0..6 {
-            let (status, _, _) =
-                h2_request(&client, "GET", &format!("http://{o}/hello"), alice, None).await;
-            assert_eq!(status, 200);
+            assert_eq!(get(format!("http://{o}/hello"), alice).await, 200);
         }
         assert_eq!(dialled(), before + at_once, "the three were kept");
         // An origin that closed the idle connection: the next request dials again.
