@@ -69,6 +69,9 @@ struct Args {
     workers: usize,
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Idle TLS tunnels held open to measure the proxy's memory per tunnel (first run).
+    #[arg(long, default_value_t = 2000)]
+    idle: usize,
     /// Forwarded GETs per measurement of the forward-proxy runs.
     #[arg(long, default_value_t = 20_000)]
     requests: usize,
@@ -360,6 +363,7 @@ fn main() {
     let source = servers::source(port + 10);
     let echo = servers::echo_pool(port + 11, 4);
     let origin = tls_forward::http_origin(port + 12);
+    let holder = servers::echo(port + 13);
     let config = format!(
         "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[quic]\nenabled = false\n",
         cert.display(),
@@ -481,6 +485,14 @@ fn main() {
                 s.add(&format!("{key} setups failed"), failed as f64);
             }
         }
+        if run == 0 && args.idle > 0 {
+            for p in &proxies {
+                match idle_kib(p, &cert, holder, args.idle) {
+                    Ok(kib) => s.add(&format!("{} idle", p.key), kib),
+                    Err(e) => eprintln!("{} idle TLS tunnels: {e}", p.label),
+                }
+            }
+        }
         // Forwarded GETs, FORWARD_AT_ONCE at a time.
         for p in &proxies {
             let config = client_config(&cert, b"http/1.1", true);
@@ -515,6 +527,22 @@ fn main() {
     report(&args, cores, &proxies, &s);
     drop(proxies);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The proxy's memory (PSS) per idle TLS tunnel: `n` CONNECT tunnels inside TLS opened
+/// one after another and held, nothing sent after the CONNECT.
+fn idle_kib(p: &TlsProxy, cert: &Path, target: SocketAddr, n: usize) -> Result<f64, String> {
+    let pid = p.running.pid().ok_or("no pid")?;
+    let config = client_config(cert, b"http/1.1", false);
+    let before = procstat::pss_kib(pid);
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        held.push(tls_tunnel(p.addr(), &config, target).map_err(|e| e.to_string())?);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = procstat::pss_kib(pid);
+    drop(held);
+    Ok(after.saturating_sub(before) as f64 / n as f64)
 }
 
 /// Forwarded requests in flight at once (HTTP/1.1 connections, or HTTP/2 streams).
@@ -577,6 +605,20 @@ fn report(args: &Args, cores: usize, proxies: &[TlsProxy], s: &Samples) {
                 s.median(&format!("{key} setups")),
                 s.median(&format!("{key} setups cpu")),
                 s.median(&format!("{key} setups failed")),
+            );
+        }
+    }
+    if args.idle > 0 {
+        println!(
+            "\n| {} idle tunnels inside TLS (after the CONNECT) | proxy memory (PSS) per tunnel, KiB |",
+            args.idle
+        );
+        println!("|---|---|");
+        for p in proxies {
+            println!(
+                "| {} | {:.1} |",
+                p.label,
+                s.median(&format!("{} idle", p.key))
             );
         }
     }
