@@ -219,7 +219,8 @@ fn encode(out: &mut ByteQueue, mut f: impl FnMut(&mut [u8]) -> Result<usize, Enc
             Err(EncodeError::InsufficientSize(e)) if e.required_size > need => {
                 need = e.required_size
             }
-            Err(_) => return,
+            // Nothing written: an empty queue gives its buffer back.
+            Err(_) => return out.commit(0),
         }
     }
 }
@@ -240,7 +241,10 @@ fn encrypt(
             Err(EncryptError::InsufficientSize(e)) if e.required_size > need => {
                 need = e.required_size
             }
-            Err(_) => return Err(rustls::Error::EncryptError),
+            Err(_) => {
+                out.commit(0);
+                return Err(rustls::Error::EncryptError);
+            }
         }
     }
 }
