@@ -206,13 +206,10 @@ fn kernel_tls(shard: &Shard, client: Stream) -> Option<Stream> {
         return Some(client);
     }
     let (client, outcome) = client.into_kernel_tls();
-    match outcome {
-        Ok(()) => shard.metrics().tls.handover("done"),
-        Err(why) => {
-            tracing::debug!(error = %why, "the TLS tunnel stays in user space");
-            shard.metrics().tls.handover(why.label());
-        }
+    if let Err(why) = &outcome {
+        tracing::debug!(error = %why, "the TLS tunnel stays in user space");
     }
+    shard.metrics().tls.handover(outcome.as_ref().copied());
     client
 }
 

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::{family, Counter, Histogram};
+use crate::stream::ktls::{HandOverError, OUTCOMES as HANDOVERS};
 use crate::stream::tls::{HandshakeError, SessionInfo};
 
 /// How a handshake ended.
@@ -44,16 +45,6 @@ impl Outcome {
 }
 
 const VERSIONS: [&str; 2] = ["1.2", "1.3"];
-/// Outcomes of handing a tunnel's TLS session to the kernel: done, or why not
-/// ([`crate::stream::ktls::HandOverError::label`]).
-pub const HANDOVERS: [&str; 6] = [
-    "done",
-    "buffered",
-    "cipher",
-    "not_extractable",
-    "ulp_refused",
-    "lost",
-];
 const ALPNS: [&str; 3] = ["none", "http/1.1", "h2"];
 
 #[derive(Default)]
@@ -95,11 +86,9 @@ impl TlsMetrics {
         self.outcomes[Outcome::NotClientHello as usize].inc();
     }
 
-    /// Counts a kernel-TLS hand-over by its outcome label (one of [`HANDOVERS`]).
-    pub fn handover(&self, label: &str) {
-        if let Some(i) = HANDOVERS.iter().position(|l| *l == label) {
-            self.handovers[i].inc();
-        }
+    /// Counts a kernel-TLS hand-over: done, or why not.
+    pub fn handover(&self, result: Result<(), &HandOverError>) {
+        self.handovers[result.map_or_else(HandOverError::outcome, |()| 0)].inc();
     }
 
     pub fn handshake_timed_out(&self) {

@@ -24,9 +24,14 @@ use crate::sys;
 /// The largest TLS record on the wire: header, 2^14 bytes of plaintext and the most
 /// expansion TLS 1.2 allows (RFC 5246 §6.2.3).
 const MAX_RECORD: usize = 5 + (1 << 14) + 2048;
-/// Plaintext encrypted per write: what fits in one pooled buffer with each record's
-/// overhead (header, explicit nonce, tag, content type: at most 32 bytes here).
-const MAX_WRITE: usize = byte_queue::SIZE - 32 * (byte_queue::SIZE / (1 << 14) + 1);
+/// Plaintext encrypted per write: what fits in one pooled buffer sealed.
+const MAX_WRITE: usize = byte_queue::SIZE - record_overhead(byte_queue::SIZE);
+
+/// The most `len` bytes of plaintext grow by when sealed into records of 2^14 bytes: each
+/// record's header, explicit nonce, tag and content type, at most 32 bytes here.
+const fn record_overhead(len: usize) -> usize {
+    32 * (len / (1 << 14) + 1)
+}
 
 /// Why a TLS handshake did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -231,7 +236,7 @@ fn encrypt(
     len: usize,
     mut f: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
 ) -> Result<(), rustls::Error> {
-    let mut need = len + 32 * (len / (1 << 14) + 1);
+    let mut need = len + record_overhead(len);
     loop {
         match f(out.spare(need)) {
             Ok(n) => {
@@ -431,6 +436,34 @@ fn invalid_data(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
+/// Driving a session over a non-blocking socket by waiting on it, for tests.
+#[cfg(test)]
+pub(crate) mod blocking {
+    use super::*;
+
+    pub fn handshake(tls: &Tls, fd: RawFd) {
+        loop {
+            match tls.handshake_step(fd) {
+                Ok(()) => return,
+                Err(HandshakeError::Io(e)) if sys::would_block(&e) => {
+                    sys::wait_ready(fd, tls.has_pending_output())
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// Until every queued record has gone to the socket.
+    pub fn flush(tls: &Tls, fd: RawFd) {
+        while tls.has_pending_output() {
+            match tls.flush(fd) {
+                Err(e) if sys::would_block(&e) => sys::wait_ready(fd, true),
+                other => other.unwrap(),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,15 +490,7 @@ mod tests {
         socket.set_nonblocking(true).unwrap();
         let fd = socket.as_raw_fd();
         let tls = Tls::start(config, &[]).unwrap();
-        loop {
-            match tls.handshake_step(fd) {
-                Ok(()) => break,
-                Err(HandshakeError::Io(e)) if sys::would_block(&e) => {
-                    sys::wait_ready(fd, tls.has_pending_output())
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
+        blocking::handshake(&tls, fd);
         let mut sizes = Sizes(seed);
         let mut buf = vec![0; 40_000];
         let mut echoed = 0u64;
@@ -492,12 +517,7 @@ mod tests {
             echoed += n as u64;
         }
         tls.close_notify();
-        while tls.has_pending_output() {
-            match tls.flush(fd) {
-                Err(e) if sys::would_block(&e) => sys::wait_ready(fd, true),
-                other => other.unwrap(),
-            }
-        }
+        blocking::flush(&tls, fd);
         echoed
     }
 

@@ -54,15 +54,26 @@ pub enum HandOverError {
     Lost(String),
 }
 
+/// Hand-over outcomes as metric labels: `done`, then the reasons of [`HandOverError`] in
+/// the order of [`HandOverError::outcome`].
+pub const OUTCOMES: [&str; 6] = [
+    "done",
+    "buffered",
+    "cipher",
+    "not_extractable",
+    "ulp_refused",
+    "lost",
+];
+
 impl HandOverError {
-    /// The metric label of the outcome.
-    pub fn label(&self) -> &'static str {
+    /// The outcome's index in [`OUTCOMES`].
+    pub fn outcome(&self) -> usize {
         match self {
-            HandOverError::Buffered => "buffered",
-            HandOverError::Cipher(_) => "cipher",
-            HandOverError::NotExtractable => "not_extractable",
-            HandOverError::Ulp(_) => "ulp_refused",
-            HandOverError::Lost(_) => "lost",
+            HandOverError::Buffered => 1,
+            HandOverError::Cipher(_) => 2,
+            HandOverError::NotExtractable => 3,
+            HandOverError::Ulp(_) => 4,
+            HandOverError::Lost(_) => 5,
         }
     }
 

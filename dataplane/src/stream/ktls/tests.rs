@@ -14,7 +14,7 @@ use rustls::crypto::ring as provider;
 use rustls::SupportedCipherSuite;
 
 use super::*;
-use crate::stream::tls::{HandshakeError, Tls};
+use crate::stream::tls::{blocking, Tls};
 use crate::sys;
 use crate::tls::test_support;
 
@@ -55,15 +55,7 @@ fn session(
     let (socket, _) = listener.accept().unwrap();
     socket.set_nonblocking(true).unwrap();
     let tls = Tls::start(config, &[]).unwrap();
-    loop {
-        match tls.handshake_step(socket.as_raw_fd()) {
-            Ok(()) => break,
-            Err(HandshakeError::Io(e)) if sys::would_block(&e) => {
-                sys::wait_ready(socket.as_raw_fd(), tls.has_pending_output())
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
+    blocking::handshake(&tls, socket.as_raw_fd());
     (tls, socket, client.join().unwrap())
 }
 
@@ -99,12 +91,7 @@ fn write_all(tls: &Tls, fd: RawFd, data: &[u8]) {
             Err(e) => panic!("{e}"),
         }
     }
-    while tls.has_pending_output() {
-        match tls.flush(fd) {
-            Err(e) if sys::would_block(&e) => sys::wait_ready(fd, true),
-            other => other.unwrap(),
-        }
-    }
+    blocking::flush(tls, fd);
 }
 
 /// The CONNECT exchange before a hand-over; the client has read the answer (and with it
