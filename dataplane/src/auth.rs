@@ -9,17 +9,17 @@
 //! verifications at once; past that a check is refused at once (a storm of bogus credentials
 //! costs the attacker, not the other users).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::future::poll_fn;
 use std::rc::Rc;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Poll, Waker};
 
 use policy::{CompiledPolicy, UserId};
 use thiserror::Error;
 
-use crate::metrics::Counter;
 use crate::workers::WorkerPool;
 
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -59,7 +59,10 @@ pub struct CredentialCache {
     verified: HashMap<Fingerprint, Box<str>>,
     capacity: usize,
     inflight: RefCell<HashMap<Fingerprint, Rc<Pending>>>,
-    running: Cell<usize>,
+    /// Argon2 jobs of this shard queued or running on the pool. A job holds its slot until
+    /// it ends on the pool's thread, not until the check that queued it is dropped: a client
+    /// that cancels checks (an h2 RST_STREAM) cannot get more than `max_running` jobs going.
+    running: Arc<AtomicUsize>,
     max_running: usize,
 }
 
@@ -73,7 +76,7 @@ impl CredentialCache {
             verified: HashMap::new(),
             capacity,
             inflight: RefCell::new(HashMap::new()),
-            running: Cell::new(0),
+            running: Arc::new(AtomicUsize::new(0)),
             max_running: max_running.max(1),
         }
     }
@@ -121,24 +124,26 @@ pub enum CacheOutcome {
     Miss,
 }
 
-/// Ends the run on drop, so that a leader cancelled mid-way (handshake deadline, revocation)
-/// does not leave its waiters hanging: they are woken and one of them runs it again.
+/// Ends the run on drop, so that a leader cancelled mid-way (handshake deadline, revocation,
+/// a reset stream) does not leave its waiters hanging: they are woken and one of them runs
+/// it again. A job not yet started is told to skip its Argon2 run.
 struct Leader<'a> {
     cache: &'a RefCell<CredentialCache>,
     fp: Fingerprint,
     pending: Rc<Pending>,
+    cancelled: Arc<AtomicBool>,
 }
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
         let cache = self.cache.borrow();
         cache.inflight.borrow_mut().remove(&self.fp);
-        cache.running.set(cache.running.get() - 1);
         // A leader that finished set the outcome before dropping; still running means cancelled.
         {
             let mut outcome = self.pending.outcome.borrow_mut();
             if matches!(*outcome, Outcome::Running) {
                 *outcome = Outcome::Abandoned;
+                self.cancelled.store(true, Ordering::Release);
             }
         }
         for w in self.pending.waiters.borrow_mut().drain(..) {
@@ -148,7 +153,7 @@ impl Drop for Leader<'_> {
 }
 
 enum Join {
-    Lead(Rc<Pending>),
+    Lead(Rc<Pending>, Slot),
     Wait(Rc<Pending>),
 }
 
@@ -156,8 +161,18 @@ enum Join {
 pub struct AuthEnv<'a> {
     pub cache: &'a RefCell<CredentialCache>,
     pub pool: &'a WorkerPool,
-    /// Counts Argon2id runs.
-    pub verifications: &'a Counter,
+    /// Counts Argon2id runs (on the pool's threads).
+    pub verifications: &'a Arc<AtomicU64>,
+}
+
+/// A shard's slot for one Argon2 job, given back when the job is done with (run, skipped,
+/// or dropped unrun by a stopped pool).
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Verifies `password` against `phc` once per shard for identical concurrent checks.
@@ -174,15 +189,17 @@ async fn verify(
             let mut inflight = c.inflight.borrow_mut();
             match inflight.get(&fp) {
                 Some(p) => Join::Wait(p.clone()),
-                None if c.running.get() >= c.max_running => return Err(AuthError::Overloaded),
+                None if c.running.load(Ordering::Acquire) >= c.max_running => {
+                    return Err(AuthError::Overloaded)
+                }
                 None => {
                     let p = Rc::new(Pending {
                         outcome: RefCell::new(Outcome::Running),
                         waiters: RefCell::new(Vec::new()),
                     });
                     inflight.insert(fp, p.clone());
-                    c.running.set(c.running.get() + 1);
-                    Join::Lead(p)
+                    c.running.fetch_add(1, Ordering::AcqRel);
+                    Join::Lead(p, Slot(c.running.clone()))
                 }
             }
         };
@@ -202,18 +219,34 @@ async fn verify(
                     _ => continue,
                 }
             }
-            Join::Lead(pending) => {
-                let leader = Leader { cache, fp, pending };
+            Join::Lead(pending, slot) => {
+                let cancelled = Arc::new(AtomicBool::new(false));
+                let leader = Leader {
+                    cache,
+                    fp,
+                    pending,
+                    cancelled: cancelled.clone(),
+                };
                 let (phc, password) = (phc.to_string(), password.to_vec());
-                env.verifications.inc();
-                let result = env
-                    .pool
-                    .run(move || policy::password::verify(&phc, &password))
-                    .await
-                    .map_err(|e| {
+                let runs = env.verifications.clone();
+                let job = move || {
+                    let _slot = slot;
+                    // Nobody waits for it any more: the queue slot is all it costs.
+                    if cancelled.load(Ordering::Acquire) {
+                        return None;
+                    }
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    Some(policy::password::verify(&phc, &password))
+                };
+                let result = match env.pool.run(job).await {
+                    Ok(Some(ok)) => Ok(ok),
+                    // Skipped only once cancelled, and then nobody awaits this.
+                    Ok(None) => Err(AuthError::Internal),
+                    Err(e) => {
                         tracing::warn!(error = %e, "credential check not run");
-                        AuthError::Overloaded
-                    });
+                        Err(AuthError::Overloaded)
+                    }
+                };
                 *leader.pending.outcome.borrow_mut() = Outcome::Done(result.clone());
                 drop(leader);
                 return result.map(|ok| (ok, CacheOutcome::Miss));
@@ -288,7 +321,7 @@ mod tests {
         let phc = policy::password::hash("pw").unwrap();
         let cache = RefCell::new(CredentialCache::new(8, 2));
         let pool = WorkerPool::new("test", 1, 4, None).unwrap();
-        let verifications = Counter::default();
+        let verifications = Arc::new(AtomicU64::new(0));
         let env = AuthEnv {
             cache: &cache,
             pool: &pool,
@@ -313,7 +346,11 @@ mod tests {
                 .expect("the waiter took the check over")
         });
         assert!(matches!(outcome, Ok((true, CacheOutcome::Miss))));
-        assert_eq!(verifications.get(), 2);
+        // The cancelled leader's job had not started (one pool thread, the waiter's queued
+        // behind it) or ran: one or two Argon2 runs, and every slot given back.
+        let runs = verifications.load(Ordering::Relaxed);
+        assert!((1..=2).contains(&runs), "{runs} runs");
+        assert_eq!(cache.borrow().running.load(Ordering::Acquire), 0);
         assert!(cache.borrow().inflight.borrow().is_empty());
     }
 

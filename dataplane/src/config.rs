@@ -121,6 +121,12 @@ pub struct Limits {
     /// Threads resolving host names (getaddrinfo blocks) for all cores; separate from the
     /// password threads, so credential checks never delay name resolution.
     pub resolver_threads: usize,
+    /// Bytes one core lets HTTP/2 and HTTP/3 tunnel streams hold together: each stream
+    /// commits its receive window (what its client may send ahead of the upstream) plus one
+    /// read buffer toward the client, a connection at most twice its connection window. A
+    /// stream past the budget is refused (REFUSED_STREAM, H3_REQUEST_REJECTED) so the client
+    /// may retry. 0: a quarter of the machine's memory shared by the cores.
+    pub tunnel_buffer_per_core: u64,
 }
 
 impl Default for Limits {
@@ -133,6 +139,7 @@ impl Default for Limits {
             password_checks_per_core: 4,
             password_threads: 0,
             resolver_threads: 8,
+            tunnel_buffer_per_core: 0,
         }
     }
 }
@@ -167,6 +174,12 @@ pub struct Quic {
     /// on the socket group). Off, or where it cannot be attached, the cores hand packets
     /// to each other instead (counted as handed over).
     pub kernel_steering: bool,
+    /// Bytes a client may send on one stream ahead of its upstream taking them (QUIC
+    /// stream flow control): what one tunnel buffers at most on the way up.
+    pub stream_window: u32,
+    /// Bytes a client may send on all streams of a connection together ahead of their
+    /// upstreams; also what the proxy queues toward the client at most per connection.
+    pub connection_window: u32,
 }
 
 impl Default for Quic {
@@ -178,6 +191,8 @@ impl Default for Quic {
             max_flows_per_connection: 256,
             retry_above_handshakes: 256,
             kernel_steering: true,
+            stream_window: 1 << 20,
+            connection_window: 16 << 20,
         }
     }
 }
@@ -571,6 +586,13 @@ impl Config {
         if h2.max_concurrent_streams == 0 || h2.max_header_list_size < 1024 {
             return Err(ConfigError::Invalid(
                 "h2.max_concurrent_streams must be positive and h2.max_header_list_size at least 1024"
+                    .into(),
+            ));
+        }
+        let q = &self.quic;
+        if q.stream_window < 65_535 || q.connection_window < q.stream_window {
+            return Err(ConfigError::Invalid(
+                "quic.stream_window must be at least 65535 and quic.connection_window at least quic.stream_window"
                     .into(),
             ));
         }

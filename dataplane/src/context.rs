@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::auth::CredentialCache;
+use crate::buffer_budget::{self, BufferBudget};
 use crate::live::LivePolicy;
 use crate::metrics::ShardMetrics;
 use crate::relay::buf_pool::BufPool;
@@ -25,10 +26,13 @@ pub struct Shard {
     pub bufs: RefCell<BufPool>,
     pub creds: RefCell<CredentialCache>,
     pub sessions: Sessions,
+    /// What HTTP/2 and HTTP/3 tunnel streams may make the core hold.
+    pub buffers: BufferBudget,
     active: Cell<usize>,
-    /// Set when the shard starts draining; tasks waiting for that are woken.
-    draining: Cell<bool>,
-    drain_waiters: RefCell<Vec<std::task::Waker>>,
+    /// Set when the shard starts draining. A `watch` channel because its waiters take
+    /// themselves off its list when dropped: a list of wakers pushed on every poll kept
+    /// every h2/h3 connection's task alive until the shard drained.
+    draining: tokio::sync::watch::Sender<bool>,
     /// Buffers every UDP association of the shard reads datagrams into, one batch at a
     /// time (allocated on first use: 8 × 64 KiB).
     datagrams: RefCell<Option<Box<RecvBatch>>>,
@@ -55,9 +59,15 @@ impl Shard {
                 limits.password_checks_per_core,
             )),
             sessions: Sessions::default(),
+            buffers: BufferBudget::new(
+                match limits.tunnel_buffer_per_core {
+                    0 => buffer_budget::default_limit(shared.cores),
+                    n => n,
+                },
+                shared.metrics[id].tunnel_buffer_committed.clone(),
+            ),
             active: Cell::new(0),
-            draining: Cell::new(false),
-            drain_waiters: RefCell::new(Vec::new()),
+            draining: tokio::sync::watch::Sender::new(false),
             datagrams: RefCell::new(None),
             shared,
         }
@@ -78,27 +88,24 @@ impl Shard {
 
     /// Starts draining: protocols that can say so (HTTP/3 GOAWAY) tell their clients.
     pub fn start_draining(&self) {
-        self.draining.set(true);
-        self.drain_waiters
-            .borrow_mut()
-            .drain(..)
-            .for_each(|w| w.wake());
+        self.draining.send_replace(true);
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.get()
+        *self.draining.borrow()
     }
 
-    /// Returns once the shard is draining.
+    /// Returns once the shard is draining. Dropping the future before then leaves nothing
+    /// behind.
     pub async fn draining(&self) {
-        std::future::poll_fn(|cx| {
-            if self.draining.get() {
-                return std::task::Poll::Ready(());
-            }
-            self.drain_waiters.borrow_mut().push(cx.waker().clone());
-            std::task::Poll::Pending
-        })
-        .await
+        let mut rx = self.draining.subscribe();
+        // The sender lives as long as the shard, which outlives every waiter.
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    /// How many tasks wait for the drain now.
+    pub fn drain_waiters(&self) -> usize {
+        self.draining.receiver_count()
     }
 
     /// The policy in force: the one every decision (authentication, admission) is made
@@ -170,5 +177,48 @@ impl ActiveGuard {
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.active.set(self.0.active.get() - 1);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::live::status::{PolicyStatus, Source};
+    use crate::live::{Compiler, PolicyBus};
+    use std::future::Future;
+
+    /// A shard over the default configuration and an empty policy, for unit tests.
+    pub(crate) fn shard() -> Rc<Shard> {
+        let policy = Compiler::new(vec![])
+            .compile(&policy::PolicyDoc::default())
+            .expect("the empty policy compiles");
+        let bus = Arc::new(PolicyBus::new(1, Arc::new(policy)));
+        let status = Arc::new(PolicyStatus::new(Source::Static, std::time::Duration::ZERO));
+        let shared = Shared::new(Config::default(), bus, status).expect("worker pools");
+        Rc::new(Shard::new(0, Arc::new(shared)))
+    }
+
+    /// Every h2 and h3 connection waits for the drain while it lives: a wait given up on
+    /// must leave nothing behind, however often it was polled.
+    #[test]
+    fn abandoned_drain_waits_leave_no_waiter_behind() {
+        let shard = shard();
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        for _ in 0..10_000 {
+            let mut wait = Box::pin(shard.draining());
+            for _ in 0..3 {
+                assert!(wait.as_mut().poll(&mut cx).is_pending());
+            }
+            assert_eq!(shard.drain_waiters(), 1);
+        }
+        assert_eq!(shard.drain_waiters(), 0);
+        let mut waiting = Box::pin(shard.draining());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        shard.start_draining();
+        assert!(waiting.as_mut().poll(&mut cx).is_ready());
+        assert!(Box::pin(shard.draining()).as_mut().poll(&mut cx).is_ready());
+        assert_eq!(shard.drain_waiters(), 0);
     }
 }

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod admission;
 pub mod auth;
+pub mod buffer_budget;
 pub mod config;
 pub mod conn;
 pub mod context;

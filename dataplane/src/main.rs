@@ -294,6 +294,8 @@ fn quic_setup(
     let transport = zcproxy::quic::endpoint::Transport {
         max_streams: cfg.quic.max_streams_per_connection,
         idle_timeout: cfg.timeouts.idle(),
+        stream_window: cfg.quic.stream_window,
+        connection_window: cfg.quic.connection_window,
     };
     zcproxy::quic::endpoint::server_config(identity, &[b"h3"], transport)
         .map_err(|e| format!("QUIC: {e}"))
@@ -359,8 +361,15 @@ fn run(cfg: Config) -> Result<(), String> {
     }
     let listen = shared.config.listen;
     tracing::info!(%listen, cores = shared.cores, relay = ?shared.config.relay, "zcproxy listening");
+    // The example works as printed: with the credentials it needs where loopback clients
+    // may not go anonymously.
+    let policy = shared.bus.mailbox(0).latest();
+    let creds = match policy.users().next() {
+        Some(u) if !policy.anonymous_allowed(listen.ip()) => format!("{}:PASSWORD@", u.name),
+        _ => String::new(),
+    };
     eprintln!(
-        "zcproxy listening on {listen} ({} cores; SOCKS5, SOCKS4/4a, HTTP and CONNECT on this one port)\n  try: curl -x socks5h://{listen} http://example.com/   or   curl -x http://{listen} http://example.com/{}",
+        "zcproxy listening on {listen} ({} cores; SOCKS5, SOCKS4/4a, HTTP and CONNECT on this one port)\n  try: curl -x socks5h://{creds}{listen} http://example.com/   or   curl -x http://{creds}{listen} http://example.com/{}",
         shared.cores,
         shared.config.admin.map(|a| format!("\n  metrics: curl http://{a}/metrics")).unwrap_or_default()
     );

@@ -74,27 +74,34 @@ fn classify_v6(a: Ipv6Addr) -> Option<Protected> {
     } else if seg[0] == 0 && seg[1] == 0 && seg[2] == 0 && seg[3] == 0 && seg[4] == 0 && seg[5] == 0
     {
         // Deprecated IPv4-compatible ::a.b.c.d: classify as the embedded IPv4 address.
-        let v4 = Ipv4Addr::new(
-            (seg[6] >> 8) as u8,
-            seg[6] as u8,
-            (seg[7] >> 8) as u8,
-            seg[7] as u8,
-        );
-        classify_v4(v4).or(Some(Protected::Reserved))
+        classify_v4(embedded_v4(seg[6], seg[7])).or(Some(Protected::Reserved))
+    } else if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 0x0001 {
+        // NAT64 local-use prefix (RFC 8215): a translator of the operator's own.
+        Some(Protected::Private)
     } else if seg[0] == 0x64 && seg[1] == 0xff9b {
         // NAT64 well-known prefix: judge by the embedded IPv4 address.
-        let v4 = Ipv4Addr::new(
-            (seg[6] >> 8) as u8,
-            seg[6] as u8,
-            (seg[7] >> 8) as u8,
-            seg[7] as u8,
-        );
-        classify_v4(v4)
+        classify_v4(embedded_v4(seg[6], seg[7]))
+    } else if seg[0] == 0x2002 {
+        // 6to4 (RFC 3056): 2002:AABB:CCDD::/48 reaches IPv4 AA.BB.CC.DD through a relay.
+        classify_v4(embedded_v4(seg[1], seg[2]))
+    } else if seg[0] == 0x2001 && seg[1] == 0 {
+        // Teredo (RFC 4380): the server's IPv4 address in bits 32-63, the client's
+        // (inverted) in the last 32; either may lead inside.
+        let server = embedded_v4(seg[2], seg[3]);
+        let client = embedded_v4(!seg[6], !seg[7]);
+        classify_v4(client).or_else(|| classify_v4(server))
     } else if seg[0] == 0x2001 && seg[1] == 0x0db8 {
         Some(Protected::Reserved)
     } else {
         None
     }
+}
+
+/// The IPv4 address two 16-bit groups of an IPv6 address carry.
+fn embedded_v4(high: u16, low: u16) -> Ipv4Addr {
+    let [a, b] = high.to_be_bytes();
+    let [c, d] = low.to_be_bytes();
+    Ipv4Addr::new(a, b, c, d)
 }
 
 #[cfg(test)]
@@ -124,6 +131,18 @@ mod tests {
         assert_eq!(c("255.255.255.255"), Some(Protected::Multicast));
         assert_eq!(c("64:ff9b::a00:1"), Some(Protected::Private));
         assert_eq!(c("::7f00:1"), Some(Protected::Loopback));
+        assert_eq!(c("64:ff9b:1::a00:1"), Some(Protected::Private));
+        // 6to4 of 127.0.0.1, 10.0.0.1 and 169.254.169.254.
+        assert_eq!(c("2002:7f00:1::1"), Some(Protected::Loopback));
+        assert_eq!(c("2002:a00:1:5::9"), Some(Protected::Private));
+        assert_eq!(c("2002:a9fe:a9fe::"), Some(Protected::LinkLocal));
+        // Teredo: client 127.0.0.1 (inverted: 80ff:fffe) behind a public server; and a
+        // server inside with a public client.
+        assert_eq!(
+            c("2001:0:808:808:0:f227:80ff:fffe"),
+            Some(Protected::Loopback)
+        );
+        assert_eq!(c("2001:0:a00:1::f7f7:f7f7"), Some(Protected::Private));
     }
 
     #[test]
@@ -134,6 +153,9 @@ mod tests {
             "172.32.0.1",
             "100.128.0.1",
             "2606:4700::1111",
+            // 6to4 and Teredo of public addresses stay public.
+            "2002:808:808::1",
+            "2001:0:808:808:0:f227:f7f7:f7f7",
         ] {
             assert_eq!(c(a), None, "{a}");
         }

@@ -346,6 +346,14 @@ impl RequestHead {
             .any(|t| t == "100-continue")
     }
 
+    /// The value of the first field named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_slice())
+    }
+
     /// Basic credentials from Proxy-Authorization (scheme name case-insensitive,
     /// RFC 9110 §11.1). `Ok(None)` when the field is absent.
     pub fn proxy_credentials(&self) -> Result<Option<BasicCredentials>, HttpError> {

@@ -47,39 +47,60 @@ pub enum HelloError {
     Malformed(&'static str),
 }
 
-/// Looks at the first bytes a client sent on a TLS connection.
+/// Looks at the first bytes a client sent on a TLS connection (all of them, from the
+/// start). For bytes that arrive in pieces, [`HelloReader`] does the same without reading
+/// the records it has seen again.
 pub fn peek(bytes: &[u8]) -> Result<Peek, HelloError> {
-    // Reassemble the handshake message from the fragments of consecutive records.
-    let mut message = Vec::new();
-    let mut rest = bytes;
-    loop {
-        let Some(header) = rest.get(..5) else {
-            return Ok(Peek::NeedMore);
-        };
-        if header[0] != RECORD_HANDSHAKE || header[1] != 3 {
-            return Err(HelloError::NotHandshake);
-        }
-        let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
-        if len == 0 {
-            return Err(HelloError::Malformed("empty record"));
-        }
-        let Some(fragment) = rest.get(5..5 + len) else {
-            return Ok(Peek::NeedMore);
-        };
-        message.extend_from_slice(fragment);
-        rest = &rest[5 + len..];
-        if message[0] != CLIENT_HELLO {
-            return Err(HelloError::NotClientHello);
-        }
-        if message.len() >= 4 {
-            let body = usize::from(message[1]) << 16
-                | usize::from(message[2]) << 8
-                | usize::from(message[3]);
-            if body + 4 > MAX_HELLO {
-                return Err(HelloError::TooLarge);
+    HelloReader::default().peek(bytes)
+}
+
+/// Reassembles the ClientHello from the records of a growing buffer, remembering how far
+/// it got: each call reads only the records completed since the last one (a hello sent in
+/// 1-byte records costs linear, not quadratic, time).
+#[derive(Debug, Default)]
+pub struct HelloReader {
+    /// The handshake message so far, from the fragments of the records read.
+    message: Vec<u8>,
+    /// Bytes of the buffer those records took.
+    consumed: usize,
+}
+
+impl HelloReader {
+    /// Looks at `bytes`: everything the client sent so far, from the start (it must begin
+    /// with what earlier calls were given).
+    pub fn peek(&mut self, bytes: &[u8]) -> Result<Peek, HelloError> {
+        let mut rest = bytes.get(self.consumed..).unwrap_or_default();
+        loop {
+            let Some(header) = rest.get(..5) else {
+                return Ok(Peek::NeedMore);
+            };
+            if header[0] != RECORD_HANDSHAKE || header[1] != 3 {
+                return Err(HelloError::NotHandshake);
             }
-            if message.len() >= body + 4 {
-                return client_hello(&message[4..body + 4]).map(Peek::Hello);
+            let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+            if len == 0 {
+                return Err(HelloError::Malformed("empty record"));
+            }
+            let Some(fragment) = rest.get(5..5 + len) else {
+                return Ok(Peek::NeedMore);
+            };
+            self.message.extend_from_slice(fragment);
+            self.consumed += 5 + len;
+            rest = &rest[5 + len..];
+            let message = &self.message;
+            if message[0] != CLIENT_HELLO {
+                return Err(HelloError::NotClientHello);
+            }
+            if message.len() >= 4 {
+                let body = usize::from(message[1]) << 16
+                    | usize::from(message[2]) << 8
+                    | usize::from(message[3]);
+                if body + 4 > MAX_HELLO {
+                    return Err(HelloError::TooLarge);
+                }
+                if message.len() >= body + 4 {
+                    return client_hello(&message[4..body + 4]).map(Peek::Hello);
+                }
             }
         }
     }
@@ -297,6 +318,33 @@ mod tests {
             panic!("not reassembled")
         };
         assert_eq!(h.server_name.as_deref(), Some("split.example"));
+    }
+
+    #[test]
+    fn a_hello_fed_byte_by_byte_in_one_byte_records_reads_each_record_once() {
+        let record = build(Some("slow.example"), &[b"h2"], true);
+        let mut split = Vec::new();
+        for b in &record[5..] {
+            split.extend_from_slice(&[22, 3, 3, 0, 1, *b]);
+        }
+        let mut reader = HelloReader::default();
+        let mut found = None;
+        for end in 1..=split.len() {
+            match reader.peek(&split[..end]) {
+                Ok(Peek::NeedMore) => {}
+                Ok(Peek::Hello(h)) => {
+                    found = Some((end, h));
+                    break;
+                }
+                Err(e) => panic!("at {end}: {e}"),
+            }
+            // Only whole records are taken, each once.
+            assert_eq!(reader.consumed, end / 6 * 6);
+            assert_eq!(reader.message.len(), end / 6);
+        }
+        let (end, h) = found.expect("the hello completes");
+        assert_eq!(end, split.len());
+        assert_eq!(h.server_name.as_deref(), Some("slow.example"));
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct Authorized {
     pub deadline: Instant,
 }
 
+/// What a client is told of every failed authentication, whatever the reason.
+pub const AUTH_FAILED: &str = "authentication failed";
+
 fn refuse(shard: &Shard, failure: Failure) -> Failure {
     shard.metrics().failure(failure.kind);
     failure
@@ -67,11 +70,37 @@ pub async fn authenticate(
         }
         Err(e) => {
             tracing::info!(user = %String::from_utf8_lossy(user), reason = %e, "authentication failed");
-            let kind = match e {
-                AuthError::Internal | AuthError::Overloaded => FailureKind::Internal,
-                _ => FailureKind::AuthFailed,
+            // One answer for an unknown user, a wrong password and a disabled user (the
+            // decoy hash makes them cost the same time too); the reason is in the log.
+            let failure = match e {
+                AuthError::Internal | AuthError::Overloaded => {
+                    Failure::new(FailureKind::Internal, e.to_string())
+                }
+                _ => Failure::new(FailureKind::AuthFailed, AUTH_FAILED),
             };
-            Err(refuse(shard, Failure::new(kind, e.to_string())))
+            Err(refuse(shard, failure))
+        }
+    }
+}
+
+/// The principal of an HTTP request (HTTP/1.1, h2, h3) with this `Proxy-Authorization`
+/// value. Credentials count only where the policy has users, as SOCKS5 then asks for them:
+/// where it has none, a client that sends some is anonymous (or its certificate's user)
+/// like a SOCKS5 client offering both methods.
+pub async fn identify(
+    shard: &Shard,
+    session: &Session,
+    proxy_authorization: Option<&[u8]>,
+) -> Result<Principal, Failure> {
+    let value = match proxy_authorization {
+        Some(v) if shard.policy().has_users() => v,
+        _ => return anonymous(shard, session),
+    };
+    match proto::http::parse_basic(value) {
+        Ok(creds) => authenticate(shard, &creds.user, &creds.password).await,
+        Err(e) => {
+            shard.metrics().auth_failures.inc();
+            Err(Failure::new(FailureKind::AuthRequired, e.to_string()))
         }
     }
 }
@@ -134,15 +163,34 @@ pub async fn authorize(
     protocol: Protocol,
     target: &TargetAddr,
 ) -> Result<Authorized, Failure> {
+    authorize_making_room(shard, session, principal, protocol, target, &|| false).await
+}
+
+/// [`authorize`], where a user at their tunnel limit may first have `make_room` give back
+/// a slot they hold idle (an upstream kept alive between requests); `make_room` says
+/// whether it did.
+pub async fn authorize_making_room(
+    shard: &Shard,
+    session: &Session,
+    principal: &Principal,
+    protocol: Protocol,
+    target: &TargetAddr,
+    make_room: &dyn Fn() -> bool,
+) -> Result<Authorized, Failure> {
     let policy = shard.policy();
     let user = standing(shard, &policy, session, principal)?;
     let permit = match user {
-        Some(id) => Some(policy.acquire(id).ok_or_else(|| {
-            refuse(
-                shard,
-                Failure::new(FailureKind::UserLimit, "tunnel limit reached"),
-            )
-        })?),
+        Some(id) => {
+            let acquired = policy
+                .acquire(id)
+                .or_else(|| make_room().then(|| policy.acquire(id)).flatten());
+            Some(acquired.ok_or_else(|| {
+                refuse(
+                    shard,
+                    Failure::new(FailureKind::UserLimit, "tunnel limit reached"),
+                )
+            })?)
+        }
         None => None,
     };
     let deadline = Instant::now() + shard.shared.config.timeouts.connect();
@@ -202,8 +250,21 @@ pub async fn admit(
     protocol: Protocol,
     target: &TargetAddr,
 ) -> Result<Admitted, Failure> {
+    admit_making_room(shard, session, principal, protocol, target, &|| false).await
+}
+
+/// [`admit`] with [`authorize_making_room`]'s `make_room`.
+pub async fn admit_making_room(
+    shard: &Shard,
+    session: &Session,
+    principal: &Principal,
+    protocol: Protocol,
+    target: &TargetAddr,
+    make_room: &dyn Fn() -> bool,
+) -> Result<Admitted, Failure> {
     let started = Instant::now();
-    let authorized = authorize(shard, session, principal, protocol, target).await?;
+    let authorized =
+        authorize_making_room(shard, session, principal, protocol, target, make_room).await?;
     match dial::connect(&authorized.addrs, authorized.deadline).await {
         Ok((socket, peer)) => {
             shard.metrics().connect_seconds.observe(started.elapsed());

@@ -20,6 +20,7 @@ use super::connect_udp::{self, Flows};
 use super::proxy_request::{connect_target, failure_response, identify};
 use super::{IdleClock, ProtocolGuard};
 use crate::admission;
+use crate::buffer_budget::StreamCharge;
 use crate::context::Shard;
 use crate::metrics::ErrorKind;
 use crate::quic::conn::Conn;
@@ -56,19 +57,28 @@ pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, peer: SocketAddr) {
             .clone()
             .dispatch(conn.clone(), shard.metrics().quic.clone()),
     );
-    let in_flight = Rc::new(Cell::new(0usize));
+    let quic = &shard.shared.config.quic;
+    let buffers = shard
+        .buffers
+        .connection(2 * u64::from(quic.connection_window));
+    let stream_charge = u64::from(quic.stream_window) + CHUNK as u64;
+    let in_flight = Rc::new(InFlight::default());
+    let idle = shard.shared.config.timeouts.idle();
     loop {
         let next = {
             let accepting = pin!(h3.accept());
             let draining = pin!(shard.draining());
-            rt::race(accepting, draining).await
+            let idle_out = pin!(in_flight.idle_for(idle));
+            let stop = pin!(rt::race(draining, idle_out));
+            rt::race(accepting, stop).await
         };
         match next {
             rt::Either::Left(Ok(Some(resolver))) => {
                 let (shard, conn, flows) = (shard.clone(), conn.clone(), flows.clone());
-                let counted = InFlight::new(&in_flight);
+                let counted = in_flight.enter();
+                let charge = buffers.charge(stream_charge);
                 rt::spawn(async move {
-                    request(shard, resolver, peer, conn, flows).await;
+                    request(shard, resolver, conn, flows, charge).await;
                     drop(counted);
                 });
             }
@@ -77,7 +87,14 @@ pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, peer: SocketAddr) {
                 tracing::debug!(%peer, error = %e, "HTTP/3 connection ended");
                 return;
             }
-            rt::Either::Right(()) => break,
+            rt::Either::Right(rt::Either::Left(())) => break,
+            // No request for the idle timeout (QUIC PINGs keep the transport alive, not
+            // this): GOAWAY and close, as for a draining shard.
+            rt::Either::Right(rt::Either::Right(())) => {
+                tracing::debug!(%peer, "idle HTTP/3 connection closed");
+                shard.metrics().quic.idle_closes.inc();
+                break;
+            }
         }
     }
     // Draining: GOAWAY tells the client to take new requests elsewhere; the ones in flight
@@ -106,36 +123,85 @@ const H3_NO_ERROR: u64 = 0x100;
 const CLOSE_MARGIN: Duration = Duration::from_millis(250);
 const CLOSE_FLUSH: Duration = Duration::from_millis(50);
 
-/// Counts a request of the connection while it runs.
-struct InFlight(Rc<Cell<usize>>);
+/// The requests of a connection in flight, and when the last one ended.
+struct InFlight {
+    count: Cell<usize>,
+    since: Cell<Instant>,
+}
 
-impl InFlight {
-    fn new(count: &Rc<Cell<usize>>) -> InFlight {
-        count.set(count.get() + 1);
-        InFlight(count.clone())
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight {
+            count: Cell::new(0),
+            since: Cell::new(Instant::now()),
+        }
     }
 }
 
-impl Drop for InFlight {
+impl InFlight {
+    fn enter(self: &Rc<Self>) -> InFlightGuard {
+        self.count.set(self.count.get() + 1);
+        InFlightGuard(self.clone())
+    }
+
+    fn get(&self) -> usize {
+        self.count.get()
+    }
+
+    /// Returns once no request has been in flight for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let quiet_until = self.since.get() + idle;
+            let now = Instant::now();
+            if self.count.get() == 0 && quiet_until <= now {
+                return;
+            }
+            // Busy, or quiet for less than `idle`: look again when it could have run out.
+            let wait = if self.count.get() == 0 {
+                quiet_until - now
+            } else {
+                idle
+            };
+            rt::sleep(wait).await;
+        }
+    }
+}
+
+/// Counts a request of the connection while it runs.
+struct InFlightGuard(Rc<InFlight>);
+
+impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
+        self.0.count.set(self.0.count.get() - 1);
+        self.0.since.set(Instant::now());
     }
 }
 
 async fn request(
     shard: Rc<Shard>,
     resolver: RequestResolver<H3Conn, Bytes>,
-    peer: SocketAddr,
     conn: Rc<Conn>,
     flows: Rc<Flows>,
+    charge: Option<StreamCharge>,
 ) {
-    let (req, stream) = match resolver.resolve_request().await {
+    // The client's address now: a client that migrated is judged where it is (anonymous
+    // networks, client-network rules), as a fresh connection from there would be.
+    let peer = conn.remote_address();
+    let (req, mut stream) = match resolver.resolve_request().await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "HTTP/3 request not read");
             shard.metrics().error(ErrorKind::ClientProtocol);
             return;
         }
+    };
+    let Some(_charge) = charge else {
+        // Nothing was done for it: the client may send it again (RFC 9114 §4.1.1).
+        tracing::debug!(%peer, committed = shard.buffers.committed(), "HTTP/3 request refused: the core's tunnel buffer budget is spent");
+        shard.metrics().tunnel_buffer_refusals.inc();
+        stream.stop_sending(h3::error::Code::H3_REQUEST_REJECTED);
+        stream.stop_stream(h3::error::Code::H3_REQUEST_REJECTED);
+        return;
     };
     let session = shard.sessions.register(peer);
     let serving = pin!(handle(&shard, &session, req, stream, conn, flows));

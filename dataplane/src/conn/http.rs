@@ -64,14 +64,8 @@ async fn identify(
     head: &RequestHead,
 ) -> Result<Principal, Failure> {
     session.clear_destination();
-    match head.proxy_credentials() {
-        Ok(Some(creds)) => admission::authenticate(shard, &creds.user, &creds.password).await,
-        Ok(None) => admission::anonymous(shard, session),
-        Err(e) => {
-            shard.metrics().auth_failures.inc();
-            Err(Failure::new(FailureKind::AuthRequired, e.to_string()))
-        }
-    }
+    let value = head.header("proxy-authorization");
+    admission::identify(shard, session, value).await
 }
 
 /// Reads the next request head: up to the idle timeout for its first byte (keep-alive), then

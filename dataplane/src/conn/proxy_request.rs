@@ -17,16 +17,8 @@ pub(super) async fn identify(
     session: &Session,
     headers: &HeaderMap,
 ) -> Result<Principal, Failure> {
-    match headers.get(http::header::PROXY_AUTHORIZATION) {
-        Some(value) => match proto::http::parse_basic(value.as_bytes()) {
-            Ok(creds) => admission::authenticate(shard, &creds.user, &creds.password).await,
-            Err(e) => {
-                shard.metrics().auth_failures.inc();
-                Err(Failure::new(FailureKind::AuthRequired, e.to_string()))
-            }
-        },
-        None => admission::anonymous(shard, session),
-    }
+    let value = headers.get(http::header::PROXY_AUTHORIZATION);
+    admission::identify(shard, session, value.map(|v| v.as_bytes())).await
 }
 
 /// The `host:port` a CONNECT request's authority names.

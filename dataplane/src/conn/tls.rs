@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use proto::tls_hello::{self, Hello, HelloError, Peek};
+use proto::tls_hello::{self, Hello, HelloError, HelloReader, Peek};
 
 use super::left;
 use crate::context::Shard;
@@ -82,8 +82,9 @@ enum NoHello {
 
 /// Reads until the buffered bytes hold a whole ClientHello, and looks at it.
 async fn whole_hello(client: &mut BufStream) -> Result<Hello, NoHello> {
+    let mut reader = HelloReader::default();
     loop {
-        match tls_hello::peek(client.buffered())? {
+        match reader.peek(client.buffered())? {
             Peek::Hello(hello) => return Ok(hello),
             // Records of a few bytes each could stretch a bounded hello: bound the bytes too.
             Peek::NeedMore if client.buffered().len() > 4 * tls_hello::MAX_HELLO => {

@@ -54,14 +54,18 @@ pub enum ConnEnd {
     Flood,
     /// The socket failed.
     Io,
+    /// Idle with no stream open, and the GOAWAY sent for it not acknowledged within
+    /// another idle period.
+    Idle,
 }
 
 impl ConnEnd {
-    pub const ALL: [ConnEnd; 4] = [
+    pub const ALL: [ConnEnd; 5] = [
         ConnEnd::ProtocolError,
         ConnEnd::RapidReset,
         ConnEnd::Flood,
         ConnEnd::Io,
+        ConnEnd::Idle,
     ];
     fn label(self) -> &'static str {
         match self {
@@ -69,6 +73,7 @@ impl ConnEnd {
             ConnEnd::RapidReset => "rapid_reset",
             ConnEnd::Flood => "flood",
             ConnEnd::Io => "io",
+            ConnEnd::Idle => "idle",
         }
     }
 }

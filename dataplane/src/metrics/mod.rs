@@ -51,6 +51,21 @@ impl Gauge {
     pub fn get(&self) -> i64 {
         self.0.load(Relaxed)
     }
+    /// Counts one more until the returned guard is dropped: a task dropped unfinished (its
+    /// connection closed under it) takes its count with it.
+    pub fn hold(&self) -> GaugeHold<'_> {
+        self.add(1);
+        GaugeHold(self)
+    }
+}
+
+/// One unit of a [`Gauge`], given back when dropped.
+pub struct GaugeHold<'a>(&'a Gauge);
+
+impl Drop for GaugeHold<'_> {
+    fn drop(&mut self) {
+        self.0.add(-1);
+    }
 }
 
 /// Upper bounds in seconds.
@@ -152,13 +167,18 @@ pub struct ShardMetrics {
     pub auth_failures: Counter,
     pub acl_denies: Counter,
     pub credential_cache_hits: Counter,
-    /// Argon2id runs (a shared or cached check runs none).
-    pub password_verifications: Counter,
+    /// Argon2id runs (a shared or cached check runs none; a check abandoned before its
+    /// job started runs none either). Written by the password pool's threads.
+    pub password_verifications: std::sync::Arc<AtomicU64>,
     /// Checks answered by a run another handshake had started.
     pub credential_checks_shared: Counter,
     pub errors: [Counter; ErrorKind::ALL.len()],
     pub policy_revision: Gauge,
     pub sessions_revoked: Counter,
+    /// Bytes HTTP/2 and HTTP/3 tunnel streams have committed of the core's buffer budget.
+    pub tunnel_buffer_committed: std::sync::Arc<Gauge>,
+    /// Streams refused because the core's buffer budget had no room for them.
+    pub tunnel_buffer_refusals: Counter,
     /// 1 while the core runs on io_uring, 0 on epoll.
     pub io_uring: Gauge,
     /// Shared with the core's QUIC endpoint, which outlives no shard but is built apart.
@@ -210,7 +230,7 @@ pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 /// Renders every shard's block in the Prometheus text format (version 0.0.4).
 pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    let simple: [(&str, &str, &str, Getter); 16] = [
+    let simple: [(&str, &str, &str, Getter); 18] = [
         (
             "zcproxy_accepted_connections_total",
             "counter",
@@ -281,7 +301,7 @@ pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
             "zcproxy_password_verifications_total",
             "counter",
             "Argon2id password verifications run for this core's handshakes",
-            |m| m.password_verifications.get() as f64,
+            |m| m.password_verifications.load(Relaxed) as f64,
         ),
         (
             "zcproxy_credential_checks_shared_total",
@@ -300,6 +320,18 @@ pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
             "counter",
             "Live connections closed because a policy change no longer allowed them",
             |m| m.sessions_revoked.get() as f64,
+        ),
+        (
+            "zcproxy_tunnel_buffer_committed_bytes",
+            "gauge",
+            "Bytes HTTP/2 and HTTP/3 tunnel streams may make this core hold (their windows)",
+            |m| m.tunnel_buffer_committed.get() as f64,
+        ),
+        (
+            "zcproxy_tunnel_buffer_refusals_total",
+            "counter",
+            "HTTP/2 and HTTP/3 streams refused because the core's tunnel buffer budget was spent",
+            |m| m.tunnel_buffer_refusals.get() as f64,
         ),
         (
             "zcproxy_io_uring",

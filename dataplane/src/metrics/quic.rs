@@ -111,6 +111,8 @@ pub struct QuicMetrics {
     /// Packets the kernel dropped because the QUIC socket's receive buffer was full.
     pub packets_overflowed: Counter,
     pub migrations: Counter,
+    /// HTTP/3 connections closed after no request for the idle timeout.
+    pub idle_closes: Counter,
     /// Reads that returned datagrams of several peers at once (recvmmsg).
     pub batched_reads: Counter,
     /// Reads that returned more than one datagram (GRO), sends of more than one (GSO).
@@ -136,7 +138,13 @@ type Getter = fn(&QuicMetrics) -> f64;
 
 /// Renders the QUIC families for every core.
 pub(super) fn render<'a>(out: &mut String, cores: impl Iterator<Item = &'a QuicMetrics> + Clone) {
-    let simple: [(&str, &str, &str, Getter); 19] = [
+    let simple: [(&str, &str, &str, Getter); 20] = [
+        (
+            "zcproxy_quic_idle_closes_total",
+            "counter",
+            "HTTP/3 connections closed after no request for the idle timeout",
+            |m| m.idle_closes.get() as f64,
+        ),
         (
             "zcproxy_quic_connections_total",
             "counter",

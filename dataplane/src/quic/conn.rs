@@ -273,7 +273,10 @@ impl Conn {
             Ok(()) => Poll::Ready(Ok(())),
             Err(SendDatagramError::Blocked(_)) if st.lost.is_none() => {
                 self.metrics.datagram_send_waits.inc();
-                st.datagram_room.push(cx.waker().clone());
+                // Once per waiting flow, however often it is polled meanwhile.
+                if !st.datagram_room.iter().any(|w| w.will_wake(cx.waker())) {
+                    st.datagram_room.push(cx.waker().clone());
+                }
                 return Poll::Pending;
             }
             // The connection is gone: no room will come.
@@ -330,7 +333,14 @@ impl Conn {
 
     /// Ends stream `id` (a FIN); what was written is still delivered.
     pub fn finish(&self, id: StreamId) {
-        let _ = self.state.borrow_mut().conn.send_stream(id).finish();
+        {
+            let mut st = self.state.borrow_mut();
+            let mut send = st.conn.send_stream(id);
+            // Stopped by the peer: a FIN would never close the stream; a reset does.
+            if let Err(quinn_proto::FinishError::Stopped(code)) = send.finish() {
+                let _ = send.reset(code);
+            }
+        }
         self.wake_driver();
     }
 
@@ -385,11 +395,17 @@ impl Conn {
                     None
                 }
                 Event::Stream(StreamEvent::Readable { id }) => st.readable.remove(&id),
-                Event::Stream(
-                    StreamEvent::Writable { id }
-                    | StreamEvent::Stopped { id, .. }
-                    | StreamEvent::Finished { id },
-                ) => st.writable.remove(&id),
+                Event::Stream(StreamEvent::Stopped { id, error_code }) => {
+                    // RFC 9000 §3.5: STOP_SENDING is answered with RESET_STREAM. Until then
+                    // the stream is not closed and keeps its share of the peer's stream
+                    // limit: a client ending each tunnel this way ran out after ~256.
+                    let _ = st.conn.send_stream(id).reset(error_code);
+                    st.dirty = true;
+                    st.writable.remove(&id)
+                }
+                Event::Stream(StreamEvent::Writable { id } | StreamEvent::Finished { id }) => {
+                    st.writable.remove(&id)
+                }
                 Event::Stream(StreamEvent::Opened { dir }) => st.accepting[dir_index(dir)].take(),
                 Event::Stream(StreamEvent::Available { dir }) => st.opening[dir_index(dir)].take(),
                 Event::DatagramReceived => st.datagram.take(),

@@ -38,6 +38,10 @@ const READS_PER_TURN: usize = 64;
 pub struct Transport {
     pub max_streams: u32,
     pub idle_timeout: Duration,
+    /// Receive window of one stream.
+    pub stream_window: u32,
+    /// Receive window of a whole connection, and what it may have queued to send.
+    pub connection_window: u32,
 }
 
 impl Default for Transport {
@@ -45,6 +49,8 @@ impl Default for Transport {
         Transport {
             max_streams: 256,
             idle_timeout: Duration::from_secs(30),
+            stream_window: 1 << 20,
+            connection_window: 16 << 20,
         }
     }
 }
@@ -67,7 +73,12 @@ pub fn server_config(
         .max_concurrent_bidi_streams(VarInt::from_u32(limits.max_streams))
         .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
         // Beyond QUIC's limit (2^62 ms) means never; quinn then needs keep-alives from no one.
-        .max_idle_timeout(IdleTimeout::try_from(limits.idle_timeout).ok());
+        .max_idle_timeout(IdleTimeout::try_from(limits.idle_timeout).ok())
+        // quinn's defaults are ~1.25 MB per stream and no connection limit at all
+        // (VarInt::MAX): 256 streams to upstreams that never read could hold ~320 MB.
+        .stream_receive_window(VarInt::from_u32(limits.stream_window))
+        .receive_window(VarInt::from_u32(limits.connection_window))
+        .send_window(u64::from(limits.connection_window));
     let mut config = ServerConfig::with_crypto(Arc::new(tls));
     config.transport_config(Arc::new(transport));
     Ok(Arc::new(config))

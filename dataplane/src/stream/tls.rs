@@ -269,7 +269,7 @@ pub struct Tls {
     engine: RefCell<Engine>,
     /// The configuration lets the secrets out (for kernel TLS).
     extractable: bool,
-    /// The peer closed (close_notify, or its TCP FIN): reads return end of stream.
+    /// The peer sent its close_notify: reads return end of stream.
     closed: Cell<bool>,
 }
 
@@ -349,7 +349,9 @@ impl Tls {
     }
 
     /// Reads plaintext without waiting for the socket (`WouldBlock`: nothing yet; 0: end of
-    /// stream — a close_notify, or a TCP FIN, which many clients send without one).
+    /// stream, a close_notify). A TCP FIN without a close_notify is an error
+    /// (`UnexpectedEof`): the peer may have been cut off, and passing it on as a clean end
+    /// would make a truncated upload look complete (RFC 8446 §6.1).
     pub fn try_read(&self, fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
         let mut engine = self.engine.borrow_mut();
         if !engine.plaintext.is_empty() {
@@ -372,8 +374,10 @@ impl Tls {
                         _ => {}
                     }
                     if engine.receive(fd)? == 0 {
-                        self.closed.set(true);
-                        return Ok(0);
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "TCP FIN without a TLS close_notify",
+                        ));
                     }
                 }
             }

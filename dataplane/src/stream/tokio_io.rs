@@ -24,12 +24,15 @@ pub struct TokioIo {
     early_at: usize,
     read_wait: Option<Wait>,
     write_wait: Option<Wait>,
+    /// Set once any byte came from the stream (early bytes included).
+    received: Rc<std::cell::Cell<bool>>,
     shutdown: Option<Pin<Box<dyn Future<Output = ()>>>>,
 }
 
 impl TokioIo {
     pub fn new(stream: Rc<Stream>, early: Vec<u8>) -> TokioIo {
         TokioIo {
+            received: Rc::new(std::cell::Cell::new(!early.is_empty())),
             stream,
             early,
             early_at: 0,
@@ -37,6 +40,11 @@ impl TokioIo {
             write_wait: None,
             shutdown: None,
         }
+    }
+
+    /// Tells, after the adapter was handed to a library, whether the peer sent anything.
+    pub fn received(&self) -> Rc<std::cell::Cell<bool>> {
+        self.received.clone()
     }
 
     /// Polls the stream's readiness for reading (or writing), keeping the wait between polls.
@@ -80,6 +88,9 @@ impl AsyncRead for TokioIo {
             match this.stream.try_read(buf.initialize_unfilled()) {
                 Ok(n) => {
                     buf.advance(n);
+                    if n > 0 {
+                        this.received.set(true);
+                    }
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if sys::would_block(&e) => ready!(this.poll_ready(cx, false))?,

@@ -18,7 +18,7 @@ use proto::http::{self as h1, BodyLength, Header, RequestHead, ResponseHead, MAX
 use proto::{Failure, FailureKind};
 
 use super::stream::{respond_failure, until_reset, Ended};
-use super::tunnel::{room, CHUNK};
+use super::tunnel::{send_all, SendError};
 use super::upstreams::{Kept, Upstreams};
 use crate::admission;
 use crate::conn::proxy_request::identify;
@@ -73,8 +73,15 @@ pub(super) async fn serve(
         let (mut up, reused) = match upstreams.take(shard, session, &principal, target, idle) {
             Some(kept) => (kept, true),
             None => {
-                let admitting =
-                    admission::admit(shard, session, &principal, Protocol::Http, target);
+                let make_room = || upstreams.evict(&principal);
+                let admitting = admission::admit_making_room(
+                    shard,
+                    session,
+                    &principal,
+                    Protocol::Http,
+                    target,
+                    &make_room,
+                );
                 match until_reset(&mut respond, admitting).await {
                     None => return Ended::ResetByClient,
                     Some(Ok(a)) => {
@@ -135,7 +142,9 @@ async fn exchange(
         .iter()
         .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
     let sent = async {
-        up.write_all(&head.encode_upstream(via)).await?;
+        up.write_all(&head.encode_upstream(via))
+            .await
+            .map_err(BodyError::Upstream)?;
         match body {
             Some(body) => send_request_body(shard, body, up, chunked).await,
             None => Ok(()),
@@ -144,8 +153,18 @@ async fn exchange(
     match until_reset(respond, sent).await {
         None => return Step::Ended(Ended::ResetByClient, false),
         Some(Ok(())) => {}
-        Some(Err(_)) if retry => return Step::Stale,
-        Some(Err(_)) => {
+        Some(Err(BodyError::ClientStalled)) => {
+            shard.metrics().error(ErrorKind::IdleTimeout);
+            let f = Failure::new(
+                FailureKind::HandshakeTimeout,
+                "the request body stalled for the idle timeout",
+            );
+            return Step::Ended(respond_failure(shard, respond, &f), false);
+        }
+        Some(Err(BodyError::Client)) => return Step::Ended(Ended::ResetByClient, false),
+        Some(Err(BodyError::Upstream(_))) if retry => return Step::Stale,
+        Some(Err(BodyError::Upstream(e))) => {
+            tracing::debug!(error = %e, "request not sent upstream whole");
             let f = Failure::new(
                 FailureKind::UpstreamClosed,
                 "upstream closed the connection",
@@ -203,7 +222,7 @@ fn request_head(parts: &http::request::Parts, empty_body: bool) -> Result<Reques
             h1::HttpError::Scheme(_) => FailureKind::Unsupported,
             _ => FailureKind::Malformed,
         };
-        Failure::new(kind, format!("{e} (https:// goes through CONNECT)"))
+        Failure::new(kind, e.to_string())
     })?;
     let mut headers: Vec<Header> = parts
         .headers
@@ -228,6 +247,17 @@ fn request_head(parts: &http::request::Parts, empty_body: bool) -> Result<Reques
     })
 }
 
+/// Why a request could not be sent upstream whole.
+enum BodyError {
+    /// The upstream socket failed (or, on a kept-alive one, had been closed).
+    Upstream(std::io::Error),
+    /// The client broke or reset the stream mid-body.
+    Client,
+    /// The client sent no DATA for the idle timeout: the stream would hold an upstream and
+    /// a tunnel slot for nothing.
+    ClientStalled,
+}
+
 /// Sends the request's DATA upstream (chunk-framed when `chunked`), reopening the client's
 /// window only as the upstream takes it.
 async fn send_request_body(
@@ -235,20 +265,35 @@ async fn send_request_body(
     mut body: RecvStream,
     up: &BufStream,
     chunked: bool,
-) -> std::io::Result<()> {
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(std::io::Error::other)?;
+) -> Result<(), BodyError> {
+    let idle = shard.shared.config.timeouts.idle();
+    let frame = |chunk: &[u8]| {
+        let mut out = Vec::with_capacity(chunk.len() + 12);
+        if chunked {
+            out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        }
+        out.extend_from_slice(chunk);
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    };
+    loop {
+        let chunk = match rt::timeout(idle, body.data()).await {
+            Err(_) => return Err(BodyError::ClientStalled),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(BodyError::Client),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
         if chunk.is_empty() {
             continue;
         }
         if chunked {
-            up.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
-                .await?;
+            up.write_all(&frame(&chunk)).await
+        } else {
+            up.write_all(&chunk).await
         }
-        up.write_all(&chunk).await?;
-        if chunked {
-            up.write_all(b"\r\n").await?;
-        }
+        .map_err(BodyError::Upstream)?;
         shard
             .metrics()
             .bytes_client_to_upstream
@@ -256,7 +301,9 @@ async fn send_request_body(
         let _ = body.flow_control().release_capacity(chunk.len());
     }
     if chunked {
-        up.write_all(b"0\r\n\r\n").await?;
+        up.write_all(b"0\r\n\r\n")
+            .await
+            .map_err(BodyError::Upstream)?;
     }
     Ok(())
 }
@@ -370,8 +417,18 @@ async fn send_response_body(
         if let Some(l) = left.as_mut() {
             *l -= taken as u64;
         }
-        if send_all(shard, send, &payload).await.is_err() {
-            return Ended::ResetByClient;
+        match send_all(send, &payload, shard.shared.config.timeouts.idle()).await {
+            Ok(()) => {
+                let n = payload.len() as u64;
+                shard.metrics().bytes_upstream_to_client.add(n);
+                shard.metrics().copy_bytes.add(n);
+            }
+            Err(SendError::Client) => return Ended::ResetByClient,
+            Err(SendError::Stalled) => {
+                shard.metrics().error(ErrorKind::IdleTimeout);
+                send.send_reset(h2::Reason::CANCEL);
+                return Ended::ResetByProxy;
+            }
         }
         if decoder.as_ref().is_some_and(|d| d.is_done()) {
             break;
@@ -379,22 +436,4 @@ async fn send_response_body(
     }
     let _ = send.send_data(Bytes::new(), true);
     Ended::Done
-}
-
-/// Sends `data` on the stream in pieces the client's window takes.
-async fn send_all(
-    shard: &Shard,
-    send: &mut SendStream<Bytes>,
-    data: &[u8],
-) -> Result<(), h2::Error> {
-    let mut at = 0;
-    while at < data.len() {
-        let room = room(send, (data.len() - at).min(CHUNK), 1).await?;
-        let n = room.min(data.len() - at);
-        send.send_data(Bytes::copy_from_slice(&data[at..at + n]), false)?;
-        shard.metrics().bytes_upstream_to_client.add(n as u64);
-        shard.metrics().copy_bytes.add(n as u64);
-        at += n;
-    }
-    Ok(())
 }

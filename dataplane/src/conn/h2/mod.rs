@@ -24,6 +24,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::Reason;
 
 use super::left;
+use crate::buffer_budget::ConnShare;
 use crate::config::H2;
 use crate::context::Shard;
 use crate::metrics::h2::ConnEnd;
@@ -49,10 +50,15 @@ const CLOSE_MARGIN: Duration = Duration::from_millis(250);
 pub async fn serve(shard: &Shard, session: &Session, client: BufStream, deadline: Instant) {
     let (stream, early) = client.into_parts();
     let stream = Rc::new(stream);
+    let h2 = &shard.shared.config.h2;
     let conn = Conn {
         peer: session.client,
         certified: session.certified(),
         upstreams: Upstreams::default(),
+        buffers: shard
+            .buffers
+            .connection(2 * u64::from(h2.connection_window)),
+        stream_charge: u64::from(h2.stream_window) + tunnel::CHUNK as u64,
     };
     run(shard, &conn, TokioIo::new(stream.clone(), early), deadline).await;
     linger(&stream).await;
@@ -82,15 +88,26 @@ pub(super) struct Conn {
     pub certified: Option<Rc<str>>,
     /// Upstream connections idle between forwarded requests.
     pub upstreams: Upstreams,
+    /// The connection's part of the core's tunnel buffer budget.
+    pub buffers: ConnShare,
+    /// What one stream may make the proxy hold: its receive window and a read buffer.
+    pub stream_charge: u64,
 }
 
 async fn run(shard: &Shard, conn_info: &Conn, io: TokioIo, deadline: Instant) {
     let peer = conn_info.peer;
     let cfg = &shard.shared.config.h2;
     let metrics = &shard.metrics().h2;
+    let received = io.received();
     let handshake = builder(cfg).handshake::<_, Bytes>(io);
     let mut conn = match rt::timeout(left(deadline), handshake).await {
         Ok(Ok(conn)) => conn,
+        // Closed before sending a byte (Chromium opens a spare TLS connection with ALPN h2
+        // and closes it unused on every page load): an ordinary end.
+        Ok(Err(e)) if !received.get() => {
+            tracing::debug!(%peer, error = %e, "HTTP/2 connection closed before its preface");
+            return;
+        }
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "HTTP/2 preface or settings refused");
             metrics.connection_ended(ConnEnd::ProtocolError);
@@ -103,19 +120,18 @@ async fn run(shard: &Shard, conn_info: &Conn, io: TokioIo, deadline: Instant) {
         }
     };
     metrics.connections.inc();
-    metrics.connections_active.add(1);
-    let _active = scopeguard(|| metrics.connections_active.add(-1));
+    let _active = metrics.connections_active.hold();
 
     let resets = ResetWatch::new(cfg.max_premature_resets);
     let idle = shard.shared.config.timeouts.idle();
     let mut tasks = FuturesUnordered::new();
     let mut drain = pin!(shard.draining());
-    let mut draining = false;
+    let mut phase = Phase::Open;
     // While no stream is open: the idle timeout. While draining: the drain deadline.
     let mut timer: Option<Timer> = Some(Box::pin(rt::sleep(idle)));
     loop {
         let event = poll_fn(|cx| {
-            if !draining && drain.as_mut().poll(cx).is_ready() {
+            if phase != Phase::Draining && drain.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Drain);
             }
             if let Poll::Ready(Some(())) = tasks.poll_next_unpin(cx) {
@@ -135,7 +151,7 @@ async fn run(shard: &Shard, conn_info: &Conn, io: TokioIo, deadline: Instant) {
         match event {
             Event::Accepted(Some(Ok(opened))) => {
                 let (req, respond) = *opened;
-                if !draining {
+                if phase != Phase::Draining {
                     timer = None;
                 }
                 tasks.push(stream::serve(shard, conn_info, req, respond, &resets));
@@ -162,7 +178,7 @@ async fn run(shard: &Shard, conn_info: &Conn, io: TokioIo, deadline: Instant) {
                     conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
                     break;
                 }
-                if tasks.is_empty() && !draining {
+                if tasks.is_empty() && phase != Phase::Draining {
                     timer = Some(Box::pin(rt::sleep(idle)));
                 }
             }
@@ -170,16 +186,23 @@ async fn run(shard: &Shard, conn_info: &Conn, io: TokioIo, deadline: Instant) {
                 // GOAWAY: new streams go elsewhere; the open ones may finish until shortly
                 // before the shard's drain deadline.
                 conn.graceful_shutdown();
-                draining = true;
+                phase = Phase::Draining;
                 let drain = shard.shared.config.timeouts.drain();
                 timer = Some(Box::pin(rt::sleep(drain.saturating_sub(CLOSE_MARGIN))));
             }
-            // Idle without streams: a GOAWAY, and the close once the client saw it.
-            Event::Timer if !draining => {
+            // Idle without streams: a GOAWAY, and the close once the client acknowledged
+            // it; a client that never answers the PING h2 sends with it is cut after
+            // another idle period.
+            Event::Timer if phase == Phase::Open => {
                 conn.graceful_shutdown();
-                timer = None;
+                phase = Phase::IdleGoaway;
+                timer = Some(Box::pin(rt::sleep(idle)));
             }
             Event::Timer => {
+                if phase == Phase::IdleGoaway {
+                    tracing::debug!(%peer, "idle HTTP/2 connection did not acknowledge its GOAWAY: closed");
+                    metrics.connection_ended(ConnEnd::Idle);
+                }
                 conn.abrupt_shutdown(Reason::NO_ERROR);
                 break;
             }
@@ -197,6 +220,16 @@ type Opened = (
     http::Request<h2::RecvStream>,
     h2::server::SendResponse<Bytes>,
 );
+
+/// Where a connection stands in its life.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// Idle: GOAWAY sent, waiting for the client to acknowledge it.
+    IdleGoaway,
+    /// The shard drains: open streams may finish until its deadline.
+    Draining,
+}
 
 enum Event {
     Accepted(Option<Result<Box<Opened>, h2::Error>>),
@@ -250,19 +283,6 @@ impl ResetWatch {
         let premature = self.premature.get();
         premature > self.max && u64::from(premature) * 2 > u64::from(self.streams.get())
     }
-}
-
-/// Runs `f` when dropped.
-fn scopeguard(f: impl FnOnce()) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
 }
 
 #[cfg(test)]

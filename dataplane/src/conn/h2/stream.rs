@@ -45,7 +45,16 @@ pub(super) async fn serve(
 ) {
     let opened = Instant::now();
     let metrics = &shard.metrics().h2;
-    metrics.streams_active.add(1);
+    let _active = metrics.streams_active.hold();
+    let Some(_charge) = conn.buffers.charge(conn.stream_charge) else {
+        // Nothing was done for it: the client may send it again (RFC 9113 §8.7).
+        tracing::debug!(peer = %conn.peer, committed = shard.buffers.committed(), "HTTP/2 stream refused: the core's tunnel buffer budget is spent");
+        shard.metrics().tunnel_buffer_refusals.inc();
+        let mut respond = respond;
+        respond.send_reset(h2::Reason::REFUSED_STREAM);
+        resets.stream_ended(opened, false);
+        return;
+    };
     let session = shard.sessions.register(conn.peer);
     session.set_certified(conn.certified.clone());
     let ended = {
@@ -66,7 +75,6 @@ pub(super) async fn serve(
         Ended::ResetByProxy => metrics.reset(ResetBy::Proxy),
     }
     resets.stream_ended(opened, ended == Ended::ResetByClient);
-    metrics.streams_active.add(-1);
 }
 
 async fn handle(
@@ -110,7 +118,16 @@ async fn handle(
     let (head, body) = req.into_parts();
     let admitting = async {
         let principal = identify(shard, session, &head.headers).await?;
-        admission::admit(shard, session, &principal, Protocol::H2Connect, &target).await
+        let make_room = || conn.upstreams.evict(&principal);
+        admission::admit_making_room(
+            shard,
+            session,
+            &principal,
+            Protocol::H2Connect,
+            &target,
+            &make_room,
+        )
+        .await
     };
     let admitted: Admitted = match until_reset(&mut respond, admitting).await {
         None => return Ended::ResetByClient,

@@ -136,3 +136,36 @@ pub(super) async fn room(
         }
     }
 }
+
+/// Why bytes could not be sent on a stream.
+pub(super) enum SendError {
+    /// The client reset the stream or broke the connection.
+    Client,
+    /// The client's window stayed shut for `patience`.
+    Stalled,
+}
+
+/// Sends `data` on the stream in pieces the client's window takes, waiting at most
+/// `patience` for each piece's room. A piece may be smaller than any message in `data`
+/// (a capsule or a chunk spans DATA frames as a byte stream may), so a window smaller than
+/// one message still moves it.
+pub(super) async fn send_all(
+    send: &mut SendStream<Bytes>,
+    data: &[u8],
+    patience: std::time::Duration,
+) -> Result<(), SendError> {
+    let mut at = 0;
+    while at < data.len() {
+        let want = (data.len() - at).min(CHUNK);
+        let room = match rt::timeout(patience, room(send, want, 1)).await {
+            Err(_) => return Err(SendError::Stalled),
+            Ok(Err(_)) => return Err(SendError::Client),
+            Ok(Ok(room)) => room,
+        };
+        let n = room.min(data.len() - at);
+        send.send_data(Bytes::copy_from_slice(&data[at..at + n]), false)
+            .map_err(|_| SendError::Client)?;
+        at += n;
+    }
+    Ok(())
+}

@@ -14,7 +14,7 @@ use policy::Protocol;
 use proto::{capsule, http_datagram};
 
 use super::stream::{respond_failure, respond_status, until_reset, Ended};
-use super::tunnel::room;
+use super::tunnel::{send_all, SendError};
 use crate::conn::udp_flow::{self, Capsules, Refused, TargetSide, MAX_UDP};
 use crate::conn::{IdleClock, ProtocolGuard};
 use crate::context::Shard;
@@ -40,7 +40,8 @@ pub(super) async fn serve(
     let Ok(mut send) = respond.send_response(udp_flow::opened(), false) else {
         return Ended::ResetByClient;
     };
-    let clock = IdleClock::new(shard.shared.config.timeouts.idle());
+    let idle = shard.shared.config.timeouts.idle();
+    let clock = IdleClock::new(idle);
     let side = TargetSide::new(shard, &target.socket, &clock);
     let quic = &shard.metrics().quic;
     let from_client = async {
@@ -69,14 +70,13 @@ pub(super) async fn serve(
             out.clear();
             capsule::encode_datagram(&payload, &mut out);
             // A client slower than its target: the target's datagrams wait in the socket
-            // buffer (dropped there when it is full, and counted), not in the proxy.
-            if room(&mut send, out.len(), out.len()).await.is_err() {
-                return Ended::ResetByClient;
+            // buffer (dropped there when it is full, and counted), not in the proxy. A
+            // window smaller than one capsule takes it in pieces.
+            match send_all(&mut send, &out, idle).await {
+                Ok(()) => quic.datagrams_out.inc(),
+                Err(SendError::Client) => return Ended::ResetByClient,
+                Err(SendError::Stalled) => return Ended::ResetByProxy,
             }
-            if send.send_data(Bytes::copy_from_slice(&out), false).is_err() {
-                return Ended::ResetByClient;
-            }
-            quic.datagrams_out.inc();
         }
     };
     let ended = {

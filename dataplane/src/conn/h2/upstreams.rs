@@ -96,6 +96,20 @@ impl Upstreams {
         Some(kept)
     }
 
+    /// Closes the idle connection kept longest for `principal`, giving back its tunnel
+    /// slot; whether there was one. An idle upstream must not keep its user from a tunnel
+    /// they ask for now.
+    pub(super) fn evict(&self, principal: &Principal) -> bool {
+        let mut idle = self.idle.borrow_mut();
+        match idle.iter().position(|k| &k.principal == principal) {
+            Some(at) => {
+                idle.remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Keeps `kept` for a later request.
     pub(super) fn put(&self, mut kept: Kept) {
         kept.since = Instant::now();

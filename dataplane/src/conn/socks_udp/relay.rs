@@ -187,7 +187,6 @@ impl Association<'_> {
             }
             let now = Instant::now();
             self.sync_policy();
-            self.clock.touch();
             let mut out = SendBatch::default();
             for i in 0..n {
                 let Some((r, data)) = batch.get(i) else { break };
@@ -197,6 +196,9 @@ impl Association<'_> {
                     self.metrics().drop(UdpDrop::ForeignSource);
                     continue;
                 }
+                // Only the client's own datagrams keep the association alive: anyone can
+                // send to the relay's port.
+                self.clock.touch();
                 if r.truncated {
                     self.metrics().drop(UdpDrop::TooLarge);
                     continue;
@@ -339,7 +341,6 @@ impl Association<'_> {
             }
             let now = Instant::now();
             self.sync_policy();
-            self.clock.touch();
             let client = self.client.get();
             let mut starts = [None; BATCH];
             for (i, start) in starts.iter_mut().enumerate().take(n) {
@@ -353,6 +354,7 @@ impl Association<'_> {
                     self.metrics().drop(UdpDrop::Unsolicited);
                     continue;
                 }
+                self.clock.touch();
                 if r.truncated {
                     self.metrics().drop(UdpDrop::TooLarge);
                     continue;

@@ -44,9 +44,93 @@ pub fn classify(content_type: u8, body: &[u8]) -> Record {
     }
 }
 
+/// A control record of ours waiting to go out before any more data.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    pub content_type: u8,
+    pub body: Vec<u8>,
+    /// Sending keys move on once it is out (it is a KeyUpdate).
+    pub rekey: bool,
+}
+
+/// Our control records in the order they must leave: a KeyUpdate (an answer to the peer's
+/// request, or our own at the key's limit) and a close_notify can both be pending; neither
+/// may be lost to the other, and nothing follows a close_notify.
+#[derive(Debug, Default)]
+pub struct Outbox(std::collections::VecDeque<Outgoing>);
+
+impl Outbox {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Queues a KeyUpdate unless one is already waiting (one answers any number of
+    /// requests) or the session is closing.
+    pub fn key_update(&mut self) {
+        if !self.0.iter().any(|o| o.rekey || o.content_type == ALERT) {
+            self.0.push_back(Outgoing {
+                content_type: HANDSHAKE,
+                body: KEY_UPDATE_NOT_REQUESTED.to_vec(),
+                rekey: true,
+            });
+        }
+    }
+
+    pub fn key_update_pending(&self) -> bool {
+        self.0.iter().any(|o| o.rekey)
+    }
+
+    /// Queues a close_notify after whatever is waiting.
+    pub fn close_notify(&mut self) {
+        if !self.0.iter().any(|o| o.content_type == ALERT) {
+            self.0.push_back(Outgoing {
+                content_type: ALERT,
+                body: CLOSE_NOTIFY.to_vec(),
+                rekey: false,
+            });
+        }
+    }
+
+    /// The record to send next.
+    pub fn front_mut(&mut self) -> Option<&mut Outgoing> {
+        self.0.front_mut()
+    }
+
+    /// The front record is out.
+    pub fn pop(&mut self) -> Option<Outgoing> {
+        self.0.pop_front()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pending_key_update_keeps_a_close_notify_and_a_close_keeps_the_update() {
+        let mut out = Outbox::default();
+        out.key_update();
+        out.key_update();
+        out.close_notify();
+        // A request that arrives while the close is queued: nothing follows a close.
+        out.key_update();
+        out.close_notify();
+        let kinds: Vec<(u8, bool)> = std::iter::from_fn(|| out.pop())
+            .map(|o| (o.content_type, o.rekey))
+            .collect();
+        assert_eq!(kinds, [(HANDSHAKE, true), (ALERT, false)]);
+
+        // A requested update while another control record is on its way is still answered.
+        let mut out = Outbox::default();
+        out.key_update();
+        let first = out.pop().unwrap();
+        assert!(first.rekey);
+        out.key_update();
+        assert!(
+            out.key_update_pending(),
+            "the second request is answered too"
+        );
+    }
 
     #[test]
     fn records_are_told_apart() {

@@ -22,7 +22,7 @@ use rustls::server::ServerConnectionData;
 use rustls::{CipherSuite, SupportedCipherSuite};
 
 use super::tls::{SessionInfo, Tls};
-use control::Record;
+use control::{Outbox, Record};
 pub use crypto_info::{CryptoInfo, UnsupportedCipher};
 
 /// `Ok` when the `tls` upper-layer protocol can be attached to a TCP socket here; the
@@ -113,8 +113,7 @@ pub fn hand_over(fd: RawFd, tls: Box<Tls>) -> Result<Ktls, (Option<Box<Tls>>, Ha
         tls13,
         info,
         limit: confidentiality_limit(suite),
-        control: RefCell::new(None),
-        rekey_after_control: Cell::new(false),
+        control: RefCell::new(Outbox::default()),
         records: Cell::new(0),
         exhausted: Cell::new(false),
         closed: Cell::new(false),
@@ -152,11 +151,9 @@ pub struct Ktls {
     tls13: bool,
     info: SessionInfo,
     limit: u64,
-    /// A control record (content type, body) that must go out before any more data: the
-    /// answer to a key update, our own key update, or a close_notify.
-    control: RefCell<Option<(u8, Vec<u8>)>>,
-    /// Once the pending control record (a KeyUpdate) is out, sending keys move on.
-    rekey_after_control: Cell<bool>,
+    /// Control records that must go out before any more data: the answer to a key update,
+    /// our own key update, a close_notify.
+    control: RefCell<Outbox>,
     /// Records sent under the current key, counted high: each write as its full records
     /// plus one.
     records: Cell<u64>,
@@ -172,23 +169,22 @@ impl Ktls {
 
     /// Whether data may go straight to the socket (splice): nothing must precede it.
     pub fn writes_direct(&self) -> bool {
-        self.control.borrow().is_none() && !self.exhausted.get()
+        self.control.borrow().is_empty() && !self.exhausted.get()
     }
 
     pub fn has_pending_output(&self) -> bool {
-        self.control.borrow().is_some()
+        !self.control.borrow().is_empty()
     }
 
-    /// Sends the pending control record, then moves sending keys on if it was a KeyUpdate.
+    /// Sends the pending control records in order; sending keys move on after a KeyUpdate.
     pub fn flush(&self, fd: RawFd) -> io::Result<()> {
         let mut pending = self.control.borrow_mut();
-        if let Some((content_type, body)) = pending.as_mut() {
-            while !body.is_empty() {
-                let n = send_record(fd, *content_type, body)?;
-                body.drain(..n);
+        while let Some(record) = pending.front_mut() {
+            while !record.body.is_empty() {
+                let n = send_record(fd, record.content_type, &record.body)?;
+                record.body.drain(..n);
             }
-            *pending = None;
-            if self.rekey_after_control.replace(false) {
+            if pending.pop().is_some_and(|r| r.rekey) {
                 let (seq, secrets) = self.kernel.borrow_mut().update_tx_secret().map_err(other)?;
                 install(
                     fd,
@@ -220,8 +216,8 @@ impl Ktls {
                         libc::TLS_RX,
                         &CryptoInfo::new(true, seq, &secrets).map_err(other)?,
                     )?;
-                    if requested && self.writes_direct() {
-                        self.queue_key_update();
+                    if requested {
+                        self.control.borrow_mut().key_update();
                     }
                 }
                 Record::Alert(d) => {
@@ -256,29 +252,18 @@ impl Ktls {
     pub fn sent(&self, n: usize) {
         let records = self.records.get() + (n as u64 >> 14) + 1;
         self.records.set(records);
-        if records >= self.limit / 2 && self.writes_direct() {
+        if records >= self.limit / 2 {
             if self.tls13 {
-                self.queue_key_update();
+                self.control.borrow_mut().key_update();
             } else {
                 self.exhausted.set(true);
             }
         }
     }
 
-    fn queue_key_update(&self) {
-        *self.control.borrow_mut() = Some((
-            control::HANDSHAKE,
-            control::KEY_UPDATE_NOT_REQUESTED.to_vec(),
-        ));
-        self.rekey_after_control.set(true);
-    }
-
-    /// Queues a close_notify (sent by [`Ktls::flush`]).
+    /// Queues a close_notify (sent by [`Ktls::flush`], after any pending KeyUpdate).
     pub fn close_notify(&self) {
-        let mut pending = self.control.borrow_mut();
-        if pending.is_none() {
-            *pending = Some((control::ALERT, control::CLOSE_NOTIFY.to_vec()));
-        }
+        self.control.borrow_mut().close_notify();
     }
 }
 
