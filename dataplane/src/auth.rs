@@ -117,6 +117,12 @@ fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| policy::password::hash("zcproxy-decoy").unwrap_or_default())
 }
 
+/// Makes the decoy hash before any shard runs: hashing it is an Argon2 run, which must not
+/// stall the first shard to meet an unknown user (~25 ms during which it serves no one).
+pub fn prepare() {
+    decoy_hash();
+}
+
 pub enum CacheOutcome {
     Hit,
     /// Answered by a verification another handshake had already started.

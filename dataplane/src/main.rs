@@ -354,6 +354,7 @@ fn run(cfg: Config) -> Result<(), String> {
         }
         None => None,
     };
+    zcproxy::auth::prepare();
     let shard::Shards { handles, stop } = shard::start(shared.clone())
         .map_err(|e| format!("listen {}: {e}", shared.config.listen))?;
     if let Some(l) = admin_listener {

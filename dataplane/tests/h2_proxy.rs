@@ -5,73 +5,12 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::h2::{self as h2c, Raw};
-use common::{Pattern, Proxy};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn pattern(len: usize, seed: u64) -> Bytes {
-    let mut data = vec![0u8; len];
-    Pattern::new(seed).fill(&mut data);
-    Bytes::from(data)
-}
-
-/// Samples the proxy's resident memory every 50 ms while it runs; the largest value seen.
-struct RssWatch {
-    stop: Arc<AtomicBool>,
-    peak: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RssWatch {
-    fn start(pid: u32) -> RssWatch {
-        let (stop, peak) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicU64::new(0)),
-        );
-        let (s, p) = (stop.clone(), peak.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                if let Some(kib) = rss_kib(pid) {
-                    p.fetch_max(kib, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        });
-        RssWatch {
-            stop,
-            peak,
-            thread: Some(thread),
-        }
-    }
-
-    fn peak(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-        self.peak.load(Ordering::Relaxed)
-    }
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
+use common::{pattern, rss_kib, runtime_multi_thread as runtime, Proxy, RssWatch};
 
 const STREAMS: usize = 100;
 const LEN: usize = 16 << 20;

@@ -11,18 +11,12 @@ use std::sync::atomic::Ordering;
 use common::h3::{aioquic, connect_request, echo_through, generated_cert, with_h3};
 use common::Proxy;
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
-
 #[test]
 fn connect_over_h3_is_byte_exact_both_ways() {
     let proxy = Proxy::builder().allow_loopback().start();
     let echo = common::echo_server();
     with_h3(&proxy, |mut send| async move {
-        let data = pattern(16 << 20, 7);
+        let data = common::pattern(16 << 20, 7).to_vec();
         let got = echo_through(&mut send, echo, data.clone()).await;
         assert_eq!(got.len(), data.len());
         assert!(got == data, "echoed bytes differ");
@@ -39,7 +33,7 @@ fn a_hundred_concurrent_connect_streams_on_one_connection() {
             .map(|i| {
                 let mut send = send.clone();
                 tokio::spawn(async move {
-                    let data = pattern(64 * 1024, i);
+                    let data = common::pattern(64 * 1024, u64::from(i)).to_vec();
                     assert_eq!(
                         echo_through(&mut send, echo, data.clone()).await,
                         data,

@@ -28,8 +28,10 @@ pub fn free_port() -> u16 {
     }
 }
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_zcproxy")
+/// The binary under test: this build's, or the one `ZCPROXY_TEST_BIN` names (to show that
+/// a test fails on an older binary).
+pub fn bin() -> String {
+    std::env::var("ZCPROXY_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_zcproxy").into())
 }
 
 pub struct Proxy {
@@ -243,13 +245,73 @@ impl Proxy {
 
     /// Resident set size in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
+        rss_kib(self.pid()).expect("the proxy's /proc status")
     }
+}
+
+/// Resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Samples a process's resident memory every 50 ms while it runs; the largest value seen.
+pub struct RssWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssWatch {
+    pub fn start(pid: u32) -> RssWatch {
+        use std::sync::atomic::{AtomicBool, AtomicU64};
+        let (stop, peak) = (
+            std::sync::Arc::new(AtomicBool::new(false)),
+            std::sync::Arc::new(AtomicU64::new(0)),
+        );
+        let (s, p) = (stop.clone(), peak.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if let Some(kib) = rss_kib(pid) {
+                    p.fetch_max(kib, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        RssWatch {
+            stop,
+            peak,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sampling; the peak in KiB.
+    pub fn peak(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// A two-thread tokio runtime for clients that drive many streams at once.
+pub fn runtime_multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `len` bytes of the seeded test pattern.
+pub fn pattern(len: usize, seed: u64) -> bytes::Bytes {
+    let mut data = vec![0u8; len];
+    Pattern::new(seed).fill(&mut data);
+    bytes::Bytes::from(data)
 }
 
 impl Drop for Proxy {
@@ -260,7 +322,8 @@ impl Drop for Proxy {
 }
 
 pub fn sum_metric(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
+    let values: Vec<f64> = text
+        .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
             let (series, value) = l.rsplit_once(' ')?;
@@ -271,7 +334,13 @@ pub fn sum_metric(text: &str, name: &str, labels: &[&str]) -> f64 {
             (n == name && labels.iter().all(|lab| rest.contains(lab)))
                 .then(|| value.parse::<f64>().ok())?
         })
-        .sum()
+        .collect();
+    // A renamed series or a mistyped label must not pass as a count of zero.
+    assert!(
+        !values.is_empty(),
+        "no series {name}{labels:?} in the metrics"
+    );
+    values.iter().sum()
 }
 
 /// A minimal HTTP GET for the admin endpoints: (status, body).
