@@ -74,6 +74,11 @@ fn handle(shared: &Shared, started: Instant, mut stream: TcpStream) {
                         "1 when the kernel accepted the tls ULP at start",
                         if shared.ktls { 1.0 } else { 0.0 },
                     ),
+                    (
+                        "zcproxy_resolver_in_flight",
+                        "Host names being resolved now, for all cores",
+                        shared.workers.resolver.in_flight() as f64,
+                    ),
                 ],
             );
             shared.policy_status.render(&mut text);

@@ -118,8 +118,8 @@ pub struct Limits {
     /// Threads verifying passwords for all cores; with Argon2's memory cost (19 MiB by
     /// default) this bounds the memory password checks hold at once. 0: one per core.
     pub password_threads: usize,
-    /// Threads resolving host names (getaddrinfo blocks) for all cores; separate from the
-    /// password threads, so credential checks never delay name resolution.
+    /// No longer used: names are resolved asynchronously (`[resolver]`). Accepted so that
+    /// older configuration files still load.
     pub resolver_threads: usize,
     /// Bytes one core lets HTTP/2 and HTTP/3 tunnel streams hold together: each stream
     /// commits its receive window (what its client may send ahead of the upstream) plus one
@@ -362,6 +362,40 @@ impl Default for H2 {
     }
 }
 
+/// Name resolution (hickory-resolver on a thread of its own): the system's configuration
+/// unless name servers are given here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Resolver {
+    /// Name servers ("ip:port"), asked over UDP (TCP for truncated answers). Empty: those
+    /// of /etc/resolv.conf, with its search list, ndots, timeout and attempts.
+    pub nameservers: Vec<SocketAddr>,
+    /// How long one query to one server may take (default: resolv.conf's, else 5 s).
+    pub timeout_ms: Option<u64>,
+    /// Queries per server before giving up on a name (default: resolv.conf's, else 2).
+    pub attempts: Option<usize>,
+    /// Answers kept (for their TTL).
+    pub cache_size: u64,
+    /// Look in /etc/hosts first.
+    pub hosts_file: bool,
+    /// Names being resolved at once for all cores; more are refused at once. A name whose
+    /// DNS never answers holds one place until its timeout, no thread.
+    pub max_in_flight: usize,
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Resolver {
+            nameservers: Vec::new(),
+            timeout_ms: None,
+            attempts: None,
+            cache_size: 4096,
+            hosts_file: true,
+            max_in_flight: 4096,
+        }
+    }
+}
+
 /// Where live policy comes from. Without `url` the proxy runs on its static `[policy]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -471,6 +505,7 @@ pub struct Config {
     pub socks5_udp: Socks5Udp,
     pub tls: Tls,
     pub h2: H2,
+    pub resolver: Resolver,
     pub policy: PolicyDoc,
 }
 
@@ -493,6 +528,7 @@ impl Default for Config {
             socks5_udp: Socks5Udp::default(),
             tls: Tls::default(),
             h2: H2::default(),
+            resolver: Resolver::default(),
             policy: PolicyDoc::default(),
         }
     }

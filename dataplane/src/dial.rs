@@ -2,7 +2,7 @@
 //! the policy, connect to the first allowed one that answers within the deadline.
 
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use policy::{CompiledPolicy, Decision, DenyReason, Request, UserId};
@@ -10,8 +10,8 @@ use thiserror::Error;
 
 use proto::{Failure, FailureKind, TargetAddr};
 
+use crate::resolver::{ResolveError, Resolver};
 use crate::rt::{self, TcpStream};
-use crate::workers::WorkerPool;
 
 #[derive(Debug, Error)]
 pub enum DialError {
@@ -58,31 +58,22 @@ impl DialError {
     }
 }
 
-/// Resolves a name on the blocking pool: getaddrinfo may block for seconds and must never
-/// stall a shard.
+/// Resolves a name off the shard (the resolver thread), giving up at `deadline`.
 pub async fn resolve(
-    resolver: &WorkerPool,
+    resolver: &Resolver,
     target: &TargetAddr,
     deadline: Instant,
 ) -> Result<Vec<SocketAddr>, DialError> {
     let (host, port) = match target {
         TargetAddr::Ip(a) => return Ok(vec![*a]),
-        TargetAddr::Domain(h, p) => (h.clone(), *p),
+        TargetAddr::Domain(h, p) => (h.as_str(), *p),
     };
-    let lookup = resolver.run(move || (host.as_str(), port).to_socket_addrs());
     let left = deadline.saturating_duration_since(Instant::now());
-    match rt::timeout(left, lookup).await {
+    match rt::timeout(left, resolver.socket_addrs(host, port)).await {
         Err(_) => Err(DialError::Timeout),
+        Ok(Err(ResolveError::NotFound(why))) => Err(DialError::Resolve(why)),
         Ok(Err(e)) => Err(DialError::Other(io::Error::other(e))),
-        Ok(Ok(Err(e))) => Err(DialError::Resolve(e.to_string())),
-        Ok(Ok(Ok(addrs))) => {
-            let addrs: Vec<SocketAddr> = addrs.collect();
-            if addrs.is_empty() {
-                Err(DialError::Resolve("no addresses".into()))
-            } else {
-                Ok(addrs)
-            }
-        }
+        Ok(Ok(addrs)) => Ok(addrs),
     }
 }
 

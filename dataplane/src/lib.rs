@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod principal;
 pub mod quic;
 pub mod relay;
+pub mod resolver;
 pub mod revoke;
 pub mod rt;
 pub mod sessions;

@@ -304,7 +304,7 @@ fn quic_setup(
 fn run(cfg: Config) -> Result<(), String> {
     raise_nofile_limit();
     let (bus, status, _control) = policy_source(&cfg)?;
-    let mut shared = Shared::new(cfg, bus, status).map_err(|e| format!("worker pools: {e}"))?;
+    let mut shared = Shared::new(cfg, bus, status).map_err(|e| format!("start-up: {e}"))?;
     let wants_tls = shared.config.quic.enabled || shared.config.tls.tcp;
     let quic_banner = match wants_tls {
         false => String::new(),

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::live::status::PolicyStatus;
 use crate::live::PolicyBus;
 use crate::metrics::ShardMetrics;
+use crate::resolver::Resolver;
 use crate::workers::{release_memory, WorkerPool};
 
 #[derive(Default)]
@@ -37,9 +38,10 @@ impl Lifecycle {
     }
 }
 
-/// The worker pools every core hands blocking work to (see [`crate::workers`]).
+/// What every core hands work to that must not run on it: name resolution (its own
+/// thread, [`crate::resolver`]) and password checks (a pool, [`crate::workers`]).
 pub struct Workers {
-    pub resolver: WorkerPool,
+    pub resolver: Resolver,
     pub passwords: WorkerPool,
 }
 
@@ -76,12 +78,7 @@ impl Shared {
         };
         // Queues: a few waiting jobs per thread; past that a request is refused at once.
         let workers = Workers {
-            resolver: WorkerPool::new(
-                "resolver",
-                limits.resolver_threads,
-                64 * limits.resolver_threads,
-                None,
-            )?,
+            resolver: Resolver::start(&config.resolver)?,
             // At most `password_threads` Argon2 blocks exist at once, and none while idle.
             passwords: WorkerPool::new(
                 "argon2",

@@ -288,6 +288,12 @@ impl Conn {
         out
     }
 
+    /// Flows waiting for room in the datagram send buffer.
+    #[cfg(test)]
+    fn datagram_waiters(&self) -> usize {
+        self.state.borrow().datagram_room.len()
+    }
+
     /// The largest datagram the path and the peer take now (`None`: datagrams not allowed).
     pub fn max_datagram_size(&self) -> Option<usize> {
         self.state.borrow_mut().conn.datagrams().max_size()
@@ -569,6 +575,61 @@ pub(super) async fn drive(conn: Rc<Conn>, endpoint: Rc<Endpoint>) {
 mod tests {
     use super::*;
     use quinn_proto::{TransportError, TransportErrorCode};
+
+    struct Flow;
+    impl std::task::Wake for Flow {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    /// A flow polled again and again while the datagram send buffer is full is remembered
+    /// once, not once per poll.
+    #[test]
+    fn a_blocked_flow_waits_for_datagram_room_once() {
+        use super::super::test_server::{client_thread, TestServer};
+        use super::super::test_support::client_config;
+        let mut server = TestServer::new("dgram-room", b"test");
+        let (addr, cert) = (server.addr, server.cert.clone());
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let client = client_thread(move || async move {
+            let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            ep.set_default_client_config(client_config(&cert, b"test"));
+            let _conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
+            // Holds the connection open until the server side is done.
+            let _ = tokio::task::spawn_blocking(move || done_rx.recv()).await;
+        });
+        let runtime = rt::build_runtime(crate::config::IoDriver::Auto).unwrap();
+        let endpoint = runtime.block_on(async { server.endpoint() });
+        runtime.block_on(async move {
+            let conn = endpoint.accept().await;
+            poll_fn(|cx| {
+                if conn.max_datagram_size().is_some() {
+                    Poll::Ready(())
+                } else {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            })
+            .await;
+            let data = Bytes::from(vec![0u8; 1000]);
+            let (one, two) = (Waker::from(Arc::new(Flow)), Waker::from(Arc::new(Flow)));
+            let mut cx = Context::from_waker(&one);
+            // Fill the send buffer without yielding (nothing is sent meanwhile).
+            let mut sent = 0;
+            while conn.poll_send_datagram(&data, &mut cx).is_ready() {
+                sent += 1;
+                assert!(sent < 100_000, "the send buffer never filled");
+            }
+            for _ in 0..100 {
+                assert!(conn.poll_send_datagram(&data, &mut cx).is_pending());
+            }
+            assert_eq!(conn.datagram_waiters(), 1);
+            let mut other = Context::from_waker(&two);
+            assert!(conn.poll_send_datagram(&data, &mut other).is_pending());
+            assert_eq!(conn.datagram_waiters(), 2);
+        });
+        let _ = done_tx.send(());
+        client.join().unwrap();
+    }
 
     #[test]
     fn handshake_failures_are_told_apart() {

@@ -490,11 +490,12 @@ mod tests {
 
     /// The server side: a handshake, then everything read is echoed back, read and written
     /// in uneven pieces, until the client's close_notify; then ours.
-    fn echo_server(socket: TcpStream, config: Arc<ServerConfig>, seed: u64) -> u64 {
+    fn echo_server(socket: TcpStream, config: Arc<ServerConfig>, seed: u64) -> (u64, SessionInfo) {
         socket.set_nonblocking(true).unwrap();
         let fd = socket.as_raw_fd();
         let tls = Tls::start(config, &[]).unwrap();
         blocking::handshake(&tls, fd);
+        let info = tls.info();
         let mut sizes = Sizes(seed);
         let mut buf = vec![0; 40_000];
         let mut echoed = 0u64;
@@ -522,7 +523,7 @@ mod tests {
         }
         tls.close_notify();
         blocking::flush(&tls, fd);
-        echoed
+        (echoed, info)
     }
 
     /// Bytes through the server side arrive whole and in order both ways, with reads and
@@ -531,8 +532,9 @@ mod tests {
     #[test]
     fn bytes_cross_in_order_through_uneven_reads_and_writes() {
         let (identity, pem) = test_support::identity("stream-tls");
-        for (seed, alpn) in [(7u64, &b"http/1.1"[..]), (99, b"http/1.1")] {
-            let config = Arc::new(identity.tcp_server_config(false, None, false));
+        // HTTP/1.1 without h2 on offer, and h2 chosen where it is.
+        for (seed, alpn, h2) in [(7u64, &b"http/1.1"[..], false), (99, b"h2", true)] {
+            let config = Arc::new(identity.tcp_server_config(h2, None, false));
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
             let server = std::thread::spawn(move || {
@@ -570,7 +572,10 @@ mod tests {
             let mut rest = Vec::new();
             tls.read_to_end(&mut rest).unwrap();
             assert!(rest.is_empty());
-            assert_eq!(server.join().unwrap(), data.len() as u64);
+            let (echoed, info) = server.join().unwrap();
+            assert_eq!(echoed, data.len() as u64);
+            assert_eq!(info.alpn.as_deref(), Some(alpn), "seed {seed}");
+            assert_eq!(tls.conn.alpn_protocol(), Some(alpn));
         }
     }
 }
