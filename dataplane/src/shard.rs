@@ -112,12 +112,12 @@ async fn quic_loop(shard: Rc<Shard>, endpoint: Rc<Endpoint>) {
         let conn = endpoint.accept().await;
         shard.metrics().accepted.inc();
         if shard.is_draining() {
-            conn.refuse(H3_NO_ERROR, b"draining");
+            conn.refuse(h3::error::Code::H3_NO_ERROR.value(), b"draining");
             continue;
         }
         let Some(guard) = shard.enter(max) else {
             shard.metrics().error(ErrorKind::ConnectionLimit);
-            conn.refuse(H3_EXCESSIVE_LOAD, b"connection limit");
+            conn.refuse(h3::error::Code::H3_EXCESSIVE_LOAD.value(), b"connection limit");
             continue;
         };
         let peer = conn.remote_address();
@@ -129,9 +129,6 @@ async fn quic_loop(shard: Rc<Shard>, endpoint: Rc<Endpoint>) {
     }
 }
 
-/// H3_EXCESSIVE_LOAD and H3_NO_ERROR (RFC 9114 §8.1).
-const H3_EXCESSIVE_LOAD: u64 = 0x107;
-const H3_NO_ERROR: u64 = 0x100;
 
 /// One shard's sockets: its TCP listener and, with QUIC on, its UDP socket (and the
 /// shards' handover queues when the kernel does not steer by connection ID).

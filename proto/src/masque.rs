@@ -149,23 +149,12 @@ fn parse_port(text: &str) -> Result<u16, TargetError> {
     }
 }
 
-/// Decodes `%XX` escapes; `None` on a bad escape or a result that is not ASCII.
+/// Decodes `%XX` escapes (percent-encoding, from the rust-url project); `None` for a result
+/// that is not ASCII. A malformed escape stays as it is, and its `%` then fails the host
+/// name check.
 fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    let decoded = String::from_utf8(out).ok()?;
-    decoded.is_ascii().then_some(decoded)
+    let decoded = percent_encoding::percent_decode_str(text).decode_utf8().ok()?;
+    decoded.is_ascii().then(|| decoded.into_owned())
 }
 
 /// RFC 9298 §3: a host name, an IPv4 literal, or an IPv6 literal (its colons were
@@ -213,6 +202,10 @@ mod tests {
                 Ok(TargetAddr::Domain("example.com".into(), 8443)),
             ),
             ("/.well-known/masque/udp/h/0/", Err(TargetError::Port)),
+            // A malformed escape, and one that decodes to a non-ASCII name.
+            ("/.well-known/masque/udp/ex%zzample/53/", Err(TargetError::Host)),
+            ("/.well-known/masque/udp/ex%4/53/", Err(TargetError::Host)),
+            ("/.well-known/masque/udp/%C3%A9t%C3%A9/53/", Err(TargetError::Host)),
             ("/.well-known/masque/udp/h/65536/", Err(TargetError::Port)),
             ("/.well-known/masque/udp/h/+53/", Err(TargetError::Port)),
             (

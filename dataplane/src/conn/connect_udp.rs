@@ -191,9 +191,7 @@ async fn relay(shard: &Shard, stream: H3Stream, conn: &Conn, flow: &Flow, socket
         let mut payload = Vec::with_capacity(MAX_UDP + 8);
         let mut out = Vec::with_capacity(MAX_UDP + 16);
         loop {
-            let n = target.recv(&mut buf).await;
-            payload.clear();
-            http_datagram::encode_udp(&buf[..n], &mut payload);
+            target.next_payload(&mut buf, &mut payload).await;
             out.clear();
             if conn.max_datagram_size().is_some() {
                 http_datagram::to_quic(stream_id, &payload, &mut out);

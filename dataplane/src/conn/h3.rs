@@ -18,7 +18,7 @@ use proto::{Failure, FailureKind};
 
 use super::connect_udp::{self, Flows};
 use super::proxy_request::{connect_target, failure_response, identify};
-use super::{IdleClock, ProtocolGuard};
+use super::{IdleClock, ProtocolGuard, CLOSE_FLUSH, CLOSE_MARGIN};
 use crate::admission;
 use crate::buffer_budget::StreamCharge;
 use crate::context::Shard;
@@ -111,17 +111,11 @@ pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, peer: SocketAddr) {
     while in_flight.get() > 0 && Instant::now() < deadline {
         rt::sleep(Duration::from_millis(20)).await;
     }
-    conn.close(H3_NO_ERROR, b"shutting down");
+    conn.close(h3::error::Code::H3_NO_ERROR.value(), b"shutting down");
     // Time for the connection's driver to send the close before the shard stops.
     rt::sleep(CLOSE_FLUSH).await;
 }
 
-/// H3_NO_ERROR (RFC 9114 §8.1).
-const H3_NO_ERROR: u64 = 0x100;
-/// How long before the shard's drain deadline its HTTP/3 connections are closed, and how
-/// long the close is given to go out.
-const CLOSE_MARGIN: Duration = Duration::from_millis(250);
-const CLOSE_FLUSH: Duration = Duration::from_millis(50);
 
 /// The requests of a connection in flight, and when the last one ended.
 struct InFlight {

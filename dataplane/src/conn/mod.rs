@@ -28,6 +28,11 @@ use crate::rt::{self, TcpStream};
 use crate::sessions::Session;
 use crate::stream::{BufStream, Stream};
 
+/// How long before the shard's drain deadline multiplexed connections (h2, h3) cut the
+/// streams still open, and how long their closing frame is given to go out.
+const CLOSE_MARGIN: Duration = Duration::from_millis(250);
+const CLOSE_FLUSH: Duration = Duration::from_millis(100);
+
 /// Time left until `deadline` (zero once passed).
 pub fn left(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())

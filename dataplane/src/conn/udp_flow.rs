@@ -163,6 +163,15 @@ impl<'a> TargetSide<'a> {
         }
     }
 
+    /// Waits for the target's next datagram and writes it into `payload` as an HTTP
+    /// datagram payload (context ID 0, RFC 9298 §5); `buf` (at least [`MAX_UDP`] bytes) is
+    /// where it is read.
+    pub async fn next_payload(&self, buf: &mut [u8], payload: &mut Vec<u8>) {
+        let n = self.recv(buf).await;
+        payload.clear();
+        http_datagram::encode_udp(&buf[..n], payload);
+    }
+
     /// Counts the drops after the last datagram read (no read reports them).
     pub fn finish(&self) {
         if let Some(total) = udp::drops(self.fd) {

@@ -99,10 +99,10 @@ impl<B: Buf> quic::OpenStreams<B> for H3Conn {
     }
 }
 
-/// H3_NO_ERROR: a stream no longer read because its answer is complete (RFC 9114 §4.1.1).
-const H3_NO_ERROR: u64 = 0x100;
-/// H3_REQUEST_CANCELLED: a stream abandoned before it was finished (RFC 9114 §8.1).
-const H3_REQUEST_CANCELLED: u64 = 0x10c;
+/// A stream no longer read because its answer is complete (RFC 9114 §4.1.1).
+const H3_NO_ERROR: u64 = h3::error::Code::H3_NO_ERROR.value();
+/// A stream abandoned before it was finished (RFC 9114 §8.1).
+const H3_REQUEST_CANCELLED: u64 = h3::error::Code::H3_REQUEST_CANCELLED.value();
 
 /// The sending half of a stream: one buffer h3 handed over, written as flow control allows.
 /// Dropped before it was finished (a request cut short, e.g. revoked by a policy change), it

@@ -82,7 +82,7 @@ pub fn encode(target: &TargetAddr, out: &mut Vec<u8>) -> Result<(), Socks5Error>
 
 /// `from` as the client expects it: IPv4 sources that a dual-stack socket reports as
 /// mapped IPv6 addresses are IPv4.
-fn canonical(from: SocketAddr) -> SocketAddr {
+pub fn canonical(from: SocketAddr) -> SocketAddr {
     match from.ip() {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => SocketAddr::new(v4.into(), from.port()),

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::Reason;
 
-use super::left;
+use super::{left, CLOSE_FLUSH, CLOSE_MARGIN};
 use crate::buffer_budget::ConnShare;
 use crate::config::H2;
 use crate::context::Shard;
@@ -40,10 +40,6 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How long a closed connection's late bytes are read and dropped.
 const LINGER: Duration = Duration::from_secs(1);
-/// How long a connection being closed is given to send its GOAWAY.
-const CLOSE_FLUSH: Duration = Duration::from_millis(100);
-/// How long before the shard's drain deadline lingering streams are cut.
-const CLOSE_MARGIN: Duration = Duration::from_millis(250);
 
 /// Serves an HTTP/2 connection whose first bytes (the preface, or part of it) are buffered
 /// in `client`, until it closes, breaks or the shard has drained.

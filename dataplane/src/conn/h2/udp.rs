@@ -11,7 +11,7 @@ use h2::server::SendResponse;
 use h2::RecvStream;
 use http::{Request, StatusCode};
 use policy::Protocol;
-use proto::{capsule, http_datagram};
+use proto::capsule;
 
 use super::stream::{respond_failure, respond_status, until_reset, Ended};
 use super::tunnel::{send_all, SendError};
@@ -64,9 +64,7 @@ pub(super) async fn serve(
         let mut payload = Vec::with_capacity(MAX_UDP + 8);
         let mut out = Vec::with_capacity(MAX_UDP + 16);
         loop {
-            let n = side.recv(&mut buf).await;
-            payload.clear();
-            http_datagram::encode_udp(&buf[..n], &mut payload);
+            side.next_payload(&mut buf, &mut payload).await;
             out.clear();
             capsule::encode_datagram(&payload, &mut out);
             // A client slower than its target: the target's datagrams wait in the socket

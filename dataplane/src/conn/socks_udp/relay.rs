@@ -95,9 +95,7 @@ fn for_socket(dest: SocketAddr, dual_stack: bool) -> SocketAddr {
     }
 }
 
-fn canonical(a: SocketAddr) -> SocketAddr {
-    SocketAddr::new(policy::address::canonical(a.ip()), a.port())
-}
+use proto::socks5::udp::canonical;
 
 impl Association<'_> {
     fn metrics(&self) -> &crate::metrics::Socks5UdpMetrics {
