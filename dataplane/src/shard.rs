@@ -117,7 +117,10 @@ async fn quic_loop(shard: Rc<Shard>, endpoint: Rc<Endpoint>) {
         }
         let Some(guard) = shard.enter(max) else {
             shard.metrics().error(ErrorKind::ConnectionLimit);
-            conn.refuse(h3::error::Code::H3_EXCESSIVE_LOAD.value(), b"connection limit");
+            conn.refuse(
+                h3::error::Code::H3_EXCESSIVE_LOAD.value(),
+                b"connection limit",
+            );
             continue;
         };
         let peer = conn.remote_address();
@@ -128,7 +131,6 @@ async fn quic_loop(shard: Rc<Shard>, endpoint: Rc<Endpoint>) {
         });
     }
 }
-
 
 /// One shard's sockets: its TCP listener and, with QUIC on, its UDP socket (and the
 /// shards' handover queues when the kernel does not steer by connection ID).

@@ -1,10 +1,11 @@
 //! ClientHello peeks from clients: never a panic, the same answer however much of the
-//! input arrived (a cut either needs more or already answers as the whole does), and a
-//! built hello for any name and protocols read back as built.
+//! input arrived (a cut either needs more or already answers as the whole does), the same
+//! answer from the resumable reader fed the input as it grows, and a built hello for any
+//! name and protocols read back as built.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use proto::tls_hello::{build, peek, Peek};
+use proto::tls_hello::{build, peek, HelloReader, Peek};
 
 fuzz_target!(|data: &[u8]| {
     let whole = peek(data);
@@ -16,6 +17,18 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(early, whole, "cut at {cut}");
                 break;
             }
+        }
+    }
+    // The reader that resumes where it stopped answers as a fresh look at the same bytes.
+    let mut reader = HelloReader::default();
+    let step = 1 + data.first().map_or(0, |b| usize::from(b % 13));
+    let mut end = 0;
+    loop {
+        end = (end + step).min(data.len());
+        let resumed = reader.peek(&data[..end]);
+        if resumed != Ok(Peek::NeedMore) || end == data.len() {
+            assert_eq!(resumed, peek(&data[..end]), "resumed at {end}");
+            break;
         }
     }
     if let Ok(Peek::Hello(h)) = &whole {

@@ -153,7 +153,9 @@ fn parse_port(text: &str) -> Result<u16, TargetError> {
 /// that is not ASCII. A malformed escape stays as it is, and its `%` then fails the host
 /// name check.
 fn percent_decode(text: &str) -> Option<String> {
-    let decoded = percent_encoding::percent_decode_str(text).decode_utf8().ok()?;
+    let decoded = percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .ok()?;
     decoded.is_ascii().then(|| decoded.into_owned())
 }
 
@@ -203,9 +205,15 @@ mod tests {
             ),
             ("/.well-known/masque/udp/h/0/", Err(TargetError::Port)),
             // A malformed escape, and one that decodes to a non-ASCII name.
-            ("/.well-known/masque/udp/ex%zzample/53/", Err(TargetError::Host)),
+            (
+                "/.well-known/masque/udp/ex%zzample/53/",
+                Err(TargetError::Host),
+            ),
             ("/.well-known/masque/udp/ex%4/53/", Err(TargetError::Host)),
-            ("/.well-known/masque/udp/%C3%A9t%C3%A9/53/", Err(TargetError::Host)),
+            (
+                "/.well-known/masque/udp/%C3%A9t%C3%A9/53/",
+                Err(TargetError::Host),
+            ),
             ("/.well-known/masque/udp/h/65536/", Err(TargetError::Port)),
             ("/.well-known/masque/udp/h/+53/", Err(TargetError::Port)),
             (

@@ -116,7 +116,6 @@ pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, peer: SocketAddr) {
     rt::sleep(CLOSE_FLUSH).await;
 }
 
-
 /// The requests of a connection in flight, and when the last one ended.
 struct InFlight {
     count: Cell<usize>,
