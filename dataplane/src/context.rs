@@ -28,6 +28,9 @@ pub struct Shard {
     pub sessions: Sessions,
     /// What HTTP/2 and HTTP/3 tunnel streams may make the core hold.
     pub buffers: BufferBudget,
+    /// SOCKS5 UDP associations open on the core (bounded by
+    /// `socks5_udp.max_associations_per_core`).
+    pub udp_associations: Cell<usize>,
     active: Cell<usize>,
     /// Set when the shard starts draining. A `watch` channel because its waiters take
     /// themselves off its list when dropped: a list of wakers pushed on every poll kept
@@ -66,6 +69,7 @@ impl Shard {
                 },
                 shared.metrics[id].tunnel_buffer_committed.clone(),
             ),
+            udp_associations: Cell::new(0),
             active: Cell::new(0),
             draining: tokio::sync::watch::Sender::new(false),
             datagrams: RefCell::new(None),

@@ -98,6 +98,17 @@ impl Session {
         self.revoke.revoked().await
     }
 
+    /// Runs `work` to its end unless a policy change revokes the session first (`None`;
+    /// `work` is then dropped unfinished, and its sockets close with a reset).
+    pub async fn unless_revoked<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        let work = std::pin::pin!(work);
+        let revoked = std::pin::pin!(self.revoked());
+        match crate::rt::race(work, revoked).await {
+            crate::rt::Either::Left(v) => Some(v),
+            crate::rt::Either::Right(()) => None,
+        }
+    }
+
     fn allowed_by(&self, new: &LivePolicy) -> bool {
         match &*self.grant.borrow() {
             None => true,

@@ -377,7 +377,13 @@ fn connect_udp_over_h2_carries_datagrams_as_capsules() {
         proxy.metric("zcproxy_h2_streams_total", &["kind=\"connect_udp\""]),
         2.0
     );
-    assert!(proxy.metric("zcproxy_quic_datagrams_received_total", &[]) >= 101.0);
+    assert!(proxy.metric("zcproxy_h2_datagrams_received_total", &[]) >= 101.0);
+    assert!(proxy.metric("zcproxy_h2_datagrams_sent_total", &[]) >= 1.0);
+    // Counted as HTTP/2's, not as HTTP/3's.
+    assert_eq!(
+        proxy.metric("zcproxy_quic_datagrams_received_total", &[]),
+        0.0
+    );
 }
 
 /// A CONNECT that works on a fresh h2 connection: the proxy still serves others.

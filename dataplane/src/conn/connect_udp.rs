@@ -24,7 +24,8 @@ use super::proxy_request::status_response;
 use super::udp_flow::{self, Capsules, Refused, TargetSide, MAX_UDP};
 use super::{IdleClock, ProtocolGuard};
 use crate::context::Shard;
-use crate::metrics::quic::{DatagramDrop, QuicMetrics};
+use crate::metrics::datagrams::DatagramDrop;
+use crate::metrics::quic::QuicMetrics;
 use crate::quic::conn::Conn;
 use crate::rt;
 use crate::sessions::Session;
@@ -50,16 +51,16 @@ impl Flows {
     /// Reads the connection's datagrams until it closes and routes them by stream.
     pub async fn dispatch(self: Rc<Self>, conn: Rc<Conn>, metrics: Arc<QuicMetrics>) {
         while let Ok(frame) = poll_fn(|cx| conn.poll_datagram(cx)).await {
-            metrics.datagrams_in.inc();
+            metrics.datagrams.received.inc();
             let Some((stream, payload)) = http_datagram::from_quic(&frame) else {
-                metrics.datagram_dropped(DatagramDrop::Context);
+                metrics.datagrams.dropped(DatagramDrop::Context);
                 continue;
             };
             let offset = frame.len() - payload.len();
             let inbox = self.by_stream.borrow().get(&stream).cloned();
             // Datagrams for a stream without a flow (not yet, or no longer) are dropped.
             let Some(inbox) = inbox else {
-                metrics.datagram_dropped(DatagramDrop::NoFlow);
+                metrics.datagrams.dropped(DatagramDrop::NoFlow);
                 continue;
             };
             {
@@ -67,7 +68,7 @@ impl Flows {
                 if queue.len() < FLOW_QUEUE {
                     queue.push_back(frame.slice(offset..));
                 } else {
-                    metrics.datagram_dropped(DatagramDrop::QueueFull);
+                    metrics.datagrams.dropped(DatagramDrop::QueueFull);
                 }
             }
             let waker = inbox.waker.borrow_mut().take();
@@ -151,8 +152,8 @@ async fn relay(shard: &Shard, stream: H3Stream, conn: &Conn, flow: &Flow, socket
     let (stream_id, inbox) = (flow.stream, &flow.inbox);
     let (mut send, mut recv) = stream.split();
     let clock = IdleClock::new(shard.shared.config.timeouts.idle());
-    let quic = &shard.metrics().quic;
-    let target = TargetSide::new(shard, socket, &clock);
+    let datagrams = &shard.metrics().quic.datagrams;
+    let target = TargetSide::new(shard, datagrams, socket, &clock);
     let from_datagrams = async {
         loop {
             let next = poll_fn(|cx| match inbox.queue.borrow_mut().pop_front() {
@@ -173,7 +174,7 @@ async fn relay(shard: &Shard, stream: H3Stream, conn: &Conn, flow: &Flow, socket
                 Ok(Some(mut chunk)) => {
                     while chunk.has_remaining() {
                         let n = chunk.chunk().len();
-                        capsules.feed(chunk.chunk(), quic, |p| target.send(p));
+                        capsules.feed(chunk.chunk(), datagrams, |p| target.send(p));
                         chunk.advance(n);
                     }
                 }
@@ -197,11 +198,9 @@ async fn relay(shard: &Shard, stream: H3Stream, conn: &Conn, flow: &Flow, socket
                 http_datagram::to_quic(stream_id, &payload, &mut out);
                 let frame = Bytes::copy_from_slice(&out);
                 match poll_fn(|cx| conn.poll_send_datagram(&frame, cx)).await {
-                    Ok(()) => quic.datagrams_out.inc(),
+                    Ok(()) => datagrams.sent.inc(),
                     // Larger than the client's path or limit allows: dropped, as UDP may be.
-                    Err(SendDatagramError::TooLarge) => {
-                        quic.datagram_dropped(DatagramDrop::TooLarge)
-                    }
+                    Err(SendDatagramError::TooLarge) => datagrams.dropped(DatagramDrop::TooLarge),
                     Err(_) => return,
                 }
             } else {
@@ -209,7 +208,7 @@ async fn relay(shard: &Shard, stream: H3Stream, conn: &Conn, flow: &Flow, socket
                 if send.send_data(Bytes::copy_from_slice(&out)).await.is_err() {
                     return;
                 }
-                quic.datagrams_out.inc();
+                datagrams.sent.inc();
             }
         }
     };

@@ -197,10 +197,9 @@ async fn request(
         return;
     };
     let session = shard.sessions.register(peer);
-    let serving = pin!(handle(&shard, &session, req, stream, conn, flows));
-    let revoked = pin!(session.revoked());
+    let serving = handle(&shard, &session, req, stream, conn, flows);
     // A revoked request's stream is dropped unfinished: both halves reset.
-    if let rt::Either::Right(()) = rt::race(serving, revoked).await {
+    if session.unless_revoked(serving).await.is_none() {
         shard.metrics().error(ErrorKind::PolicyRevoked);
     }
 }

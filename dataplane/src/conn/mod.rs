@@ -14,7 +14,6 @@ mod tls;
 mod udp_flow;
 
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use policy::Protocol;
@@ -95,11 +94,8 @@ pub async fn serve(shard: &Shard, socket: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
     let deadline = started + shard.shared.config.timeouts.handshake();
     let client = BufStream::new(stream);
-    let serving = pin!(serve_client(
-        shard, &session, client, started, deadline, true
-    ));
-    let revoked = pin!(session.revoked());
-    if let rt::Either::Right(()) = rt::race(serving, revoked).await {
+    let serving = serve_client(shard, &session, client, started, deadline, true);
+    if session.unless_revoked(serving).await.is_none() {
         shard.metrics().error(ErrorKind::PolicyRevoked);
     }
 }

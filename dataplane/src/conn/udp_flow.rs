@@ -17,7 +17,7 @@ use super::IdleClock;
 use crate::admission;
 use crate::context::Shard;
 use crate::live::TunnelPermit;
-use crate::metrics::quic::{DatagramDrop, QuicMetrics};
+use crate::metrics::datagrams::{DatagramDrop, DatagramMetrics};
 use crate::rt;
 use crate::sessions::Session;
 use crate::sys;
@@ -99,6 +99,7 @@ pub(super) fn opened() -> Response<()> {
 /// sends is read from it.
 pub(super) struct TargetSide<'a> {
     shard: &'a Shard,
+    datagrams: &'a DatagramMetrics,
     fd: RawFd,
     socket: &'a rt::UdpSocket,
     clock: &'a IdleClock,
@@ -106,9 +107,16 @@ pub(super) struct TargetSide<'a> {
 }
 
 impl<'a> TargetSide<'a> {
-    pub fn new(shard: &'a Shard, socket: &'a rt::UdpSocket, clock: &'a IdleClock) -> Self {
+    /// The target side of a flow whose datagrams are counted in `datagrams`.
+    pub fn new(
+        shard: &'a Shard,
+        datagrams: &'a DatagramMetrics,
+        socket: &'a rt::UdpSocket,
+        clock: &'a IdleClock,
+    ) -> Self {
         TargetSide {
             shard,
+            datagrams,
             fd: socket.as_raw_fd(),
             socket,
             clock,
@@ -116,15 +124,15 @@ impl<'a> TargetSide<'a> {
         }
     }
 
-    fn metrics(&self) -> &QuicMetrics {
-        &self.shard.metrics().quic
+    fn metrics(&self) -> &DatagramMetrics {
+        self.datagrams
     }
 
     /// Sends an HTTP datagram's payload to the target: context 0 carries UDP payloads,
     /// others were not negotiated (RFC 9298 §4) and are dropped.
     pub fn send(&self, payload: &[u8]) {
         let Some(data) = http_datagram::udp_payload(payload) else {
-            return self.metrics().datagram_dropped(DatagramDrop::Context);
+            return self.metrics().dropped(DatagramDrop::Context);
         };
         match sys::send(self.fd, data) {
             Ok(_) => {
@@ -134,7 +142,7 @@ impl<'a> TargetSide<'a> {
                     .add(data.len() as u64);
                 self.clock.touch();
             }
-            Err(_) => self.metrics().datagram_dropped(DatagramDrop::UpstreamSend),
+            Err(_) => self.metrics().dropped(DatagramDrop::UpstreamSend),
         }
     }
 
@@ -145,8 +153,7 @@ impl<'a> TargetSide<'a> {
             match udp::recv(self.fd, buf) {
                 Ok(r) => {
                     let new = self.overflows.borrow_mut().new_since(&r);
-                    self.metrics()
-                        .datagrams_dropped_by(DatagramDrop::UpstreamBuffer, new);
+                    self.metrics().dropped_by(DatagramDrop::UpstreamBuffer, new);
                     self.clock.touch();
                     self.shard
                         .metrics()
@@ -176,8 +183,7 @@ impl<'a> TargetSide<'a> {
     pub fn finish(&self) {
         if let Some(total) = udp::drops(self.fd) {
             let new = self.overflows.borrow_mut().catch_up(total);
-            self.metrics()
-                .datagrams_dropped_by(DatagramDrop::UpstreamBuffer, new);
+            self.metrics().dropped_by(DatagramDrop::UpstreamBuffer, new);
         }
     }
 }
@@ -198,7 +204,12 @@ impl Capsules {
 
     /// Takes the next piece of the stream and hands every whole DATAGRAM capsule's payload
     /// to `datagram`; other capsules are skipped, oversized ones counted as dropped.
-    pub fn feed(&mut self, piece: &[u8], metrics: &QuicMetrics, mut datagram: impl FnMut(&[u8])) {
+    pub fn feed(
+        &mut self,
+        piece: &[u8],
+        metrics: &DatagramMetrics,
+        mut datagram: impl FnMut(&[u8]),
+    ) {
         self.buf.extend_from_slice(piece);
         // Step through every whole capsule, then drop what they took at once.
         let mut at = 0;
@@ -206,13 +217,13 @@ impl Capsules {
             match self.decoder.next(&self.buf[at..]) {
                 Step::NeedMore => break,
                 Step::Datagram { payload, consumed } => {
-                    metrics.datagrams_in.inc();
+                    metrics.received.inc();
                     datagram(payload);
                     at += consumed;
                 }
                 Step::Skip { consumed, started } => {
                     if let Some(Skipped::Oversized { .. }) = started {
-                        metrics.datagram_dropped(DatagramDrop::TooLarge);
+                        metrics.dropped(DatagramDrop::TooLarge);
                     }
                     at += consumed;
                 }

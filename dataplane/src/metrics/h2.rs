@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use super::datagrams::DatagramMetrics;
 use super::{family, Counter, Gauge};
 
 /// What a stream asked for.
@@ -87,6 +88,8 @@ pub struct H2Metrics {
     pub resets_by_client: Counter,
     pub resets_by_proxy: Counter,
     pub ended: [Counter; ConnEnd::ALL.len()],
+    /// HTTP datagrams of the CONNECT-UDP flows over HTTP/2 (DATAGRAM capsules).
+    pub datagrams: DatagramMetrics,
 }
 
 impl H2Metrics {
@@ -172,7 +175,7 @@ pub(super) fn render<'a>(out: &mut String, cores: impl Iterator<Item = &'a H2Met
         "counter",
         "HTTP/2 connections ended by an error, by reason",
     );
-    for (core, m) in cores.enumerate() {
+    for (core, m) in cores.clone().enumerate() {
         for why in ConnEnd::ALL {
             let _ = writeln!(
                 out,
@@ -182,4 +185,5 @@ pub(super) fn render<'a>(out: &mut String, cores: impl Iterator<Item = &'a H2Met
             );
         }
     }
+    super::datagrams::render(out, "zcproxy_h2", "HTTP/2", cores.map(|m| &m.datagrams));
 }

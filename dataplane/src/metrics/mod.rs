@@ -9,6 +9,7 @@ use std::time::Duration;
 use policy::Protocol;
 use proto::FailureKind;
 
+pub mod datagrams;
 pub mod h2;
 pub mod quic;
 pub mod socks_udp;
@@ -457,11 +458,15 @@ mod tests {
         assert!(text.contains("zcproxy_ready 1\n"));
         shards[1]
             .quic
-            .datagram_dropped(quic::DatagramDrop::QueueFull);
+            .datagrams
+            .dropped(datagrams::DatagramDrop::QueueFull);
+        shards[0].h2.datagrams.sent.inc();
         let text = render(&shards, &[]);
         assert!(text.contains(
             "zcproxy_quic_datagrams_dropped_total{core=\"1\",reason=\"queue_full\"} 1\n"
         ));
+        assert!(text.contains("zcproxy_h2_datagrams_sent_total{core=\"0\"} 1\n"));
+        assert!(text.contains("zcproxy_quic_datagrams_sent_total{core=\"0\"} 0\n"));
         assert!(text.contains("zcproxy_quic_connections_active{core=\"0\"} 0\n"));
     }
 }

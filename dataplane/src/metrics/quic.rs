@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use super::datagrams::DatagramMetrics;
 use super::{family, Counter, Gauge};
 
 /// Why a QUIC connection ended before its handshake completed.
@@ -41,45 +42,6 @@ impl HandshakeFailure {
     }
 }
 
-/// Why an HTTP datagram was not relayed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DatagramDrop {
-    /// No CONNECT-UDP flow on the stream it names (not yet, or no longer).
-    NoFlow,
-    /// The flow's queue toward its upstream socket was full.
-    QueueFull,
-    /// Larger than the client's path or limits allow, or an oversized capsule.
-    TooLarge,
-    /// A context ID other than 0 (none is negotiated), or a malformed stream ID.
-    Context,
-    /// The upstream socket refused it (its buffer full, an ICMP error pending).
-    UpstreamSend,
-    /// From the target: the kernel dropped it, the flow's socket buffer full while the
-    /// client's connection had no room (a client slower than its target).
-    UpstreamBuffer,
-}
-
-impl DatagramDrop {
-    pub const ALL: [DatagramDrop; 6] = [
-        DatagramDrop::NoFlow,
-        DatagramDrop::QueueFull,
-        DatagramDrop::TooLarge,
-        DatagramDrop::Context,
-        DatagramDrop::UpstreamSend,
-        DatagramDrop::UpstreamBuffer,
-    ];
-    pub fn label(self) -> &'static str {
-        match self {
-            DatagramDrop::NoFlow => "no_flow",
-            DatagramDrop::QueueFull => "queue_full",
-            DatagramDrop::TooLarge => "too_large",
-            DatagramDrop::Context => "context",
-            DatagramDrop::UpstreamSend => "upstream_send",
-            DatagramDrop::UpstreamBuffer => "upstream_buffer",
-        }
-    }
-}
-
 #[derive(Default)]
 pub struct QuicMetrics {
     pub connections_total: Counter,
@@ -89,11 +51,9 @@ pub struct QuicMetrics {
     /// Streams the clients opened: bidirectional (requests), unidirectional (control, QPACK).
     pub streams_bidi: Counter,
     pub streams_uni: Counter,
-    /// HTTP datagrams from clients (QUIC DATAGRAM frames and DATAGRAM capsules).
-    pub datagrams_in: Counter,
-    /// HTTP datagrams to clients.
-    pub datagrams_out: Counter,
-    pub datagrams_dropped: [Counter; DatagramDrop::ALL.len()],
+    /// HTTP datagrams of the CONNECT-UDP flows over HTTP/3 (QUIC DATAGRAM frames and
+    /// DATAGRAM capsules).
+    pub datagrams: DatagramMetrics,
     /// Times a flow waited because the connection's datagram send buffer was full.
     pub datagram_send_waits: Counter,
     pub packets_in: Counter,
@@ -126,19 +86,13 @@ impl QuicMetrics {
     pub fn handshake_failed(&self, why: HandshakeFailure) {
         self.handshake_failures[why as usize].inc();
     }
-    pub fn datagram_dropped(&self, why: DatagramDrop) {
-        self.datagrams_dropped_by(why, 1);
-    }
-    pub fn datagrams_dropped_by(&self, why: DatagramDrop, n: u64) {
-        self.datagrams_dropped[why as usize].add(n);
-    }
 }
 
 type Getter = fn(&QuicMetrics) -> f64;
 
 /// Renders the QUIC families for every core.
 pub(super) fn render<'a>(out: &mut String, cores: impl Iterator<Item = &'a QuicMetrics> + Clone) {
-    let simple: [(&str, &str, &str, Getter); 20] = [
+    let simple: [(&str, &str, &str, Getter); 18] = [
         (
             "zcproxy_quic_idle_closes_total",
             "counter",
@@ -162,18 +116,6 @@ pub(super) fn render<'a>(out: &mut String, cores: impl Iterator<Item = &'a QuicM
             "counter",
             "QUIC handshakes completed",
             |m| m.handshakes_completed.get() as f64,
-        ),
-        (
-            "zcproxy_quic_datagrams_received_total",
-            "counter",
-            "HTTP datagrams received from clients",
-            |m| m.datagrams_in.get() as f64,
-        ),
-        (
-            "zcproxy_quic_datagrams_sent_total",
-            "counter",
-            "HTTP datagrams sent to clients",
-            |m| m.datagrams_out.get() as f64,
         ),
         (
             "zcproxy_quic_datagram_send_waits_total",
@@ -296,22 +238,12 @@ pub(super) fn render<'a>(out: &mut String, cores: impl Iterator<Item = &'a QuicM
             m.streams_uni.get()
         );
     }
-    family(
+    super::datagrams::render(
         out,
-        "zcproxy_quic_datagrams_dropped_total",
-        "counter",
-        "HTTP datagrams not relayed, by reason",
+        "zcproxy_quic",
+        "HTTP/3",
+        cores.clone().map(|m| &m.datagrams),
     );
-    for (core, m) in cores.clone().enumerate() {
-        for why in DatagramDrop::ALL {
-            let _ = writeln!(
-                out,
-                "zcproxy_quic_datagrams_dropped_total{{core=\"{core}\",reason=\"{}\"}} {}",
-                why.label(),
-                m.datagrams_dropped[why as usize].get()
-            );
-        }
-    }
     family(
         out,
         "zcproxy_quic_offload",

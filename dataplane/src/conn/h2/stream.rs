@@ -57,16 +57,13 @@ pub(super) async fn serve(
     };
     let session = shard.sessions.register(conn.peer);
     session.set_certified(conn.certified.clone());
-    let ended = {
-        let serving = pin!(handle(shard, conn, &session, req, respond));
-        let revoked = pin!(session.revoked());
-        match rt::race(serving, revoked).await {
-            rt::Either::Left(ended) => ended,
-            rt::Either::Right(()) => {
-                // Dropping the stream's halves unfinished resets it (CANCEL).
-                shard.metrics().error(ErrorKind::PolicyRevoked);
-                Ended::ResetByProxy
-            }
+    let serving = handle(shard, conn, &session, req, respond);
+    let ended = match session.unless_revoked(serving).await {
+        Some(ended) => ended,
+        None => {
+            // Dropping the stream's halves unfinished resets it (CANCEL).
+            shard.metrics().error(ErrorKind::PolicyRevoked);
+            Ended::ResetByProxy
         }
     };
     match ended {

@@ -42,14 +42,14 @@ pub(super) async fn serve(
     };
     let idle = shard.shared.config.timeouts.idle();
     let clock = IdleClock::new(idle);
-    let side = TargetSide::new(shard, &target.socket, &clock);
-    let quic = &shard.metrics().quic;
+    let datagrams = &shard.metrics().h2.datagrams;
+    let side = TargetSide::new(shard, datagrams, &target.socket, &clock);
     let from_client = async {
         let mut capsules = Capsules::new();
         loop {
             match recv.data().await {
                 Some(Ok(chunk)) => {
-                    capsules.feed(&chunk, quic, |p| side.send(p));
+                    capsules.feed(&chunk, datagrams, |p| side.send(p));
                     // Sent on (or dropped) already: the window reopens at once.
                     let _ = recv.flow_control().release_capacity(chunk.len());
                 }
@@ -71,7 +71,7 @@ pub(super) async fn serve(
             // buffer (dropped there when it is full, and counted), not in the proxy. A
             // window smaller than one capsule takes it in pieces.
             match send_all(&mut send, &out, idle).await {
-                Ok(()) => quic.datagrams_out.inc(),
+                Ok(()) => datagrams.sent.inc(),
                 Err(SendError::Client) => return Ended::ResetByClient,
                 Err(SendError::Stalled) => return Ended::ResetByProxy,
             }

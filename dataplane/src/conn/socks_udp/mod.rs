@@ -98,16 +98,15 @@ pub(super) async fn associate(
     mut client: impl SocksClient,
 ) {
     let cfg = &shard.shared.config.socks5_udp;
-    let open = shard.metrics().connections_active[Protocol::Socks5Udp.index()].get();
     if !cfg.enabled {
         let f = Failure::new(FailureKind::Unsupported, "UDP ASSOCIATE is disabled");
         return client.refused(&f).await;
     }
-    if open >= cfg.max_associations_per_core as i64 {
+    let Some(_slot) = CoreSlot::take(shard, cfg.max_associations_per_core) else {
         shard.metrics().socks5_udp.refused.inc();
         let f = Failure::new(FailureKind::Internal, "UDP association limit of this core");
         return client.refused(&f).await;
-    }
+    };
     let permit =
         match admission::associate(shard, session, principal, cfg.max_associations_per_user) {
             Ok(p) => p,
@@ -191,6 +190,26 @@ pub(super) async fn associate(
     }
     assoc.count_kernel_drops();
     drop(permit);
+}
+
+/// One of the core's SOCKS5 UDP association slots, given back when dropped.
+struct CoreSlot<'a>(&'a Shard);
+
+impl<'a> CoreSlot<'a> {
+    fn take(shard: &'a Shard, max: usize) -> Option<CoreSlot<'a>> {
+        let open = shard.udp_associations.get();
+        (open < max).then(|| {
+            shard.udp_associations.set(open + 1);
+            CoreSlot(shard)
+        })
+    }
+}
+
+impl Drop for CoreSlot<'_> {
+    fn drop(&mut self) {
+        let open = &self.0.udp_associations;
+        open.set(open.get() - 1);
+    }
 }
 
 #[cfg(test)]
