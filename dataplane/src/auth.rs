@@ -81,6 +81,11 @@ impl CredentialCache {
         }
     }
 
+    /// How many verifications may run at once from now on (a reload).
+    pub fn set_max_running(&mut self, max: usize) {
+        self.max_running = max.max(1);
+    }
+
     fn fingerprint(&self, user: &[u8], password: &[u8], phc: &str) -> [u8; 32] {
         let mut h = blake3::Hasher::new_keyed(&self.key);
         for part in [user, password, phc.as_bytes()] {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::metrics::Gauge;
 
 struct Inner {
-    limit: u64,
+    limit: Cell<u64>,
     committed: Cell<u64>,
     gauge: Arc<Gauge>,
 }
@@ -37,10 +37,15 @@ impl BufferBudget {
     /// `limit` bytes in all; `gauge` shows what is committed.
     pub fn new(limit: u64, gauge: Arc<Gauge>) -> BufferBudget {
         BufferBudget(Rc::new(Inner {
-            limit,
+            limit: Cell::new(limit),
             committed: Cell::new(0),
             gauge,
         }))
+    }
+
+    /// A new limit for streams opened from now on (those open keep their commitment).
+    pub fn set_limit(&self, limit: u64) {
+        self.0.limit.set(limit);
     }
 
     /// Bytes committed to open streams now.
@@ -76,7 +81,7 @@ impl Share {
         let want = total.min(self.cap);
         let core = &self.budget;
         let others = core.committed.get() - self.charged.get();
-        if want > self.charged.get() && others + want > core.limit {
+        if want > self.charged.get() && others + want > core.limit.get() {
             return false;
         }
         core.set(others + want);

@@ -381,6 +381,16 @@ pub struct Resolver {
     /// Names being resolved at once for all cores; more are refused at once. A name whose
     /// DNS never answers holds one place until its timeout, no thread.
     pub max_in_flight: usize,
+    /// Which addresses of a name with both come first ("ipv4" or "ipv6"); both are asked
+    /// for at once, and a CONNECT tries them in order.
+    pub prefer: AddressFamily,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressFamily {
+    Ipv4,
+    Ipv6,
 }
 
 impl Default for Resolver {
@@ -392,6 +402,7 @@ impl Default for Resolver {
             cache_size: 4096,
             hosts_file: true,
             max_in_flight: 4096,
+            prefer: AddressFamily::Ipv4,
         }
     }
 }
@@ -485,8 +496,12 @@ impl Control {
 pub struct Config {
     /// The one port every protocol is served on.
     pub listen: SocketAddr,
-    /// Admin HTTP listener: /metrics, /healthz, /readyz. None disables it.
+    /// Admin HTTP listener: /metrics, /healthz, /readyz, and POST /drain and /reload. None
+    /// disables it.
     pub admin: Option<SocketAddr>,
+    /// Lets clients other than loopback ones use POST /drain and /reload, with
+    /// `Authorization: Bearer <token>` (also ZCPROXY_ADMIN_TOKEN).
+    pub admin_token: Option<String>,
     /// Shards (one thread pinned to one CPU each). None: every CPU.
     pub cores: Option<usize>,
     /// Pin each shard to its CPU.
@@ -514,6 +529,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:1080".parse().expect("static address"),
             admin: Some("127.0.0.1:9901".parse().expect("static address")),
+            admin_token: None,
             cores: None,
             pin_cores: true,
             relay: RelayMode::Splice,

@@ -32,6 +32,8 @@ pub struct Shard {
     /// `socks5_udp.max_associations_per_core`).
     pub udp_associations: Cell<usize>,
     active: Cell<usize>,
+    /// `limits.max_connections_per_core` in force.
+    max_connections: Cell<usize>,
     /// Set when the shard starts draining. A `watch` channel because its waiters take
     /// themselves off its list when dropped: a list of wakers pushed on every poll kept
     /// every h2/h3 connection's task alive until the shard drained.
@@ -63,14 +65,12 @@ impl Shard {
             )),
             sessions: Sessions::default(),
             buffers: BufferBudget::new(
-                match limits.tunnel_buffer_per_core {
-                    0 => buffer_budget::default_limit(shared.cores),
-                    n => n,
-                },
+                budget_limit(limits.tunnel_buffer_per_core, shared.cores),
                 shared.metrics[id].tunnel_buffer_committed.clone(),
             ),
             udp_associations: Cell::new(0),
             active: Cell::new(0),
+            max_connections: Cell::new(limits.max_connections_per_core),
             draining: tokio::sync::watch::Sender::new(false),
             datagrams: RefCell::new(None),
             shared,
@@ -145,6 +145,19 @@ impl Shard {
         *self.policy.borrow_mut() = Rc::new(new);
     }
 
+    /// Puts the limits a core can change while it runs in force (after a reload).
+    pub fn apply_limits(&self) {
+        let limits = self.shared.limits();
+        self.max_connections.set(limits.max_connections_per_core);
+        self.creds
+            .borrow_mut()
+            .set_max_running(limits.password_checks_per_core);
+        self.buffers.set_limit(budget_limit(
+            limits.tunnel_buffer_per_core,
+            self.shared.cores,
+        ));
+    }
+
     pub fn relay_env(&self) -> RelayEnv<'_> {
         RelayEnv {
             pipes: &self.pipes,
@@ -159,13 +172,22 @@ impl Shard {
         self.active.get()
     }
 
-    /// Counts a new connection as active unless the shard is at `max`.
-    pub fn enter(self: &Rc<Self>, max: usize) -> Option<ActiveGuard> {
-        if self.active.get() >= max {
+    /// Counts a new connection as active unless the shard is at
+    /// `limits.max_connections_per_core`.
+    pub fn enter(self: &Rc<Self>) -> Option<ActiveGuard> {
+        if self.active.get() >= self.max_connections.get() {
             return None;
         }
         self.active.set(self.active.get() + 1);
         Some(ActiveGuard(self.clone()))
+    }
+}
+
+/// `limits.tunnel_buffer_per_core`, 0 meaning the machine's share.
+fn budget_limit(configured: u64, cores: usize) -> u64 {
+    match configured {
+        0 => buffer_budget::default_limit(cores),
+        n => n,
     }
 }
 

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod principal;
 pub mod quic;
 pub mod relay;
+pub mod reload;
 pub mod resolver;
 pub mod revoke;
 pub mod rt;

@@ -18,7 +18,7 @@ use zcproxy::shared::Shared;
 use zcproxy::tls::{Identity, Origin, Pair};
 use zcproxy::{admin, shard};
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(
     name = "zcproxy",
     version,
@@ -88,7 +88,7 @@ enum LogFormatArg {
     Json,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 enum Command {
     /// Print an Argon2id PHC hash for a password read from standard input.
     HashPassword,
@@ -109,6 +109,9 @@ fn load(cli: &Cli) -> Result<Config, String> {
     }
     if let Some(a) = cli.admin {
         cfg.admin = Some(a);
+    }
+    if let Ok(token) = std::env::var("ZCPROXY_ADMIN_TOKEN") {
+        cfg.admin_token = Some(token);
     }
     if cli.cores.is_some() {
         cfg.cores = cli.cores;
@@ -204,11 +207,13 @@ fn hash_password() -> ExitCode {
     }
 }
 
-/// What the shards take their policy from, and the control thread feeding it (if any).
+/// What the shards take their policy from, and the control thread feeding it (if any) or
+/// the compiler of the file's policy (for reloads).
 type PolicySource = (
     Arc<PolicyBus>,
     Arc<PolicyStatus>,
     Option<control::ControlThread>,
+    Option<Compiler>,
 );
 
 /// The policy bus the shards start from: fed by the control thread when a control plane is
@@ -216,14 +221,14 @@ type PolicySource = (
 fn policy_source(cfg: &Config) -> Result<PolicySource, String> {
     let cores = cfg.core_count();
     if cfg.control.url.is_none() {
-        let live = Compiler::new(cfg.own_endpoints())
-            .compile(&cfg.policy)
-            .map_err(|e| e.to_string())?;
+        let mut compiler = Compiler::new(cfg.own_endpoints());
+        let live = compiler.compile(&cfg.policy).map_err(|e| e.to_string())?;
         let status = PolicyStatus::new(Source::Static, std::time::Duration::ZERO);
         return Ok((
             Arc::new(PolicyBus::new(cores, Arc::new(live))),
             Arc::new(status),
             None,
+            Some(compiler),
         ));
     }
     let key = cfg.control.resolve_api_key().map_err(|e| e.to_string())?;
@@ -239,7 +244,33 @@ fn policy_source(cfg: &Config) -> Result<PolicySource, String> {
         cores,
         status.clone(),
     )?;
-    Ok((bus, status, Some(thread)))
+    Ok((bus, status, Some(thread), None))
+}
+
+/// Reads the configuration again for a reload: the file and the flags, as at start, but the
+/// `--user` flags' users keep the hashes made at start (hashing again would make every
+/// one of them look re-keyed, and end their sessions).
+fn reloader_loader(cli: Cli, started: &Config) -> zcproxy::reload::Loader {
+    let flag_users: Vec<User> = started
+        .policy
+        .users
+        .iter()
+        .filter(|u| {
+            cli.users
+                .iter()
+                .any(|s| s.split_once(':').map(|(n, _)| n) == Some(&*u.name))
+        })
+        .cloned()
+        .collect();
+    Box::new(move || {
+        let mut cfg = load(&cli)?;
+        for user in cfg.policy.users.iter_mut() {
+            if let Some(kept) = flag_users.iter().find(|k| k.name == user.name) {
+                user.password_hash = kept.password_hash.clone();
+            }
+        }
+        Ok(cfg)
+    })
 }
 
 /// The TLS identity (loaded, or generated and written out), shared by QUIC and TLS on the
@@ -301,15 +332,18 @@ fn quic_setup(
         .map_err(|e| format!("QUIC: {e}"))
 }
 
-fn run(cfg: Config) -> Result<(), String> {
+fn run(cfg: Config, cli: Cli) -> Result<(), String> {
     raise_nofile_limit();
-    let (bus, status, _control) = policy_source(&cfg)?;
+    let (bus, status, _control, compiler) = policy_source(&cfg)?;
+    let loader = cli.config.is_some().then(|| reloader_loader(cli, &cfg));
     let mut shared = Shared::new(cfg, bus, status).map_err(|e| format!("start-up: {e}"))?;
     let wants_tls = shared.config.quic.enabled || shared.config.tls.tcp;
+    let mut tls_in_use = None;
     let quic_banner = match wants_tls {
         false => String::new(),
         true => match tls_identity(&shared.config) {
             Ok((identity, banner)) => {
+                tls_in_use = Some(identity.clone());
                 if shared.config.quic.enabled {
                     shared.quic = Some(quic_setup(&shared.config, &identity)?);
                 }
@@ -348,6 +382,14 @@ fn run(cfg: Config) -> Result<(), String> {
         },
     };
     let shared = Arc::new(shared);
+    let reloader = loader.map(|load| {
+        Arc::new(zcproxy::reload::Reloader::new(
+            shared.clone(),
+            load,
+            compiler,
+            tls_in_use,
+        ))
+    });
     let admin_listener = match shared.config.admin {
         Some(addr) => {
             Some(std::net::TcpListener::bind(addr).map_err(|e| format!("admin {addr}: {e}"))?)
@@ -358,7 +400,12 @@ fn run(cfg: Config) -> Result<(), String> {
     let shard::Shards { handles, stop } = shard::start(shared.clone())
         .map_err(|e| format!("listen {}: {e}", shared.config.listen))?;
     if let Some(l) = admin_listener {
-        admin::start(shared.clone(), l).map_err(|e| e.to_string())?;
+        let admin = admin::Admin {
+            shared: shared.clone(),
+            reloader: reloader.clone(),
+            token: shared.config.admin_token.clone(),
+        };
+        admin::start(admin, l).map_err(|e| e.to_string())?;
     }
     let listen = shared.config.listen;
     tracing::info!(%listen, cores = shared.cores, relay = ?shared.config.relay, "zcproxy listening");
@@ -381,9 +428,24 @@ fn run(cfg: Config) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ])
     .map_err(|e| e.to_string())?;
-    let waiter = std::thread::spawn(move || signals.forever().next());
+    // SIGHUP reloads (as POST /reload does); SIGTERM or SIGINT ends the wait.
+    let waiter = std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if signal != signal_hook::consts::SIGHUP {
+                return;
+            }
+            match &reloader {
+                Some(r) => match r.reload() {
+                    Ok(report) => admin::log_report(&report),
+                    Err(e) => tracing::warn!(error = %e, "reload on SIGHUP refused"),
+                },
+                None => tracing::warn!("SIGHUP: nothing to reload without a configuration file"),
+            }
+        }
+    });
     // Either a signal arrives or every shard has died; the second is an error.
     loop {
         if waiter.is_finished() {
@@ -452,7 +514,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     init_logging(&cfg);
-    match run(cfg) {
+    match run(cfg, cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("zcproxy: {e}");

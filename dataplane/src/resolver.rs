@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
+use hickory_resolver::config::{
+    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
+};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;
 use tokio::sync::oneshot;
@@ -80,6 +82,14 @@ impl Resolver {
             opts.attempts = n;
         }
         opts.cache_size = cfg.cache_size;
+        // A and AAAA asked together, IPv4 addresses first by default: a CONNECT tries them
+        // in that order, and a SOCKS5 UDP flow uses the first (so where /etc/hosts names
+        // only IPv4 for a name that also has an IPv6 answer, such as localhost, IPv4 stays
+        // what is used, as with getaddrinfo).
+        opts.ip_strategy = match cfg.prefer {
+            config::AddressFamily::Ipv4 => LookupIpStrategy::Ipv4AndIpv6,
+            config::AddressFamily::Ipv6 => LookupIpStrategy::Ipv6AndIpv4,
+        };
         opts.use_hosts_file = if cfg.hosts_file {
             ResolveHosts::Always
         } else {

@@ -44,6 +44,7 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 async fn follow_policy(shard: Rc<Shard>) {
     let mailbox = shard.shared.bus.mailbox(shard.id);
     while mailbox.rung().await {
+        shard.apply_limits();
         let latest = mailbox.latest();
         if !Arc::ptr_eq(&latest, &shard.policy()) {
             shard.install(latest);
@@ -52,7 +53,6 @@ async fn follow_policy(shard: Rc<Shard>) {
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: flume::Receiver<()>) {
-    let max = shard.shared.config.limits.max_connections_per_core;
     let mut last_warning: Option<Instant> = None;
     // One stop future for the shard's life: registering a fresh channel waiter on every
     // accept would take the channel's lock once per connection.
@@ -66,7 +66,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: flume::Recei
         match accepted {
             Ok((stream, peer)) => {
                 shard.metrics().accepted.inc();
-                let Some(guard) = shard.enter(max) else {
+                let Some(guard) = shard.enter() else {
                     shard.metrics().error(ErrorKind::ConnectionLimit);
                     continue;
                 };
@@ -106,7 +106,6 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: flume::Recei
 
 /// Serves QUIC on the shard's UDP socket: each connection HTTP/3, counted as active.
 async fn quic_loop(shard: Rc<Shard>, endpoint: Rc<Endpoint>) {
-    let max = shard.shared.config.limits.max_connections_per_core;
     rt::spawn(endpoint.clone().run());
     loop {
         let conn = endpoint.accept().await;
@@ -115,7 +114,7 @@ async fn quic_loop(shard: Rc<Shard>, endpoint: Rc<Endpoint>) {
             conn.refuse(h3::error::Code::H3_NO_ERROR.value(), b"draining");
             continue;
         }
-        let Some(guard) = shard.enter(max) else {
+        let Some(guard) = shard.enter() else {
             shard.metrics().error(ErrorKind::ConnectionLimit);
             conn.refuse(
                 h3::error::Code::H3_EXCESSIVE_LOAD.value(),

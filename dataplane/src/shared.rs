@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, Limits};
 use crate::live::status::PolicyStatus;
 use crate::live::PolicyBus;
 use crate::metrics::ShardMetrics;
@@ -62,6 +62,8 @@ pub struct Shared {
     pub ktls: bool,
     /// The CONNECT-UDP URI template, parsed once (`quic.udp_template`).
     pub udp_template: proto::masque::Template,
+    /// The limits in force: `config.limits` at start, then as reloaded (see reload.rs).
+    limits: arc_swap::ArcSwap<Limits>,
 }
 
 impl Shared {
@@ -91,6 +93,7 @@ impl Shared {
         let udp_template =
             proto::masque::Template::parse(&config.quic.udp_template).unwrap_or_default();
         Ok(Shared {
+            limits: arc_swap::ArcSwap::from_pointee(config.limits.clone()),
             udp_template,
             config,
             cores,
@@ -103,6 +106,16 @@ impl Shared {
             tls_tcp: None,
             ktls: false,
         })
+    }
+
+    /// The limits in force now.
+    pub fn limits(&self) -> Arc<Limits> {
+        self.limits.load_full()
+    }
+
+    /// Puts `limits` in force; each core applies them at its next mailbox ring.
+    pub fn set_limits(&self, limits: Limits) {
+        self.limits.store(Arc::new(limits));
     }
 
     /// Every core listens, the proxy is not draining, and (unless configured otherwise) the

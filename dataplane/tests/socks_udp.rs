@@ -253,7 +253,7 @@ fn the_association_lives_as_long_as_its_control_connection() {
         .arg("1")
         .start();
     let echo = common::udp_echo();
-    let (baseline, _, _) = proxy.fd_counts();
+    let (baseline, _, _) = proxy.settled_fd_counts();
     let s = client_socket(500);
     let requested = s.local_addr().unwrap();
     let (control, relay) = associate(&proxy, None, requested);

@@ -162,6 +162,13 @@ impl PolicyBus {
         &self.mailboxes[shard]
     }
 
+    /// Rings every shard's doorbell without a new policy (limits were reloaded).
+    pub fn ring(&self) {
+        for m in self.mailboxes.iter() {
+            let _ = m.doorbell_tx.try_send(());
+        }
+    }
+
     pub fn publish(&self, policy: Arc<LivePolicy>) {
         for m in self.mailboxes.iter() {
             m.latest.store(policy.clone());

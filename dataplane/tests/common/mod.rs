@@ -243,6 +243,26 @@ impl Proxy {
         (sockets, pipes, total)
     }
 
+    /// [`Proxy::fd_counts`] once two looks 100 ms apart agree: the admin connection of a
+    /// scrape just answered may still be closing.
+    pub fn settled_fd_counts(&self) -> (usize, usize, usize) {
+        let mut last = self.fd_counts();
+        for _ in 0..50 {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = self.fd_counts();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+        last
+    }
+
+    /// The configuration file the proxy was started with, if any.
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self._config.as_ref().map(|c| c.0.as_path())
+    }
+
     /// Resident set size in KiB.
     pub fn rss_kib(&self) -> u64 {
         rss_kib(self.pid()).expect("the proxy's /proc status")
@@ -345,11 +365,16 @@ pub fn sum_metric(text: &str, name: &str, labels: &[&str]) -> f64 {
 
 /// A minimal HTTP GET for the admin endpoints: (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    admin_request(addr, "GET", path)
+}
+
+/// A bodiless request to the admin listener: (status, body).
+pub fn admin_request(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut text = String::new();
