@@ -12,11 +12,11 @@ use clap::{Parser, Subcommand};
 use ipnet::IpNet;
 use policy::{Rule, User};
 use zcproxy::config::{Config, LogFormat};
+use zcproxy::identity::{Identity, Origin, Pair};
 use zcproxy::live::status::{PolicyStatus, Source};
 use zcproxy::live::{control, Compiler, PolicyBus};
 use zcproxy::shared::Shared;
-use zcproxy::tls::{Identity, Origin, Pair};
-use zcproxy::{admin, shard};
+use zcproxy::{admin, shard_loop};
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -313,7 +313,7 @@ fn tls_identity(cfg: &Config) -> Result<(Arc<Identity>, String), String> {
             )
         }
     };
-    zcproxy::tls::spawn_reloader(identity.clone(), Duration::from_secs(cfg.tls.reload_secs));
+    zcproxy::identity::spawn_reloader(identity.clone(), Duration::from_secs(cfg.tls.reload_secs));
     Ok((identity, banner))
 }
 
@@ -350,7 +350,7 @@ fn run(cfg: Config, cli: Cli) -> Result<(), String> {
                 if shared.config.tls.tcp {
                     let clients = match &shared.config.tls.client_ca {
                         Some(ca) => Some(
-                            zcproxy::tls::client_verifier(
+                            zcproxy::identity::client_verifier(
                                 ca,
                                 shared.config.tls.require_client_cert,
                             )
@@ -397,7 +397,7 @@ fn run(cfg: Config, cli: Cli) -> Result<(), String> {
         None => None,
     };
     zcproxy::auth::prepare();
-    let shard::Shards { handles, stop } = shard::start(shared.clone())
+    let shard_loop::Shards { handles, stop } = shard_loop::start(shared.clone())
         .map_err(|e| format!("listen {}: {e}", shared.config.listen))?;
     if let Some(l) = admin_listener {
         let admin = admin::Admin {

@@ -6,9 +6,9 @@
 use std::sync::{Arc, Mutex};
 
 use crate::config::{Config, Limits};
+use crate::identity::Identity;
 use crate::live::Compiler;
 use crate::shared::Shared;
-use crate::tls::Identity;
 
 /// Reads the configuration again the way start-up did (file and command-line flags).
 pub type Loader = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;

@@ -1,261 +1,250 @@
-//! One shard per core: a single-threaded io_uring (or epoll) executor pinned to its CPU with its own
-//! SO_REUSEPORT listener on the shared address. What shards share: the per-user tunnel
-//! counters (touched once per tunnel), the policy bus (read when a policy is published), the
-//! metrics blocks (each shard writes only its own) and two worker pools (name resolution,
-//! password verification; see `workers.rs`), each reached through a bounded queue.
+//! The per-shard context every driver works with: the shard's policy in force, its pools,
+//! credential cache, sessions and metrics. Shard-local (`Rc`/`RefCell`); the runtime loop that
+//! owns it lives in `shard.rs`, which is the only module that knows about accepting.
 
-use std::io;
-use std::net::SocketAddr;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
-use crate::conn;
-use crate::context::Shard;
-use crate::metrics::ErrorKind;
-use crate::quic::endpoint::{Endpoint, EndpointOptions};
-use crate::quic::handover::Handover;
-use crate::quic::steer;
-use crate::rt::{self, TcpListener};
+use crate::auth::CredentialCache;
+use crate::buffer_budget::{self, BufferBudget};
+use crate::live::LivePolicy;
+use crate::metrics::ShardMetrics;
+use crate::relay::buf_pool::BufPool;
+use crate::relay::pipe_pool::PipePool;
+use crate::relay::RelayEnv;
+use crate::sessions::{PolicyRef, Sessions};
 use crate::shared::Shared;
-use crate::udp::{self, Offloads};
+use crate::udp::RecvBatch;
 
-/// Binds one SO_REUSEPORT listener (the kernel spreads connections across them).
-pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let domain = socket2::Domain::for_address(addr);
-    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-    sock.set_reuse_address(true)?;
-    sock.set_reuse_port(true)?;
-    sock.set_nonblocking(true)?;
-    sock.bind(&addr.into())?;
-    sock.listen(4096)?;
-    Ok(sock.into())
+pub struct Shard {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    policy: RefCell<PolicyRef>,
+    pub pipes: RefCell<PipePool>,
+    pub bufs: RefCell<BufPool>,
+    pub creds: RefCell<CredentialCache>,
+    pub sessions: Sessions,
+    /// What HTTP/2 and HTTP/3 tunnel streams may make the core hold.
+    pub buffers: BufferBudget,
+    /// SOCKS5 UDP associations open on the core (bounded by
+    /// `socks5_udp.max_associations_per_core`).
+    pub udp_associations: Cell<usize>,
+    active: Cell<usize>,
+    /// `limits.max_connections_per_core` in force.
+    max_connections: Cell<usize>,
+    /// Set when the shard starts draining. A `watch` channel because its waiters take
+    /// themselves off its list when dropped: a list of wakers pushed on every poll kept
+    /// every h2/h3 connection's task alive until the shard drained.
+    draining: tokio::sync::watch::Sender<bool>,
+    /// Buffers every UDP association of the shard reads datagrams into, one batch at a
+    /// time (allocated on first use: 8 × 64 KiB).
+    datagrams: RefCell<Option<Box<RecvBatch>>>,
 }
 
-fn is_resource_exhaustion(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
-    )
-}
+impl Shard {
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.shared.metrics[self.id]
+    }
 
-/// Swaps in each policy the control thread publishes, as soon as the doorbell rings.
-async fn follow_policy(shard: Rc<Shard>) {
-    let mailbox = shard.shared.bus.mailbox(shard.id);
-    while mailbox.rung().await {
-        shard.apply_limits();
-        let latest = mailbox.latest();
-        if !Arc::ptr_eq(&latest, &shard.policy()) {
-            shard.install(latest);
+    pub fn new(id: usize, shared: Arc<Shared>) -> Shard {
+        let limits = &shared.config.limits;
+        Shard {
+            id,
+            policy: RefCell::new(Rc::new(shared.bus.mailbox(id).latest())),
+            pipes: RefCell::new(PipePool::new(limits.pipe_pool_per_core, limits.pipe_size)),
+            // Copy buffers are kept under the same bound as idle pipes.
+            bufs: RefCell::new(BufPool::new(
+                limits.pipe_pool_per_core,
+                crate::relay::COPY_BUF,
+            )),
+            creds: RefCell::new(CredentialCache::new(
+                limits.credential_cache_per_core,
+                limits.password_checks_per_core,
+            )),
+            sessions: Sessions::default(),
+            buffers: BufferBudget::new(
+                budget_limit(limits.tunnel_buffer_per_core, shared.cores),
+                shared.metrics[id].tunnel_buffer_committed.clone(),
+            ),
+            udp_associations: Cell::new(0),
+            active: Cell::new(0),
+            max_connections: Cell::new(limits.max_connections_per_core),
+            draining: tokio::sync::watch::Sender::new(false),
+            datagrams: RefCell::new(None),
+            shared,
         }
     }
-}
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, stop: flume::Receiver<()>) {
-    let mut last_warning: Option<Instant> = None;
-    // One stop future for the shard's life: registering a fresh channel waiter on every
-    // accept would take the channel's lock once per connection.
-    let mut stopped = std::pin::pin!(stop.recv_async());
-    loop {
-        let accepting = std::pin::pin!(listener.accept());
-        let accepted = match rt::race(accepting, stopped.as_mut()).await {
-            rt::Either::Left(r) => r,
-            rt::Either::Right(_) => break,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                shard.metrics().accepted.inc();
-                let Some(guard) = shard.enter() else {
-                    shard.metrics().error(ErrorKind::ConnectionLimit);
-                    continue;
-                };
-                rt::spawn(async move {
-                    conn::serve(guard.shard(), stream, peer).await;
-                    drop(guard);
-                });
-            }
-            Err(e) if crate::sys::is_spurious(&e) => {}
-            Err(e) => {
-                shard.metrics().error(ErrorKind::Accept);
-                if is_resource_exhaustion(&e) {
-                    // Out of descriptors: back off instead of spinning, and say so (at most
-                    // once a second) so an operator can raise the limit.
-                    if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-                        tracing::warn!(core = shard.id, error = %e, "accept failed; backing off");
-                        last_warning = Some(Instant::now());
-                    }
-                    rt::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-    drop(listener);
-    shard.start_draining();
-    // Draining: live tunnels get until the deadline to finish on their own.
-    let deadline = Instant::now() + shard.shared.config.timeouts.drain();
-    while shard.active_connections() > 0 && Instant::now() < deadline {
-        rt::sleep(Duration::from_millis(20)).await;
-    }
-    tracing::info!(
-        core = shard.id,
-        remaining = shard.active_connections(),
-        "shard stopped"
-    );
-}
-
-/// Serves QUIC on the shard's UDP socket: each connection HTTP/3, counted as active.
-async fn quic_loop(shard: Rc<Shard>, endpoint: Rc<Endpoint>) {
-    rt::spawn(endpoint.clone().run());
-    loop {
-        let conn = endpoint.accept().await;
-        shard.metrics().accepted.inc();
-        if shard.is_draining() {
-            conn.refuse(h3::error::Code::H3_NO_ERROR.value(), b"draining");
-            continue;
-        }
-        let Some(guard) = shard.enter() else {
-            shard.metrics().error(ErrorKind::ConnectionLimit);
-            conn.refuse(
-                h3::error::Code::H3_EXCESSIVE_LOAD.value(),
-                b"connection limit",
-            );
-            continue;
-        };
-        let peer = conn.remote_address();
-        let shard = shard.clone();
-        rt::spawn(async move {
-            conn::h3::serve(shard, conn, peer).await;
-            drop(guard);
+    /// Runs `f` over the shard's datagram batch; `f` must not wait (the batch is shared by
+    /// every association of the shard), which the borrow enforces.
+    pub fn with_datagrams<R>(&self, f: impl FnOnce(&mut RecvBatch) -> R) -> R {
+        let mut slot = self.datagrams.borrow_mut();
+        let batch = slot.get_or_insert_with(|| {
+            Box::new(RecvBatch::new(
+                crate::udp::MAX_PAYLOAD + 1,
+                proto::socks5::udp::REPLY_ROOM,
+            ))
         });
+        f(batch)
     }
-}
 
-/// One shard's sockets: its TCP listener and, with QUIC on, its UDP socket (and the
-/// shards' handover queues when the kernel does not steer by connection ID).
-pub struct ShardSockets {
-    pub tcp: std::net::TcpListener,
-    pub udp: Option<(socket2::Socket, Offloads)>,
-    pub handover: Option<Arc<Handover>>,
-}
-
-fn run_shard(
-    id: usize,
-    shared: Arc<Shared>,
-    sockets: ShardSockets,
-    stop: flume::Receiver<()>,
-) -> io::Result<()> {
-    let ShardSockets {
-        tcp: listener,
-        udp,
-        handover,
-    } = sockets;
-    let shard = Rc::new(Shard::new(id, shared.clone()));
-    shard
-        .metrics()
-        .policy_revision
-        .set(shard.policy().revision as i64);
-    let runtime = rt::build_runtime(shared.config.driver)?;
-    let io_uring = rt::on_io_uring(&runtime);
-    shard.metrics().io_uring.set(io_uring as i64);
-    if id == 0 {
-        tracing::info!(io_uring, driver = ?shared.config.driver, "shard runtime");
+    /// Starts draining: protocols that can say so (HTTP/3 GOAWAY) tell their clients.
+    pub fn start_draining(&self) {
+        self.draining.send_replace(true);
     }
-    runtime.block_on(async move {
-        let listener = TcpListener::from_std(listener)?;
-        let _listening = shared.lifecycle.listening();
-        rt::spawn(follow_policy(shard.clone()));
-        if let (Some((socket, offloads)), Some(server)) = (udp, shared.quic.clone()) {
-            let options = EndpointOptions {
-                shard: id,
-                server,
-                handshake_timeout: shared.config.timeouts.handshake(),
-                retry_above: shared.config.quic.retry_above_handshakes,
-                metrics: shard.metrics().quic.clone(),
-                shards: shared.cores,
-                handover,
-            };
-            let endpoint = Endpoint::new(socket, offloads, options)?;
-            rt::spawn(endpoint.clone().run_handed());
-            rt::spawn(quic_loop(shard.clone(), endpoint));
+
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Returns once the shard is draining. Dropping the future before then leaves nothing
+    /// behind.
+    pub async fn draining(&self) {
+        let mut rx = self.draining.subscribe();
+        // The sender lives as long as the shard, which outlives every waiter.
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    /// How many tasks wait for the drain now.
+    pub fn drain_waiters(&self) -> usize {
+        self.draining.receiver_count()
+    }
+
+    /// The policy in force: the one every decision (authentication, admission) is made
+    /// under when it is made.
+    pub fn policy(&self) -> PolicyRef {
+        self.policy.borrow().clone()
+    }
+
+    /// Puts `new` in force: later connections and requests use it, cached credentials of
+    /// users it changed are forgotten, and live sessions it no longer allows are closed.
+    pub fn install(&self, new: Arc<LivePolicy>) {
+        let old = self.policy();
+        let changed: HashSet<&str> = old
+            .users()
+            .filter(|u| {
+                new.user_by_name(&u.name)
+                    .is_none_or(|(_, n)| !n.enabled || n.password_hash != u.password_hash)
+            })
+            .map(|u| u.name.as_str())
+            .collect();
+        self.creds.borrow_mut().forget(&changed);
+        let revoked = self.sessions.revoke_disallowed(&new);
+        if revoked > 0 {
+            tracing::info!(
+                core = self.id,
+                revision = new.revision,
+                revoked,
+                "policy change closed live sessions"
+            );
         }
-        accept_loop(shard, listener, stop).await;
-        Ok(())
-    })
-}
-
-/// Running shards. Dropping `stop` stops every shard.
-pub struct Shards {
-    pub handles: Vec<JoinHandle<io::Result<()>>>,
-    pub stop: flume::Sender<()>,
-}
-
-/// The shards' UDP sockets for QUIC, and the handover queues if the kernel does not steer.
-type QuicSockets = (Vec<(socket2::Socket, Offloads)>, Option<Arc<Handover>>);
-
-/// Binds the shards' UDP sockets for QUIC, in shard order (a socket's place in the
-/// reuseport group is its shard), and attaches the connection-ID steering program; where
-/// it cannot be attached (or `quic.kernel_steering` is off) the shards hand each other
-/// what they read for one another.
-fn bind_quic(shared: &Shared) -> io::Result<QuicSockets> {
-    if shared.quic.is_none() {
-        return Ok((Vec::new(), None));
+        self.metrics().sessions_revoked.add(revoked as u64);
+        self.metrics().policy_revision.set(new.revision as i64);
+        *self.policy.borrow_mut() = Rc::new(new);
     }
-    let sockets = (0..shared.cores)
-        .map(|_| udp::bind(shared.config.listen))
-        .collect::<io::Result<Vec<_>>>()?;
-    let steered = match sockets.first() {
-        _ if shared.cores < 2 => true,
-        Some((first, _)) if shared.config.quic.kernel_steering => {
-            match steer::attach(first, shared.cores) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(error = %e, "QUIC packets cannot be steered by connection ID in the kernel; the cores hand them to each other");
-                    false
-                }
+
+    /// Puts the limits a core can change while it runs in force (after a reload).
+    pub fn apply_limits(&self) {
+        let limits = self.shared.limits();
+        self.max_connections.set(limits.max_connections_per_core);
+        self.creds
+            .borrow_mut()
+            .set_max_running(limits.password_checks_per_core);
+        self.buffers.set_limit(budget_limit(
+            limits.tunnel_buffer_per_core,
+            self.shared.cores,
+        ));
+    }
+
+    pub fn relay_env(&self) -> RelayEnv<'_> {
+        RelayEnv {
+            pipes: &self.pipes,
+            bufs: &self.bufs,
+            metrics: self.metrics(),
+            mode: self.shared.config.relay,
+            idle: self.shared.config.timeouts.idle(),
+        }
+    }
+
+    pub fn active_connections(&self) -> usize {
+        self.active.get()
+    }
+
+    /// Counts a new connection as active unless the shard is at
+    /// `limits.max_connections_per_core`.
+    pub fn enter(self: &Rc<Self>) -> Option<ActiveGuard> {
+        if self.active.get() >= self.max_connections.get() {
+            return None;
+        }
+        self.active.set(self.active.get() + 1);
+        Some(ActiveGuard(self.clone()))
+    }
+}
+
+/// `limits.tunnel_buffer_per_core`, 0 meaning the machine's share.
+fn budget_limit(configured: u64, cores: usize) -> u64 {
+    match configured {
+        0 => buffer_budget::default_limit(cores),
+        n => n,
+    }
+}
+
+/// Counts a connection as active on its shard for as long as it lives.
+pub struct ActiveGuard(Rc<Shard>);
+
+impl ActiveGuard {
+    pub fn shard(&self) -> &Shard {
+        &self.0
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get() - 1);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::live::status::{PolicyStatus, Source};
+    use crate::live::{Compiler, PolicyBus};
+    use std::future::Future;
+
+    /// A shard over the default configuration and an empty policy, for unit tests.
+    pub(crate) fn shard() -> Rc<Shard> {
+        let policy = Compiler::new(vec![])
+            .compile(&policy::PolicyDoc::default())
+            .expect("the empty policy compiles");
+        let bus = Arc::new(PolicyBus::new(1, Arc::new(policy)));
+        let status = Arc::new(PolicyStatus::new(Source::Static, std::time::Duration::ZERO));
+        let shared = Shared::new(Config::default(), bus, status).expect("worker pools");
+        Rc::new(Shard::new(0, Arc::new(shared)))
+    }
+
+    /// Every h2 and h3 connection waits for the drain while it lives: a wait given up on
+    /// must leave nothing behind, however often it was polled.
+    #[test]
+    fn abandoned_drain_waits_leave_no_waiter_behind() {
+        let shard = shard();
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        for _ in 0..10_000 {
+            let mut wait = Box::pin(shard.draining());
+            for _ in 0..3 {
+                assert!(wait.as_mut().poll(&mut cx).is_pending());
             }
+            assert_eq!(shard.drain_waiters(), 1);
         }
-        _ => false,
-    };
-    let handover = match steered {
-        true => None,
-        false => Some(Arc::new(Handover::new(shared.cores)?)),
-    };
-    Ok((sockets, handover))
-}
-
-/// Starts `shared.cores` shards. Listeners are bound here, before any thread starts, so a
-/// taken port fails start-up at once.
-pub fn start(shared: Arc<Shared>) -> io::Result<Shards> {
-    let (stop_tx, stop_rx) = flume::bounded::<()>(1);
-    let listeners = (0..shared.cores)
-        .map(|_| bind_listener(shared.config.listen))
-        .collect::<io::Result<Vec<_>>>()?;
-    let (udp, handover) = bind_quic(&shared)?;
-    let mut udp = udp.into_iter();
-    let core_ids = core_affinity::get_core_ids().unwrap_or_default();
-    let mut handles = Vec::with_capacity(shared.cores);
-    for (id, tcp) in listeners.into_iter().enumerate() {
-        let sockets = ShardSockets {
-            tcp,
-            udp: udp.next(),
-            handover: handover.clone(),
-        };
-        let (shared, stop) = (shared.clone(), stop_rx.clone());
-        let core = (shared.config.pin_cores && !core_ids.is_empty())
-            .then(|| core_ids[id % core_ids.len()]);
-        let handle = std::thread::Builder::new()
-            .name(format!("zcproxy-core-{id}"))
-            .spawn(move || {
-                if let Some(core) = core {
-                    core_affinity::set_for_current(core);
-                }
-                run_shard(id, shared, sockets, stop)
-            })?;
-        handles.push(handle);
+        assert_eq!(shard.drain_waiters(), 0);
+        let mut waiting = Box::pin(shard.draining());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        shard.start_draining();
+        assert!(waiting.as_mut().poll(&mut cx).is_ready());
+        assert!(Box::pin(shard.draining()).as_mut().poll(&mut cx).is_ready());
+        assert_eq!(shard.drain_waiters(), 0);
     }
-    Ok(Shards {
-        handles,
-        stop: stop_tx,
-    })
 }

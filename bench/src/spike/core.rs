@@ -256,7 +256,7 @@ pub struct Args {
 pub fn run(args: Args, shard: fn(std::net::TcpListener, Args) -> io::Result<()>) -> io::Result<()> {
     let threads: Vec<_> = (0..args.cores.max(1))
         .map(|_| {
-            let listener = zcproxy::shard::bind_listener(args.listen)?;
+            let listener = zcproxy::shard_loop::bind_listener(args.listen)?;
             let args = args.clone();
             Ok(std::thread::spawn(move || shard(listener, args)))
         })

@@ -14,11 +14,11 @@ use policy::{Protocol, Request, UserId};
 use proto::{Failure, FailureKind, TargetAddr};
 
 use crate::auth::{self, AuthEnv, AuthError, CacheOutcome};
-use crate::context::Shard;
 use crate::dial;
 use crate::live::{LivePolicy, TunnelPermit};
 pub use crate::principal::Principal;
 use crate::sessions::{Destination, Grant, Session};
+use crate::shard::Shard;
 use crate::stream::Stream;
 
 pub struct Admitted {

@@ -9,11 +9,11 @@ use policy::Protocol;
 use proto::{Failure, FailureKind, TargetAddr};
 
 use crate::admission::{self, Principal};
-use crate::context::Shard;
 use crate::live::TunnelPermit;
 use crate::metrics::ErrorKind;
 use crate::rt::{self, TcpListener};
 use crate::sessions::Session;
+use crate::shard::Shard;
 use crate::stream::Stream;
 
 pub struct PendingBind {

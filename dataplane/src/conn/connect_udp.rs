@@ -23,12 +23,12 @@ use super::h3::{respond_failure, H3Stream};
 use super::proxy_request::status_response;
 use super::udp_flow::{self, Capsules, Refused, TargetSide, MAX_UDP};
 use super::{IdleClock, ProtocolGuard};
-use crate::context::Shard;
 use crate::metrics::datagrams::DatagramDrop;
 use crate::metrics::quic::QuicMetrics;
 use crate::quic::conn::Conn;
 use crate::rt;
 use crate::sessions::Session;
+use crate::shard::Shard;
 
 /// Datagrams queued for one flow before the newest are dropped.
 const FLOW_QUEUE: usize = 1024;

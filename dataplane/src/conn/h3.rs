@@ -21,12 +21,12 @@ use super::proxy_request::{connect_target, failure_response, identify};
 use super::{IdleClock, ProtocolGuard, CLOSE_FLUSH, CLOSE_MARGIN};
 use crate::admission;
 use crate::buffer_budget::StreamCharge;
-use crate::context::Shard;
 use crate::metrics::ErrorKind;
 use crate::quic::conn::Conn;
 use crate::quic::h3_quic::{BidiStream, H3Conn};
 use crate::rt;
 use crate::sessions::Session;
+use crate::shard::Shard;
 use crate::stream::Stream;
 
 /// Largest header section accepted from a client.

@@ -13,12 +13,12 @@ use proto::{Failure, FailureKind, TargetAddr};
 
 use super::{left, run_tunnel, ProtocolGuard};
 use crate::admission::{self, Principal};
-use crate::context::Shard;
 use crate::live::TunnelPermit;
 use crate::metrics::ErrorKind;
 use crate::relay::{self, RelayError, Side};
 use crate::rt;
 use crate::sessions::Session;
+use crate::shard::Shard;
 use crate::stream::{BufStream, ReadError};
 
 /// A kept-alive upstream connection and the destination it serves.

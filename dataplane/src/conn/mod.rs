@@ -10,7 +10,7 @@ pub mod socks4;
 pub mod socks5;
 mod socks_commands;
 mod socks_udp;
-mod tls;
+mod tls_accept;
 mod udp_flow;
 
 use std::net::SocketAddr;
@@ -20,11 +20,11 @@ use policy::Protocol;
 use proto::sniff::{sniff, Sniffed};
 
 use crate::admission;
-use crate::context::Shard;
 use crate::metrics::ErrorKind;
 use crate::relay::{self, RelayError};
 use crate::rt::{self, TcpStream};
 use crate::sessions::Session;
+use crate::shard::Shard;
 use crate::stream::{BufStream, Stream};
 
 /// How long before the shard's drain deadline multiplexed connections (h2, h3) cut the
@@ -161,7 +161,7 @@ async fn serve_tls(
     started: Instant,
     deadline: Instant,
 ) {
-    let Some(client) = tls::accept(shard, client, config, deadline).await else {
+    let Some(client) = tls_accept::accept(shard, client, config, deadline).await else {
         return;
     };
     let info = client.stream().tls_info();

@@ -7,8 +7,8 @@ use http::{HeaderMap, Response, StatusCode, Uri};
 use proto::{proxy_status, Failure, FailureKind, TargetAddr};
 
 use crate::admission::{self, Principal};
-use crate::context::Shard;
 use crate::sessions::Session;
+use crate::shard::Shard;
 
 /// The principal a request's `Proxy-Authorization` names, or the anonymous one where the
 /// policy lets this client in without.

@@ -12,10 +12,10 @@ use proto::Failure;
 use super::socks_commands::{self, SocksClient};
 use super::{left, ProtocolGuard};
 use crate::admission;
-use crate::context::Shard;
 use crate::metrics::ErrorKind;
 use crate::rt;
 use crate::sessions::Session;
+use crate::shard::Shard;
 use crate::stream::{BufStream, ReadError};
 
 const MAX_MESSAGE: usize = 8 + 2 * (socks4::MAX_FIELD + 1);

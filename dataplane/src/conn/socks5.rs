@@ -14,10 +14,10 @@ use super::socks_commands::{self, SocksClient};
 use super::socks_udp;
 use super::{left, ProtocolGuard};
 use crate::admission::{self, Principal};
-use crate::context::Shard;
 use crate::metrics::ErrorKind;
 use crate::rt;
 use crate::sessions::Session;
+use crate::shard::Shard;
 use crate::stream::{BufStream, ReadError};
 
 /// Bound on any single SOCKS5 message (the largest, user/password, is 513 bytes).

@@ -9,8 +9,8 @@ use proto::{Failure, TargetAddr};
 
 use super::{bind, run_tunnel};
 use crate::admission::{self, Principal};
-use crate::context::Shard;
 use crate::sessions::Session;
+use crate::shard::Shard;
 use crate::stream::BufStream;
 
 /// A SOCKS client connection after its handshake, as CONNECT and BIND answer it.

@@ -15,11 +15,11 @@ use proto::{http_datagram, masque, Failure, FailureKind};
 use super::proxy_request::identify;
 use super::IdleClock;
 use crate::admission;
-use crate::context::Shard;
 use crate::live::TunnelPermit;
 use crate::metrics::datagrams::{DatagramDrop, DatagramMetrics};
 use crate::rt;
 use crate::sessions::Session;
+use crate::shard::Shard;
 use crate::sys;
 use crate::udp;
 

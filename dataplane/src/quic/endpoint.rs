@@ -25,9 +25,9 @@ use super::cid::ShardCids;
 use super::conn::{self, Conn};
 use super::handover::{Handed, Handover};
 use super::steer;
+use crate::identity::Identity;
 use crate::metrics::QuicMetrics;
 use crate::rt;
-use crate::tls::Identity;
 use crate::udp::{self, Offloads};
 
 /// Reads handled before the receive loop lets the connections' tasks run.

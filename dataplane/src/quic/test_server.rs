@@ -11,8 +11,8 @@ use std::time::Duration;
 use quinn_proto::ServerConfig;
 
 use super::endpoint::{server_config, Endpoint, EndpointOptions};
+use crate::identity::{Identity, Origin};
 use crate::metrics::QuicMetrics;
-use crate::tls::{Identity, Origin};
 use crate::udp::{self, Offloads};
 
 pub struct TestServer {

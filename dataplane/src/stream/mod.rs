@@ -160,6 +160,11 @@ impl Stream {
         self.socket.as_raw_fd()
     }
 
+    /// How long a wait of this stream may last with nothing moving.
+    pub(crate) fn idle(&self) -> Duration {
+        self.idle
+    }
+
     /// Waits until the stream is readable (or writable), with no timeout of its own: the
     /// relay keeps one idle clock for both directions of a tunnel.
     pub(crate) async fn readiness(&self, write: bool) -> io::Result<()> {

@@ -328,7 +328,7 @@ impl Tls {
             client_name: conn
                 .peer_certificates()
                 .and_then(|chain| chain.first())
-                .and_then(|leaf| crate::tls::leaf_common_name(leaf.as_ref())),
+                .and_then(|leaf| crate::identity::leaf_common_name(leaf.as_ref())),
         }
     }
 
@@ -475,7 +475,7 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
 
-    use crate::tls::test_support;
+    use crate::identity::test_support;
 
     /// A deterministic sequence of sizes.
     struct Sizes(u64);

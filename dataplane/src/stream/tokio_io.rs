@@ -56,7 +56,22 @@ impl TokioIo {
         };
         let wait = slot.get_or_insert_with(|| {
             let stream = self.stream.clone();
-            Box::pin(async move { stream.readiness(write).await })
+            Box::pin(async move {
+                if !write {
+                    // Waiting for the peer to speak is the protocol's business (h2's idle
+                    // timer, its streams' idle clocks).
+                    return stream.readiness(false).await;
+                }
+                // A peer that takes nothing for the idle timeout would hold the connection
+                // (and every stream on it) forever: the write fails instead.
+                match crate::rt::timeout(stream.idle(), stream.readiness(true)).await {
+                    Ok(ready) => ready,
+                    Err(_) => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the peer took nothing for the idle timeout",
+                    )),
+                }
+            })
         });
         let result = ready!(wait.as_mut().poll(cx));
         *slot = None;

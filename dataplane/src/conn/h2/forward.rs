@@ -23,10 +23,10 @@ use super::upstreams::{Kept, Upstreams};
 use crate::admission;
 use crate::conn::proxy_request::identify;
 use crate::conn::ProtocolGuard;
-use crate::context::Shard;
 use crate::metrics::ErrorKind;
 use crate::rt;
 use crate::sessions::Session;
+use crate::shard::Shard;
 use crate::stream::{BufStream, ReadError};
 
 /// Response fields that describe the HTTP/1.1 connection, not the message (RFC 9113

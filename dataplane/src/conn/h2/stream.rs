@@ -17,11 +17,11 @@ use super::{forward, tunnel, udp, Conn, ResetWatch};
 use crate::admission::{self, Admitted};
 use crate::conn::proxy_request::{connect_target, failure_response, identify};
 use crate::conn::ProtocolGuard;
-use crate::context::Shard;
 use crate::metrics::h2::{ResetBy, StreamKind};
 use crate::metrics::ErrorKind;
 use crate::rt;
 use crate::sessions::Session;
+use crate::shard::Shard;
 
 /// How a stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,8 +13,8 @@ use h2::{Reason, RecvStream, SendStream};
 
 use super::stream::Ended;
 use crate::conn::IdleClock;
-use crate::context::Shard;
 use crate::rt;
+use crate::shard::Shard;
 use crate::stream::Stream;
 
 /// Bytes read from the upstream socket per DATA frame at most (h2 splits it into frames of

@@ -17,9 +17,9 @@ use super::stream::{respond_failure, respond_status, until_reset, Ended};
 use super::tunnel::{send_all, SendError};
 use crate::conn::udp_flow::{self, Capsules, Refused, TargetSide, MAX_UDP};
 use crate::conn::{IdleClock, ProtocolGuard};
-use crate::context::Shard;
 use crate::rt;
 use crate::sessions::Session;
+use crate::shard::Shard;
 
 pub(super) async fn serve(
     shard: &Shard,

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use proto::TargetAddr;
 
 use crate::admission;
-use crate::context::Shard;
 use crate::live::TunnelPermit;
 use crate::principal::Principal;
 use crate::sessions::Session;
+use crate::shard::Shard;
 use crate::stream::BufStream;
 use policy::Protocol;
 

@@ -23,10 +23,10 @@ use proto::{Failure, FailureKind, TargetAddr};
 use super::socks_commands::SocksClient;
 use super::{IdleClock, ProtocolGuard};
 use crate::admission::{self, Principal};
-use crate::context::Shard;
 use crate::metrics::ErrorKind;
 use crate::rt;
 use crate::sessions::Session;
+use crate::shard::Shard;
 use crate::udp;
 
 use flows::Flows;

@@ -14,9 +14,9 @@ use rustls::crypto::ring as provider;
 use rustls::SupportedCipherSuite;
 
 use super::*;
+use crate::identity::test_support;
 use crate::stream::tls::{blocking, Tls};
 use crate::sys;
-use crate::tls::test_support;
 
 /// A connected pair: our server session (handshake done, nothing exchanged yet) on a
 /// non-blocking socket, and a rustls client offering only `suite`.

@@ -8,9 +8,9 @@ use std::time::Instant;
 use proto::tls_hello::{self, Hello, HelloError, HelloReader, Peek};
 
 use super::left;
-use crate::context::Shard;
 use crate::metrics::ErrorKind;
 use crate::rt;
+use crate::shard::Shard;
 use crate::stream::tls::HandshakeError;
 use crate::stream::BufStream;
 
