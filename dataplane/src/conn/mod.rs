@@ -1,7 +1,6 @@
 //! Connection drivers: the IO around the sans-IO protocol cores.
 
 pub mod bind;
-mod connect_udp;
 pub mod h2;
 pub mod h3;
 pub mod http;

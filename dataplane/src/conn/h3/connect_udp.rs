@@ -19,10 +19,10 @@ use policy::Protocol;
 use proto::{capsule, http_datagram, Failure, FailureKind};
 use quinn_proto::SendDatagramError;
 
-use super::h3::{respond_failure, H3Stream};
-use super::proxy_request::status_response;
-use super::udp_flow::{self, Capsules, Refused, TargetSide, MAX_UDP};
-use super::{IdleClock, ProtocolGuard};
+use super::{respond_failure, H3Stream};
+use crate::conn::proxy_request::status_response;
+use crate::conn::udp_flow::{self, Capsules, Refused, TargetSide, MAX_UDP};
+use crate::conn::{IdleClock, ProtocolGuard};
 use crate::metrics::datagrams::DatagramDrop;
 use crate::metrics::quic::QuicMetrics;
 use crate::quic::conn::Conn;

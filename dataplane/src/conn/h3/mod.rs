@@ -4,6 +4,8 @@
 //! tunnel. Each request stream is its own session, so a policy change closes exactly the
 //! streams it revokes and leaves the connection's others alone.
 
+mod connect_udp;
+
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -16,7 +18,6 @@ use http::{Method, Request, Response};
 use policy::Protocol;
 use proto::{Failure, FailureKind};
 
-use super::connect_udp::{self, Flows};
 use super::proxy_request::{connect_target, failure_response, identify};
 use super::{IdleClock, ProtocolGuard, CLOSE_FLUSH, CLOSE_MARGIN};
 use crate::admission;
@@ -28,6 +29,7 @@ use crate::rt;
 use crate::sessions::Session;
 use crate::shard::Shard;
 use crate::stream::Stream;
+use connect_udp::Flows;
 
 /// Largest header section accepted from a client.
 const MAX_FIELD_SECTION: u64 = 16 * 1024;
