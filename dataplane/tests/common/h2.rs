@@ -151,6 +151,38 @@ pub async fn recv_exact(recv: &mut RecvStream, len: usize) -> Result<Vec<u8>, h2
     Ok(got)
 }
 
+/// A plain-HTTP request on an h2 stream (what a browser sends an HTTPS proxy for an
+/// `http://` URL); the response's status, its fields, and its whole body.
+pub async fn request(
+    client: &h2::client::SendRequest<Bytes>,
+    method: &str,
+    url: &str,
+    creds: Option<&str>,
+    body: Option<Bytes>,
+) -> (u16, http::HeaderMap, Vec<u8>) {
+    let mut req = http::Request::builder().method(method).uri(url);
+    if let Some(c) = creds {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(c);
+        req = req.header("proxy-authorization", format!("Basic {token}"));
+    }
+    let mut client = client.clone().ready().await.unwrap();
+    let (resp, mut send) = client
+        .send_request(req.body(()).unwrap(), body.is_none())
+        .unwrap();
+    if let Some(b) = body {
+        send_all(&mut send, b, true).await.unwrap();
+    }
+    let resp = resp.await.unwrap();
+    let (parts, mut recv) = resp.into_parts();
+    let mut got = Vec::new();
+    while let Some(chunk) = recv.data().await {
+        let chunk = chunk.unwrap();
+        got.extend_from_slice(&chunk);
+        let _ = recv.flow_control().release_capacity(chunk.len());
+    }
+    (parts.status.as_u16(), parts.headers, got)
+}
 /// A raw HTTP/2 connection over TLS, frame by frame, for input h2 would refuse to send.
 pub struct Raw {
     pub tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
