@@ -400,35 +400,14 @@ fn a_window_smaller_than_a_capsule_still_carries_datagrams() {
     });
 }
 
-/// Defect 11: a TLS connection with ALPN h2 closed before its preface (Chromium's spare
-/// connection) is an ordinary end, not a protocol error.
-#[test]
-fn an_h2_connection_closed_before_its_preface_is_no_error() {
-    let proxy = Proxy::builder().start();
-    let cert = common::h3::generated_cert(&proxy);
-    for _ in 0..3 {
-        let tcp = TcpStream::connect(proxy.addr).unwrap();
-        let conn = rustls::ClientConnection::new(
-            h2c::tls_config(&[&cert], &[b"h2"]),
-            "localhost".try_into().unwrap(),
-        )
-        .unwrap();
-        let mut tls = rustls::StreamOwned::new(conn, tcp);
-        tls.flush().unwrap();
-        while tls.conn.is_handshaking() {
-            tls.conn.complete_io(&mut tls.sock).unwrap();
-        }
-        assert_eq!(tls.conn.alpn_protocol(), Some(&b"h2"[..]));
-        // Closed once the proxy is past its side of the handshake, as a browser's spare
-        // connection is.
-        std::thread::sleep(Duration::from_millis(200));
-        tls.conn.send_close_notify();
-        let _ = tls.conn.complete_io(&mut tls.sock);
-    }
-    // And one that closes without a close_notify, as a browser may.
-    let tcp = TcpStream::connect(proxy.addr).unwrap();
+/// A TLS connection to the proxy that agreed on ALPN h2, its handshake done.
+fn tls_h2(
+    addr: SocketAddr,
+    cert: &std::path::Path,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let tcp = TcpStream::connect(addr).unwrap();
     let conn = rustls::ClientConnection::new(
-        h2c::tls_config(&[&cert], &[b"h2"]),
+        h2c::tls_config(&[cert], &[b"h2"]),
         "localhost".try_into().unwrap(),
     )
     .unwrap();
@@ -436,6 +415,26 @@ fn an_h2_connection_closed_before_its_preface_is_no_error() {
     while tls.conn.is_handshaking() {
         tls.conn.complete_io(&mut tls.sock).unwrap();
     }
+    assert_eq!(tls.conn.alpn_protocol(), Some(&b"h2"[..]));
+    tls
+}
+
+/// Defect 11: a TLS connection with ALPN h2 closed before its preface (Chromium's spare
+/// connection) is an ordinary end, not a protocol error.
+#[test]
+fn an_h2_connection_closed_before_its_preface_is_no_error() {
+    let proxy = Proxy::builder().start();
+    let cert = common::h3::generated_cert(&proxy);
+    for _ in 0..3 {
+        let mut tls = tls_h2(proxy.addr, &cert);
+        // Closed once the proxy is past its side of the handshake, as a browser's spare
+        // connection is.
+        std::thread::sleep(Duration::from_millis(200));
+        tls.conn.send_close_notify();
+        let _ = tls.conn.complete_io(&mut tls.sock);
+    }
+    // And one that closes without a close_notify, as a browser may.
+    let tls = tls_h2(proxy.addr, &cert);
     std::thread::sleep(Duration::from_millis(200));
     drop(tls);
     testkit::eventually(10, "the TLS sessions counted", || {
