@@ -222,7 +222,23 @@ def dataplane():
         desc="Streams opened by what they asked for, and streams reset before their end by the client or the proxy.")
     b.panel("timeseries", "HTTP/2 connections ended by errors/s", [
         (f"sum by (reason) (rate(zcproxy_h2_connections_ended_total{{{s}}}[{RATE}]))", "{{reason}}")], unit="reqps",
-        desc="protocol_error, rapid_reset (the proxy's watch), flood (h2's own ENHANCE_YOUR_CALM limits), io. A rise in rapid_reset or flood is an attack on the HTTP/2 port.")
+        desc="protocol_error, rapid_reset (the proxy's watch), flood (h2's own ENHANCE_YOUR_CALM limits), io, idle (a GOAWAY for idleness the client never acknowledged). A rise in rapid_reset or flood is an attack on the HTTP/2 port.")
+    b.row("Bounds of the multiplexed paths (HTTP/2 and HTTP/3) and name resolution")
+    b.panel("timeseries", "Tunnel buffer committed per core", [
+        (f"zcproxy_tunnel_buffer_committed_bytes{{{s}}}", "core {{core}}")], unit="bytes",
+        desc="What HTTP/2 and HTTP/3 tunnel streams may make each core hold: their receive windows plus a read buffer each, at most twice the connection window per connection. Streams past limits.tunnel_buffer_per_core are refused.")
+    b.panel("timeseries", "Streams refused by the budget/s, idle HTTP/3 closes/s", [
+        (f"sum(rate(zcproxy_tunnel_buffer_refusals_total{{{s}}}[{RATE}]))", "refused (budget)"),
+        (f"sum(rate(zcproxy_quic_idle_closes_total{{{s}}}[{RATE}]))", "HTTP/3 closed idle")], unit="reqps",
+        desc="Refusals mean the core's budget is spent: clients retry (REFUSED_STREAM, H3_REQUEST_REJECTED). Raise limits.tunnel_buffer_per_core, or lower the windows.")
+    b.panel("timeseries", "Names being resolved", [
+        (f"max(zcproxy_resolver_in_flight{{{s}}})", "in flight")],
+        desc="Host names the resolver thread is resolving for all cores (at most resolver.max_in_flight). A plateau at the limit: the DNS servers are not answering.")
+    b.panel("timeseries", "CONNECT-UDP datagrams/s over HTTP/2", [
+        (f"sum(rate(zcproxy_h2_datagrams_received_total{{{s}}}[{RATE}]))", "from clients"),
+        (f"sum(rate(zcproxy_h2_datagrams_sent_total{{{s}}}[{RATE}]))", "to clients"),
+        (f"sum by (reason) (rate(zcproxy_h2_datagrams_dropped_total{{{s}}}[{RATE}]))", "dropped: {{reason}}")], unit="pps",
+        desc="DATAGRAM capsules of CONNECT-UDP flows over HTTP/2 (HTTP/3's are in the QUIC row).")
     return b.json([query_var("instance", "Proxy", "zcproxy_cores")])
 
 
