@@ -124,7 +124,7 @@ async fn route(
             tracing::warn!(%peer, path = req.uri().path(), "admin request refused: not from loopback and no valid token");
             plain(
                 StatusCode::FORBIDDEN,
-                "forbidden: from loopback, or with Authorization: Bearer <admin token>\n",
+                "forbidden: Authorization: Bearer <admin token> (or, without one configured, from loopback)\n",
             )
         }
         (&Method::POST, "/drain") => {
@@ -175,18 +175,18 @@ pub fn log_report(report: &[String]) {
     }
 }
 
-/// Operator actions come from the proxy's own host, or carry the admin token.
+/// Operator actions need the admin token where one is configured (from every client: a
+/// local sidecar or reverse proxy connects from loopback too); without one, they come from
+/// the proxy's own host only.
 fn allowed(token: Option<&str>, headers: &http::HeaderMap, peer: SocketAddr) -> bool {
-    if policy::address::canonical(peer.ip()).is_loopback() {
-        return true;
-    }
-    let (Some(token), Some(given)) = (
-        token,
-        headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ")),
-    ) else {
+    let Some(token) = token else {
+        return policy::address::canonical(peer.ip()).is_loopback();
+    };
+    let given = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(given) = given else {
         return false;
     };
     // Compared in constant time: a keyed hash of each, then the digests.
@@ -244,6 +244,15 @@ mod tests {
         let remote: SocketAddr = "198.18.0.7:4000".parse().unwrap();
         for local in ["127.0.0.1:1", "[::1]:1", "[::ffff:127.0.0.1]:1"] {
             assert!(allowed(None, &none, local.parse().unwrap()), "{local}");
+            // With a token, loopback needs it too.
+            assert!(
+                !allowed(Some("s3cret"), &none, local.parse().unwrap()),
+                "{local}"
+            );
+            assert!(
+                allowed(Some("s3cret"), &with, local.parse().unwrap()),
+                "{local}"
+            );
         }
         assert!(allowed(Some("s3cret"), &with, remote));
         assert!(!allowed(Some("s3cret"), &wrong, remote));

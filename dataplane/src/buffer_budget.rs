@@ -99,7 +99,7 @@ impl ConnShare {
     /// Charges a stream `bytes` for as long as the returned charge lives; `None` when the
     /// core's budget has no room for it.
     pub fn charge(&self, bytes: u64) -> Option<StreamCharge> {
-        let total = self.0.streams.get().saturating_add(bytes);
+        let total = self.0.streams.get().checked_add(bytes)?;
         self.0.resize(total).then(|| StreamCharge {
             share: self.0.clone(),
             bytes,

@@ -499,8 +499,8 @@ pub struct Config {
     /// Admin HTTP listener: /metrics, /healthz, /readyz, and POST /drain and /reload. None
     /// disables it.
     pub admin: Option<SocketAddr>,
-    /// Lets clients other than loopback ones use POST /drain and /reload, with
-    /// `Authorization: Bearer <token>` (also ZCPROXY_ADMIN_TOKEN).
+    /// With it, POST /drain and /reload need `Authorization: Bearer <token>` from every
+    /// client (also ZCPROXY_ADMIN_TOKEN); without it, they are taken from loopback only.
     pub admin_token: Option<String>,
     /// Shards (one thread pinned to one CPU each). None: every CPU.
     pub cores: Option<usize>,
@@ -612,6 +612,15 @@ impl Config {
         if !self.tls.certificates.is_empty() && self.tls.cert.is_none() {
             return Err(ConfigError::Invalid(
                 "tls.certificates need a default certificate: set tls.cert and tls.key".into(),
+            ));
+        }
+        if self
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(ConfigError::Invalid(
+                "admin_token (or ZCPROXY_ADMIN_TOKEN) must not be empty".into(),
             ));
         }
         if self.tls.require_client_cert && self.tls.client_ca.is_none() {

@@ -101,9 +101,10 @@ impl Reloader {
         if !restart.is_empty() {
             report.push(format!("needs a restart: {}", restart.join(", ")));
         }
-        let mut next = new;
-        next.limits = limits;
-        *applied = next;
+        // Only what was put in force counts as applied: a setting that needs a restart is
+        // named again by the next reload, until the restart.
+        applied.limits = limits;
+        applied.policy = new.policy;
         Ok(report)
     }
 }

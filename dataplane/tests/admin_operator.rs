@@ -50,12 +50,21 @@ fn probes_are_answered_while_scrapers_stall() {
     assert_eq!(http_get(proxy.admin, "/healthz").map(|r| r.0), Some(200));
     let took = started.elapsed();
     assert!(took < Duration::from_millis(1000), "healthz took {took:?}");
-    // The stalled ones are closed after the head timeout, not held.
+    // The stalled ones are closed after the 2 s head timeout, not held.
     for mut s in stalled {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut sink = Vec::new();
-        let _ = s.read_to_end(&mut sink);
+        let closed = s.read_to_end(&mut sink);
+        assert!(
+            closed.is_ok(),
+            "a stalled scraper was not closed: {closed:?}"
+        );
     }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -95,12 +104,10 @@ fn reload_puts_the_files_policy_and_limits_in_force() {
         report.contains("needs a restart: timeouts.idle_secs"),
         "{report}"
     );
+    testkit::eventually(10, "revision 1 on both cores", || {
+        proxy.metric("zcproxy_policy_revision", &[]) == 2.0
+    });
     assert!(served(&proxy, origin.addr, "bob"));
-    assert_eq!(
-        proxy.metric("zcproxy_policy_revision", &[]),
-        2.0,
-        "on both cores"
-    );
 
     // SIGHUP does the same: bob removed again.
     std::fs::write(&path, config(&["alice"], 2, 5)).unwrap();

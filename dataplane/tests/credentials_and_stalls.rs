@@ -120,9 +120,10 @@ fn a_credential_storm_does_not_stall_name_resolution() {
     assert!(refused >= 64.0, "the storm ran ({refused} refusals)");
     eprintln!("slowest valid tunnel during the storm: {slowest:?}");
     // Resolution and connecting share the connect deadline (1 s here): a resolver held up
-    // by the storm shows as a tunnel slower than that (or refused, above).
+    // by the storm fails the tunnel above. The whole tunnel (SOCKS handshake on a core
+    // busy with the storm, the round trip) is given 3 s.
     assert!(
-        slowest < Duration::from_millis(1000),
+        slowest < Duration::from_secs(3),
         "a valid tunnel took {slowest:?} during the storm"
     );
 }

@@ -230,6 +230,17 @@ impl Tunnel<'_> {
                 break;
             }
             match sys::splice(src, pipe.write_fd(), want) {
+                // Through kernel TLS a close_notify comes up as a control record (EINVAL
+                // here, read by the stream), so a bare end is a FIN without one: an abort,
+                // as in user-space TLS, not a clean end of the upload.
+                Ok(0) if dir.src.is_kernel_tls() => {
+                    let cut = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "TCP FIN without a TLS close_notify",
+                    );
+                    result = Err(self.src_error(dir.src_side, cut));
+                    break;
+                }
                 Ok(0) => {
                     result = Ok(Burst::Eof);
                     break;

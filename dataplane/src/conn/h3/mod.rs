@@ -21,7 +21,7 @@ use proto::{Failure, FailureKind};
 use super::proxy_request::{connect_target, failure_response, identify};
 use super::{IdleClock, ProtocolGuard, CLOSE_FLUSH, CLOSE_MARGIN};
 use crate::admission;
-use crate::buffer_budget::StreamCharge;
+use crate::buffer_budget::ConnShare;
 use crate::metrics::ErrorKind;
 use crate::quic::conn::Conn;
 use crate::quic::h3_quic::{BidiStream, H3Conn};
@@ -78,9 +78,9 @@ pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, peer: SocketAddr) {
             rt::Either::Left(Ok(Some(resolver))) => {
                 let (shard, conn, flows) = (shard.clone(), conn.clone(), flows.clone());
                 let counted = in_flight.enter();
-                let charge = buffers.charge(stream_charge);
+                let buffers = buffers.clone();
                 rt::spawn(async move {
-                    request(shard, resolver, conn, flows, charge).await;
+                    request(shard, resolver, conn, flows, &buffers, stream_charge).await;
                     drop(counted);
                 });
             }
@@ -102,7 +102,9 @@ pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, peer: SocketAddr) {
     // Draining: GOAWAY tells the client to take new requests elsewhere; the ones in flight
     // run until they end or the drain deadline is near, then the connection is closed
     // with H3_NO_ERROR rather than left to time out on the client.
-    let _ = h3.shutdown(0).await;
+    // The GOAWAY waits for the client's flow-control credit on the control stream: a
+    // client that grants none does not hold the close up.
+    let _ = rt::timeout(CLOSE_FLUSH, h3.shutdown(0)).await;
     let deadline = Instant::now()
         + shard
             .shared
@@ -146,8 +148,11 @@ impl InFlight {
     /// Returns once no request has been in flight for `idle`.
     async fn idle_for(&self, idle: Duration) {
         loop {
-            let quiet_until = self.since.get() + idle;
             let now = Instant::now();
+            // An idle timeout past what an Instant holds means never.
+            let Some(quiet_until) = self.since.get().checked_add(idle) else {
+                return std::future::pending().await;
+            };
             if self.count.get() == 0 && quiet_until <= now {
                 return;
             }
@@ -177,20 +182,30 @@ async fn request(
     resolver: RequestResolver<H3Conn, Bytes>,
     conn: Rc<Conn>,
     flows: Rc<Flows>,
-    charge: Option<StreamCharge>,
+    buffers: &ConnShare,
+    stream_charge: u64,
 ) {
     // The client's address now: a client that migrated is judged where it is (anonymous
     // networks, client-network rules), as a fresh connection from there would be.
     let peer = conn.remote_address();
-    let (req, mut stream) = match resolver.resolve_request().await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "HTTP/3 request not read");
-            shard.metrics().error(ErrorKind::ClientProtocol);
-            return;
-        }
-    };
-    let Some(_charge) = charge else {
+    // A stream that never sends its request head must not count as a request in flight
+    // (which keeps the connection from its idle close) for longer than a handshake may take.
+    let reading = resolver.resolve_request();
+    let (req, mut stream) =
+        match rt::timeout(shard.shared.config.timeouts.handshake(), reading).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "HTTP/3 request not read");
+                shard.metrics().error(ErrorKind::ClientProtocol);
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "HTTP/3 request head not sent in time");
+                shard.metrics().error(ErrorKind::HandshakeTimeout);
+                return;
+            }
+        };
+    let Some(_charge) = buffers.charge(stream_charge) else {
         // Nothing was done for it: the client may send it again (RFC 9114 §4.1.1).
         tracing::debug!(%peer, committed = shard.buffers.committed(), "HTTP/3 request refused: the core's tunnel buffer budget is spent");
         shard.metrics().tunnel_buffer_refusals.inc();

@@ -205,6 +205,13 @@ impl Ktls {
                 return Ok(0);
             }
             let (n, content_type) = recv_record(fd, buf)?;
+            if n == 0 && !buf.is_empty() {
+                // A TCP FIN without a close_notify: as in user-space TLS, an abort.
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "TCP FIN without a TLS close_notify",
+                ));
+            }
             match control::classify(content_type, &buf[..n]) {
                 Record::Data => return Ok(n),
                 Record::CloseNotify => self.closed.set(true),
