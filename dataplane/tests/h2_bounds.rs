@@ -462,3 +462,29 @@ fn an_h2_connection_closed_before_its_preface_is_no_error() {
         0.0
     );
 }
+
+/// Defect 11: a CONNECT stream still open when its client closed the connection was never
+/// taken off `zcproxy_h2_streams_active` (the gauge went down at the end of the stream's
+/// code, which a dropped stream never reaches).
+#[test]
+fn streams_open_when_the_connection_closes_leave_the_gauge() {
+    let echo = common::echo_server();
+    let proxy = Proxy::builder().allow_loopback().start();
+    runtime().block_on(async {
+        let (mut client, drive) = h2c::open_plain(proxy.addr).await;
+        let mut open = Vec::new();
+        for _ in 0..3 {
+            let (resp, send) = h2c::connect(&mut client, &echo.to_string(), None).await;
+            assert_eq!(resp.status(), 200);
+            open.push((resp, send));
+        }
+        assert_eq!(proxy.metric("zcproxy_h2_streams_active", &[]), 3.0);
+        // The connection goes away under its open streams.
+        drive.abort();
+        drop((client, open));
+    });
+    testkit::eventually(10, "no stream counted open", || {
+        proxy.metric("zcproxy_h2_streams_active", &[]) == 0.0
+            && proxy.metric("zcproxy_h2_connections_active", &[]) == 0.0
+    });
+}

@@ -76,9 +76,12 @@ fn plain_http_requests_on_h2_streams_are_forwarded() {
             h2c::request(&client, "GET", &format!("http://{o}/hello"), None, None).await;
         assert_eq!(status, 407);
         assert!(headers.contains_key("proxy-authenticate"));
-        let (status, _, _) =
+        let (status, _, body) =
             h2c::request(&client, "GET", &format!("https://{o}/hello"), alice, None).await;
         assert_eq!(status, 501);
+        // The hint once (it was given twice).
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(body.matches("CONNECT").count(), 1, "{body}");
         let (status, _, _) =
             h2c::request(&client, "GET", &format!("http://{o}/missing"), alice, None).await;
         assert_eq!(status, 404);

@@ -237,3 +237,42 @@ fn credentials_on_a_proxy_without_users_are_treated_alike_by_every_protocol() {
         assert_ne!(code, 0, "{scheme} with unknown credentials");
     }
 }
+
+/// The start-up line's example works as printed: with a user's name (and a placeholder for
+/// the password) where loopback clients need credentials.
+#[test]
+fn the_start_up_hint_names_credentials_when_they_are_needed() {
+    use std::io::BufRead;
+    for (args, want) in [
+        (&["--user", "alice:secret"][..], "socks5h://alice:PASSWORD@"),
+        (&[][..], "socks5h://127.0.0.1:"),
+    ] {
+        let listen = format!("127.0.0.1:{}", common::free_port());
+        let admin = format!("127.0.0.1:{}", common::free_port());
+        let mut child = std::process::Command::new(common::bin())
+            .args(["--listen", &listen, "--admin", &admin, "--no-quic"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("try:") {
+                    let _ = tx.send(line);
+                    return;
+                }
+            }
+        });
+        let hint = rx.recv_timeout(Duration::from_secs(20));
+        let _ = child.kill();
+        let _ = child.wait();
+        let hint = hint.expect("a start-up hint");
+        assert!(hint.contains(want), "{hint}");
+    }
+}
