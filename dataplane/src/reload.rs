@@ -109,25 +109,18 @@ impl Reloader {
     }
 }
 
-/// Keys of the sections (other than `[limits]` and `[policy]`) whose values differ.
+/// Keys of the sections (other than `[limits]` and `[policy]`) whose values differ:
+/// `section.key` within a table, the key alone for a top-level setting.
 fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
-    let (Ok(serde_json::Value::Object(old)), Ok(serde_json::Value::Object(new))) =
-        (serde_json::to_value(old), serde_json::to_value(new))
-    else {
-        return Vec::new();
-    };
+    let (old, new) = (json(old), json(new));
     let mut keys = Vec::new();
     for (key, value) in &new {
         if key == "limits" || key == "policy" {
             continue;
         }
         match (old.get(key), value) {
-            (Some(serde_json::Value::Object(a)), serde_json::Value::Object(b)) => {
-                for (k, v) in b {
-                    if a.get(k) != Some(v) {
-                        keys.push(format!("{key}.{k}"));
-                    }
-                }
+            (Some(a @ serde_json::Value::Object(_)), b @ serde_json::Value::Object(_)) => {
+                keys.extend(fields_changed(key, a, b));
             }
             (before, now) if before != Some(now) => keys.push(key.clone()),
             _ => {}
@@ -136,17 +129,30 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
     keys
 }
 
-/// `section.key` for every field of `a` and `b` that differs.
+/// `section.key` for every field of `a` and `b` (one section) that differs.
 fn changed_keys(section: &str, a: &Limits, b: &Limits) -> Vec<String> {
-    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
-        (serde_json::to_value(a), serde_json::to_value(b))
-    else {
+    let (a, b) = (json(a), json(b));
+    fields_changed(section, &a.into(), &b.into())
+}
+
+/// `section.key` for every field of table `b` whose value in table `a` differs.
+fn fields_changed(section: &str, a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
         return Vec::new();
     };
     b.iter()
         .filter(|(k, v)| a.get(*k) != Some(*v))
         .map(|(k, _)| format!("{section}.{k}"))
         .collect()
+}
+
+/// A settings table as JSON fields (empty where it would not serialise, which the
+/// configuration types always do).
+fn json(value: &impl serde::Serialize) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => serde_json::Map::new(),
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -80,26 +80,18 @@ fn reporting_server() -> (
     SocketAddr,
     mpsc::Receiver<Result<usize, std::io::ErrorKind>>,
 ) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut total = 0;
-                let mut buf = [0u8; 4096];
-                let end = loop {
-                    match s.read(&mut buf) {
-                        Ok(0) => break Ok(total),
-                        Ok(n) => total += n,
-                        Err(e) => break Err(e.kind()),
-                    }
-                };
-                let _ = tx.send(end);
-            });
-        }
+    let addr = common::spawn_server("127.0.0.1", move |mut s| {
+        let mut total = 0;
+        let mut buf = [0u8; 4096];
+        let end = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break Ok(total),
+                Ok(n) => total += n,
+                Err(e) => break Err(e.kind()),
+            }
+        };
+        let _ = tx.send(end);
     });
     (addr, rx)
 }

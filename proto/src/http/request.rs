@@ -2,8 +2,8 @@
 //! fields), framing, and the head sent upstream.
 
 use super::{
-    collect_headers, framing, header_values, parse_basic, tokens, write_forwarded_fields,
-    BasicCredentials, BodyLength, Header, HttpError, MAX_HEAD, MAX_HEADERS,
+    collect_headers, framing, parse_basic, tokens, write_forwarded_fields, BasicCredentials,
+    BodyLength, Header, HttpError, MAX_HEAD, MAX_HEADERS,
 };
 use crate::target::{valid_host_name, TargetAddr};
 
@@ -189,8 +189,7 @@ impl RequestHead {
     /// Basic credentials from Proxy-Authorization (scheme name case-insensitive,
     /// RFC 9110 §11.1). `Ok(None)` when the field is absent.
     pub fn proxy_credentials(&self) -> Result<Option<BasicCredentials>, HttpError> {
-        header_values(&self.headers, "proxy-authorization")
-            .next()
+        self.header("proxy-authorization")
             .map(parse_basic)
             .transpose()
     }

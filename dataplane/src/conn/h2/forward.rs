@@ -267,17 +267,8 @@ async fn send_request_body(
     chunked: bool,
 ) -> Result<(), BodyError> {
     let idle = shard.shared.config.timeouts.idle();
-    let frame = |chunk: &[u8]| {
-        let mut out = Vec::with_capacity(chunk.len() + 12);
-        if chunked {
-            out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-        }
-        out.extend_from_slice(chunk);
-        if chunked {
-            out.extend_from_slice(b"\r\n");
-        }
-        out
-    };
+    // One buffer for every chunk's framing, reused: one write per DATA frame.
+    let mut framed = Vec::new();
     loop {
         let chunk = match rt::timeout(idle, body.data()).await {
             Err(_) => return Err(BodyError::ClientStalled),
@@ -289,7 +280,12 @@ async fn send_request_body(
             continue;
         }
         if chunked {
-            up.write_all(&frame(&chunk)).await
+            use std::io::Write as _;
+            framed.clear();
+            let _ = write!(framed, "{:x}\r\n", chunk.len());
+            framed.extend_from_slice(&chunk);
+            framed.extend_from_slice(b"\r\n");
+            up.write_all(&framed).await
         } else {
             up.write_all(&chunk).await
         }

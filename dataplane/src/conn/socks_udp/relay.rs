@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use policy::Protocol;
-use proto::socks5::udp::{self as header, UdpHeaderError, REPLY_ROOM};
+use proto::socks5::udp::{self as header, canonical, UdpHeaderError, REPLY_ROOM};
 use proto::TargetAddr;
 
 use super::flows::Admit;
 use super::names::Lookup;
 use super::Association;
-use crate::dial;
 use crate::metrics::socks_udp::UdpDrop;
 use crate::rt;
 use crate::stream::Stream;
@@ -94,8 +93,6 @@ fn for_socket(dest: SocketAddr, dual_stack: bool) -> SocketAddr {
         other => other,
     }
 }
-
-use proto::socks5::udp::canonical;
 
 impl Association<'_> {
     fn metrics(&self) -> &crate::metrics::Socks5UdpMetrics {
@@ -386,9 +383,7 @@ impl Association<'_> {
                 for host in self.names.borrow_mut().take_requests(cx.waker()) {
                     self.metrics().resolutions.inc();
                     running.push(async move {
-                        let target = TargetAddr::Domain(host.to_string(), 0);
-                        let answer =
-                            dial::resolve(resolver, &target, Instant::now() + timeout).await;
+                        let answer = rt::timeout(timeout, resolver.lookup(&host)).await;
                         (host, answer)
                     });
                 }
@@ -398,9 +393,7 @@ impl Association<'_> {
                 }
             })
             .await;
-            let ips = result
-                .ok()
-                .map(|addrs| addrs.iter().map(|a| a.ip()).collect::<Vec<_>>());
+            let ips = result.ok().and_then(Result::ok);
             let now = Instant::now();
             let (resolved, waiting) = self.names.borrow_mut().complete(&host, ips, now);
             self.send_waiting(&host, resolved.as_deref(), waiting, now);
