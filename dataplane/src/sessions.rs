@@ -19,6 +19,7 @@ use policy::{Decision, Protocol, Request};
 use crate::live::LivePolicy;
 use crate::principal::Principal;
 use crate::revoke::RevokeHandle;
+use crate::stream::Deadlines;
 
 /// The policy a connection works with; a shard-local handle (no shared refcount traffic).
 pub type PolicyRef = Rc<Arc<LivePolicy>>;
@@ -64,6 +65,8 @@ pub struct Session {
     certified: RefCell<Option<Rc<str>>>,
     grant: RefCell<Option<Grant>>,
     revoke: RevokeHandle,
+    /// The session's one deadline policy: every wait of its work is bounded by it.
+    deadlines: Deadlines,
 }
 
 impl Session {
@@ -75,8 +78,10 @@ impl Session {
         self.certified.borrow().clone()
     }
 
+    /// Records what the session was let through to; its handshake is over.
     pub fn grant(&self, grant: Grant) {
         *self.grant.borrow_mut() = Some(grant);
+        self.deadlines.handshake_over();
     }
 
     /// Between two requests of a keep-alive connection: the principal stays (a change that
@@ -91,6 +96,18 @@ impl Session {
     /// once it has fired.
     pub fn revoke_handle(&self) -> &RevokeHandle {
         &self.revoke
+    }
+
+    pub fn deadlines(&self) -> &Deadlines {
+        &self.deadlines
+    }
+
+    /// Runs `work` within the session's deadlines (the handshake's while one runs).
+    pub async fn within<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, crate::stream::Expired> {
+        self.deadlines.within(work).await
     }
 
     /// Resolves once a policy change has revoked this session.
@@ -144,7 +161,8 @@ impl Drop for SessionGuard<'_> {
 }
 
 impl Sessions {
-    pub fn register(&self, client: SocketAddr) -> SessionGuard<'_> {
+    /// A new session of `client`, starting its handshake under `deadlines`.
+    pub fn register(&self, client: SocketAddr, deadlines: Deadlines) -> SessionGuard<'_> {
         let id = self.next.get();
         self.next.set(id + 1);
         let session = Rc::new(Session {
@@ -152,6 +170,7 @@ impl Sessions {
             certified: RefCell::new(None),
             grant: RefCell::new(None),
             revoke: RevokeHandle::default(),
+            deadlines,
         });
         self.live.borrow_mut().insert(id, session.clone());
         SessionGuard {
@@ -180,6 +199,13 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn deadlines() -> Deadlines {
+        Deadlines::new(
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(300),
+        )
+    }
     use crate::live::Compiler;
     use policy::{PolicyDoc, Rule, User};
 
@@ -228,7 +254,7 @@ mod tests {
         let sessions = Sessions::default();
         let alice = Principal::user("alice", &h1);
 
-        let s = sessions.register(CLIENT.parse().unwrap());
+        let s = sessions.register(CLIENT.parse().unwrap(), deadlines());
         s.grant(grant(alice.clone()));
         // Same user, same hash, destination still allowed: untouched.
         assert_eq!(sessions.revoke_disallowed(&v1), 0);
@@ -240,7 +266,7 @@ mod tests {
         assert!(sessions.live.borrow().is_empty());
 
         for (hash, enabled) in [(&h2, true), (&h1, false)] {
-            let s = sessions.register(CLIENT.parse().unwrap());
+            let s = sessions.register(CLIENT.parse().unwrap(), deadlines());
             s.grant(grant(alice.clone()));
             let changed = policy(&mut c, &[("alice", hash, enabled)], allow("127.0.0.0/8"));
             assert_eq!(sessions.revoke_disallowed(&changed), 1);
@@ -260,11 +286,11 @@ mod tests {
         let h = policy::password::hash("one").unwrap();
         let v1 = policy(&mut c, &[("alice", &h, true)], allow("127.0.0.0/8"));
         let sessions = Sessions::default();
-        let handshaking = sessions.register(CLIENT.parse().unwrap());
-        let between_requests = sessions.register(CLIENT.parse().unwrap());
+        let handshaking = sessions.register(CLIENT.parse().unwrap(), deadlines());
+        let between_requests = sessions.register(CLIENT.parse().unwrap(), deadlines());
         between_requests.grant(grant(Principal::user("alice", &h)));
         between_requests.clear_destination();
-        let working = sessions.register(CLIENT.parse().unwrap());
+        let working = sessions.register(CLIENT.parse().unwrap(), deadlines());
         working.grant(grant(Principal::user("alice", &h)));
         // 150 other users appear, one at a time.
         let mut users: Vec<(String, bool)> = vec![];
@@ -291,7 +317,7 @@ mod tests {
         let mut c = Compiler::new(vec![]);
         let open = policy(&mut c, &[], allow("127.0.0.0/8"));
         let sessions = Sessions::default();
-        let s = sessions.register(CLIENT.parse().unwrap());
+        let s = sessions.register(CLIENT.parse().unwrap(), deadlines());
         assert_eq!(Principal::Anonymous.resolve(&open, s.client.ip()), Ok(None));
         s.grant(grant(Principal::Anonymous));
         assert_eq!(sessions.revoke_disallowed(&open), 0);

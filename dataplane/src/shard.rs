@@ -16,6 +16,7 @@ use crate::relay::pipe_pool::PipePool;
 use crate::relay::RelayEnv;
 use crate::sessions::{PolicyRef, Sessions};
 use crate::shared::Shared;
+use crate::stream::Deadlines;
 use crate::udp::RecvBatch;
 
 pub struct Shard {
@@ -164,8 +165,19 @@ impl Shard {
             bufs: &self.bufs,
             metrics: self.metrics(),
             mode: self.shared.config.relay,
-            idle: self.shared.config.timeouts.idle(),
         }
+    }
+
+    /// A new session's deadline policy, from the configured timeouts, its handshake
+    /// starting now.
+    pub fn deadlines(&self) -> Deadlines {
+        let t = &self.shared.config.timeouts;
+        Deadlines::new(t.handshake(), t.idle())
+    }
+
+    /// Registers a new session of `client` (its handshake starting now).
+    pub fn session(&self, client: std::net::SocketAddr) -> crate::sessions::SessionGuard<'_> {
+        self.sessions.register(client, self.deadlines())
     }
 
     pub fn active_connections(&self) -> usize {

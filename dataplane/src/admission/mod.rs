@@ -235,10 +235,10 @@ pub fn record_grant(
     });
 }
 
-/// Wraps a socket opened for `session`: idle-bounded, reset if the session is revoked.
-pub fn session_stream(shard: &Shard, session: &Session, socket: crate::rt::TcpStream) -> Stream {
-    Stream::new(socket, shard.shared.config.timeouts.idle())
-        .reset_on_revoke(session.revoke_handle())
+/// Wraps a socket opened for `session`: its waits bounded by the session's deadlines,
+/// reset if the session is revoked.
+pub fn session_stream(session: &Session, socket: crate::rt::TcpStream) -> Stream {
+    Stream::new(socket, session.deadlines().clone()).reset_on_revoke(session.revoke_handle())
 }
 
 /// The whole gate: authorize, connect to the first allowed address that answers, record the
@@ -270,7 +270,7 @@ pub async fn admit_making_room(
             shard.metrics().connect_seconds.observe(started.elapsed());
             record_grant(session, principal, protocol, target, peer);
             Ok(Admitted {
-                stream: session_stream(shard, session, socket),
+                stream: session_stream(session, socket),
                 peer,
                 permit: authorized.permit,
             })

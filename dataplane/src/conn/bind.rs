@@ -86,7 +86,11 @@ impl PendingBind {
     ) -> Result<(Stream, SocketAddr, Option<TunnelPermit>), Failure> {
         let deadline = Instant::now() + shard.shared.config.timeouts.bind_accept();
         loop {
-            let accepted = rt::timeout(super::left(deadline), self.listener.accept()).await;
+            let accepted = rt::timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                self.listener.accept(),
+            )
+            .await;
             match accepted {
                 Err(_) => {
                     shard.metrics().failure(FailureKind::ConnectTimeout);
@@ -102,7 +106,7 @@ impl PendingBind {
                     {
                         let (principal, target) = (&self.principal, &self.target);
                         admission::record_grant(session, principal, self.protocol, target, peer);
-                        let stream = admission::session_stream(shard, session, socket);
+                        let stream = admission::session_stream(session, socket);
                         return Ok((stream, peer, self.permit));
                     }
                     tracing::info!(%peer, bound = %self.bound, "BIND: unexpected peer refused");

@@ -11,15 +11,14 @@ use proto::http::{self, BodyLength, RequestHead, MAX_HEAD};
 use proto::proxy_status;
 use proto::{Failure, FailureKind, TargetAddr};
 
-use super::{left, run_tunnel, ProtocolGuard};
+use super::{run_tunnel, ProtocolGuard};
 use crate::admission::{self, Principal};
 use crate::live::TunnelPermit;
 use crate::metrics::ErrorKind;
 use crate::relay::{self, RelayError, Side};
-use crate::rt;
 use crate::sessions::Session;
 use crate::shard::Shard;
-use crate::stream::{BufStream, ReadError};
+use crate::stream::{BufStream, Expired, ReadError};
 
 /// A kept-alive upstream connection and the destination it serves.
 struct Upstream {
@@ -69,60 +68,50 @@ async fn identify(
 }
 
 /// Reads the next request head: up to the idle timeout for its first byte (keep-alive), then
-/// the handshake timeout for the rest of it (slowloris).
+/// a new handshake deadline for the rest of it (slowloris); every wait is the stream's,
+/// bounded by the session's deadlines.
 async fn read_head(
     shard: &Shard,
+    session: &Session,
     client: &mut BufStream,
     first: bool,
-    deadline: Instant,
 ) -> Option<RequestHead> {
-    let timeouts = &shard.shared.config.timeouts;
-    let deadline = if !first && client.buffered().is_empty() {
-        match rt::timeout(timeouts.idle(), client.read_more()).await {
-            Ok(Ok(n)) if n > 0 => Instant::now() + timeouts.handshake(),
-            _ => return None,
+    if !first {
+        if client.buffered().is_empty() {
+            match client.read_more().await {
+                Ok(n) if n > 0 => {}
+                _ => return None,
+            }
         }
-    } else {
-        deadline
-    };
-    match rt::timeout(
-        left(deadline),
-        client.read_message(MAX_HEAD, http::parse_request),
-    )
-    .await
-    {
-        Ok(Ok(head)) => Some(head),
-        Ok(Err(ReadError::Eof | ReadError::Io(_))) => None,
-        Ok(Err(ReadError::TooLarge)) => {
+        session.deadlines().next_handshake();
+    }
+    match client.read_message(MAX_HEAD, http::parse_request).await {
+        Ok(head) => Some(head),
+        Err(ReadError::Io(e)) if Expired::of(&e).is_some() => {
+            shard.metrics().error(ErrorKind::HandshakeTimeout);
+            respond(client, 408, &[], "request head not received in time\n").await;
+            None
+        }
+        Err(ReadError::Eof | ReadError::Io(_)) => None,
+        Err(ReadError::TooLarge) => {
             shard.metrics().error(ErrorKind::ClientProtocol);
             respond(client, 431, &[], "request head too large\n").await;
             None
         }
-        Ok(Err(ReadError::Protocol(e))) => {
+        Err(ReadError::Protocol(e)) => {
             shard.metrics().error(ErrorKind::ClientProtocol);
             respond(client, e.status(), &[], &format!("{e}\n")).await;
-            None
-        }
-        Err(_) => {
-            shard.metrics().error(ErrorKind::HandshakeTimeout);
-            respond(client, 408, &[], "request head not received in time\n").await;
             None
         }
     }
 }
 
-pub async fn serve(
-    shard: &Shard,
-    session: &Session,
-    mut client: BufStream,
-    started: Instant,
-    deadline: Instant,
-) {
+pub async fn serve(shard: &Shard, session: &Session, mut client: BufStream, started: Instant) {
     let mut upstream: Option<Upstream> = None;
     let mut first = true;
     let mut started = started;
     loop {
-        let Some(head) = read_head(shard, &mut client, first, deadline).await else {
+        let Some(head) = read_head(shard, session, &mut client, first).await else {
             return;
         };
         if !first {
@@ -301,17 +290,14 @@ async fn exchange(
             shard.metrics().error(ErrorKind::UpstreamTimeout);
             fail(FailureKind::ResponseTimeout, "no response head in time")
         };
-        let resp = match rt::timeout(shard.shared.config.timeouts.idle(), read).await {
-            Err(_) => return Err(timed_out()),
-            Ok(Err(ReadError::Io(e))) if e.kind() == std::io::ErrorKind::TimedOut => {
-                return Err(timed_out())
-            }
-            Ok(Err(ReadError::Eof | ReadError::Io(_)))
+        let resp = match read.await {
+            Err(ReadError::Io(e)) if Expired::of(&e).is_some() => return Err(timed_out()),
+            Err(ReadError::Eof | ReadError::Io(_))
                 if retry_allowed && up.conn.buffered().is_empty() =>
             {
                 return Ok(Exchange::Stale);
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 shard.metrics().error(ErrorKind::UpstreamProtocol);
                 let detail = match e {
                     ReadError::Protocol(p) => p.to_string(),
@@ -319,7 +305,7 @@ async fn exchange(
                 };
                 return Err(fail(FailureKind::UpstreamProtocol, &detail));
             }
-            Ok(Ok(r)) => r,
+            Ok(r) => r,
         };
         // Interim responses are not relayed: Expect was answered by the proxy.
         if !resp.is_informational() {

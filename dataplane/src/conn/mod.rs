@@ -21,47 +21,30 @@ use proto::sniff::{sniff, Sniffed};
 use crate::admission;
 use crate::metrics::ErrorKind;
 use crate::relay::{self, RelayError};
-use crate::rt::{self, TcpStream};
+use crate::rt::TcpStream;
 use crate::sessions::Session;
 use crate::shard::Shard;
-use crate::stream::{BufStream, Stream};
+use crate::stream::{BufStream, Expired, Stream};
 
 /// How long before the shard's drain deadline multiplexed connections (h2, h3) cut the
 /// streams still open, and how long their closing frame is given to go out.
 const CLOSE_MARGIN: Duration = Duration::from_millis(250);
 const CLOSE_FLUSH: Duration = Duration::from_millis(100);
 
-/// Time left until `deadline` (zero once passed).
-pub fn left(deadline: Instant) -> Duration {
-    deadline.saturating_duration_since(Instant::now())
-}
-
-/// One idle clock for both directions of a tunnel: `expired` ends once nothing moved either
-/// way for `idle`.
-pub(crate) struct IdleClock {
-    last: std::cell::Cell<Instant>,
-    idle: Duration,
-}
-
-impl IdleClock {
-    pub(crate) fn new(idle: Duration) -> IdleClock {
-        IdleClock {
-            last: std::cell::Cell::new(Instant::now()),
-            idle,
-        }
-    }
-
-    pub(crate) fn touch(&self) {
-        self.last.set(Instant::now());
-    }
-
-    pub(crate) async fn expired(&self) {
-        loop {
-            let quiet = self.last.get().elapsed();
-            if quiet >= self.idle {
-                return;
-            }
-            rt::sleep(self.idle - quiet).await;
+/// Runs a protocol's handshake under the session's handshake deadline. An expiry anywhere
+/// in it (one of the stream's waits, or the whole) is counted once as a handshake timeout;
+/// `None` when the handshake failed or expired.
+async fn handshake<T>(
+    shard: &Shard,
+    session: &Session,
+    work: impl std::future::Future<Output = Option<T>>,
+) -> Option<T> {
+    match session.within(work).await {
+        Ok(Some(v)) => Some(v),
+        Ok(None) if session.deadlines().expired_now().is_none() => None,
+        _ => {
+            shard.metrics().error(ErrorKind::HandshakeTimeout);
+            None
         }
     }
 }
@@ -88,12 +71,11 @@ impl Drop for ProtocolGuard<'_> {
 /// Serves one accepted client connection to the end, or until a policy change revokes it
 /// (its sockets then close with a reset as the task drops them).
 pub async fn serve(shard: &Shard, socket: TcpStream, peer: SocketAddr) {
-    let session = shard.sessions.register(peer);
-    let stream = admission::session_stream(shard, &session, socket);
+    let session = shard.session(peer);
+    let stream = admission::session_stream(&session, socket);
     let started = Instant::now();
-    let deadline = started + shard.shared.config.timeouts.handshake();
     let client = BufStream::new(stream);
-    let serving = serve_client(shard, &session, client, started, deadline, true);
+    let serving = serve_client(shard, &session, client, started, true);
     if session.unless_revoked(serving).await.is_none() {
         shard.metrics().error(ErrorKind::PolicyRevoked);
     }
@@ -108,31 +90,30 @@ async fn serve_client(
     session: &Session,
     client: BufStream,
     started: Instant,
-    deadline: Instant,
     tls: bool,
 ) {
     let peer = session.client;
-    let Some(client) = first_bytes(shard, client, deadline).await else {
+    let Some(client) = first_bytes(shard, client).await else {
         return;
     };
     match sniff(client.buffered()) {
-        Ok(Some(Sniffed::Socks5)) => socks5::serve(shard, session, client, started, deadline).await,
-        Ok(Some(Sniffed::Socks4)) => socks4::serve(shard, session, client, started, deadline).await,
+        Ok(Some(Sniffed::Socks5)) => socks5::serve(shard, session, client, started).await,
+        Ok(Some(Sniffed::Socks4)) => socks4::serve(shard, session, client, started).await,
         Ok(Some(Sniffed::Http)) if is_h2_preface(client.buffered()) => {
             if shard.shared.config.h2.enabled {
                 // Boxed: a plain client's task must not carry this path's state.
-                Box::pin(h2::serve(shard, session, client, deadline)).await
+                Box::pin(h2::serve(shard, session, client)).await
             } else {
                 tracing::debug!(%peer, "HTTP/2 is not enabled");
                 shard.metrics().error(ErrorKind::ClientProtocol);
             }
         }
-        Ok(Some(Sniffed::Http)) => http::serve(shard, session, client, started, deadline).await,
+        Ok(Some(Sniffed::Http)) => http::serve(shard, session, client, started).await,
         Ok(Some(Sniffed::Tls)) if tls => match &shard.shared.tls_tcp {
             // Boxed as h2 (with it inline, 7.0 KiB per idle plain tunnel instead of 4.8).
             Some(config) => {
                 let config = config.clone();
-                Box::pin(serve_tls(shard, session, client, config, started, deadline)).await
+                Box::pin(serve_tls(shard, session, client, config, started)).await
             }
             None => {
                 tracing::debug!(%peer, "TLS to the proxy is not enabled on this listener");
@@ -158,9 +139,8 @@ async fn serve_tls(
     client: BufStream,
     config: std::sync::Arc<rustls::ServerConfig>,
     started: Instant,
-    deadline: Instant,
 ) {
-    let Some(client) = tls_accept::accept(shard, client, config, deadline).await else {
+    let Some(client) = tls_accept::accept(shard, client, config).await else {
         return;
     };
     let info = client.stream().tls_info();
@@ -170,25 +150,22 @@ async fn serve_tls(
             .map(std::rc::Rc::from),
     );
     if info.is_some_and(|t| t.alpn.as_deref() == Some(b"h2")) {
-        return h2::serve(shard, session, client, deadline).await;
+        return h2::serve(shard, session, client).await;
     }
     // The plaintext may be any protocol of the port but TLS again.
-    Box::pin(serve_client(
-        shard, session, client, started, deadline, false,
-    ))
-    .await
+    Box::pin(serve_client(shard, session, client, started, false)).await
 }
 
 /// Reads the first bytes of a client (or of the plaintext inside its TLS), within the
-/// handshake deadline; `None` when there are none.
-async fn first_bytes(shard: &Shard, mut client: BufStream, deadline: Instant) -> Option<BufStream> {
-    match rt::timeout(left(deadline), client.read_more()).await {
-        Ok(Ok(n)) if n > 0 => Some(client),
-        Ok(_) => None,
-        Err(_) => {
+/// session's handshake deadline; `None` when there are none.
+async fn first_bytes(shard: &Shard, mut client: BufStream) -> Option<BufStream> {
+    match client.read_more().await {
+        Ok(n) if n > 0 => Some(client),
+        Err(e) if Expired::of(&e).is_some() => {
             shard.metrics().error(ErrorKind::HandshakeTimeout);
             None
         }
+        _ => None,
     }
 }
 

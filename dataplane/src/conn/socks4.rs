@@ -10,13 +10,12 @@ use proto::socks5::UNSPECIFIED;
 use proto::Failure;
 
 use super::socks_commands::{self, SocksClient};
-use super::{left, ProtocolGuard};
+use super::ProtocolGuard;
 use crate::admission;
 use crate::metrics::ErrorKind;
-use crate::rt;
 use crate::sessions::Session;
 use crate::shard::Shard;
-use crate::stream::{BufStream, ReadError};
+use crate::stream::{BufStream, Expired, ReadError};
 
 const MAX_MESSAGE: usize = 8 + 2 * (socks4::MAX_FIELD + 1);
 
@@ -46,23 +45,20 @@ impl SocksClient for Client {
     }
 }
 
-pub async fn serve(
-    shard: &Shard,
-    session: &Session,
-    mut client: BufStream,
-    started: Instant,
-    deadline: Instant,
-) {
+pub async fn serve(shard: &Shard, session: &Session, mut client: BufStream, started: Instant) {
     let _open = ProtocolGuard::new(shard, Protocol::Socks4);
-    let read = client.read_message(MAX_MESSAGE, socks4::parse_request);
-    let request = match rt::timeout(left(deadline), read).await {
-        Err(_) => {
+    // Its only wait is the stream's, bounded by the session's handshake deadline.
+    let request = match client
+        .read_message(MAX_MESSAGE, socks4::parse_request)
+        .await
+    {
+        Err(ReadError::Io(e)) if Expired::of(&e).is_some() => {
             shard.metrics().error(ErrorKind::HandshakeTimeout);
             return;
         }
-        Ok(Ok(r)) => r,
-        Ok(Err(ReadError::Eof | ReadError::Io(_))) => return,
-        Ok(Err(_)) => {
+        Ok(r) => r,
+        Err(ReadError::Eof | ReadError::Io(_)) => return,
+        Err(_) => {
             shard.metrics().error(ErrorKind::ClientProtocol);
             reply(&mut client, Reply::Rejected, UNSPECIFIED).await;
             return;

@@ -12,10 +12,9 @@ use proto::Failure;
 
 use super::socks_commands::{self, SocksClient};
 use super::socks_udp;
-use super::{left, ProtocolGuard};
+use super::{handshake, ProtocolGuard};
 use crate::admission::{self, Principal};
 use crate::metrics::ErrorKind;
-use crate::rt;
 use crate::sessions::Session;
 use crate::shard::Shard;
 use crate::stream::{BufStream, ReadError};
@@ -132,32 +131,21 @@ async fn authenticate(
     }
 }
 
-pub async fn serve(
-    shard: &Shard,
-    session: &Session,
-    stream: BufStream,
-    started: Instant,
-    deadline: Instant,
-) {
+pub async fn serve(shard: &Shard, session: &Session, stream: BufStream, started: Instant) {
     let _open = ProtocolGuard::new(shard, Protocol::Socks5);
     let mut client = Client {
         stream,
         hs: Handshake::default(),
     };
-    let handshake = async {
-        let principal = authenticate(shard, session, &mut client).await?;
-        match client.next(shard).await? {
-            Step::Request(request) => Ok((principal, request)),
-            _ => Err(()),
+    let steps = async {
+        let principal = authenticate(shard, session, &mut client).await.ok()?;
+        match client.next(shard).await.ok()? {
+            Step::Request(request) => Some((principal, request)),
+            _ => None,
         }
     };
-    let (principal, request) = match rt::timeout(left(deadline), handshake).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(())) => return,
-        Err(_) => {
-            shard.metrics().error(ErrorKind::HandshakeTimeout);
-            return;
-        }
+    let Some((principal, request)) = handshake(shard, session, steps).await else {
+        return;
     };
     let cmd = socks_commands::Command {
         principal: &principal,

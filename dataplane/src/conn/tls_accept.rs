@@ -1,4 +1,4 @@
-//! TLS to the proxy on the TCP port: the handshake within the client's handshake deadline,
+//! TLS to the proxy on the TCP port: the handshake within the session's handshake deadline,
 //! counted by outcome; what comes out is a stream whose plaintext is served like any other
 //! client of the port.
 
@@ -7,29 +7,31 @@ use std::time::Instant;
 
 use proto::tls_hello::{self, Hello, HelloError, HelloReader, Peek};
 
-use super::left;
 use crate::metrics::ErrorKind;
-use crate::rt;
 use crate::shard::Shard;
 use crate::stream::tls::HandshakeError;
-use crate::stream::BufStream;
+use crate::stream::{BufStream, Expired};
 
 /// Terminates TLS on `client` (whose first bytes, a ClientHello's, are buffered); `None`
-/// when the handshake fails or runs past `deadline`.
+/// when the handshake fails or runs past the deadline (every wait of the stream is bounded
+/// by its session's).
 pub async fn accept(
     shard: &Shard,
     mut client: BufStream,
     config: Arc<rustls::ServerConfig>,
-    deadline: Instant,
 ) -> Option<BufStream> {
     let started = Instant::now();
     // The whole ClientHello first: bytes that are none are turned away before rustls
     // allocates a connection for them, and the name and protocols asked for are logged.
-    match rt::timeout(left(deadline), whole_hello(&mut client)).await {
-        Ok(Ok(hello)) => {
+    match whole_hello(&mut client).await {
+        Ok(hello) => {
             tracing::debug!(sni = ?hello.server_name, alpn = ?hello.alpn, tls13 = hello.offers_tls13, "ClientHello");
         }
-        Ok(Err(why)) => {
+        Err(NoHello::Expired) => {
+            timed_out(shard);
+            return None;
+        }
+        Err(why) => {
             tracing::debug!(reason = %why, "not a ClientHello");
             if matches!(why, NoHello::Refused(_)) {
                 // A fatal decode_error alert (RFC 8446 §6.2), best effort.
@@ -41,21 +43,20 @@ pub async fn accept(
             }
             return None;
         }
-        Err(_) => {
-            shard.metrics().tls.handshake_timed_out();
-            shard.metrics().error(ErrorKind::HandshakeTimeout);
-            return None;
-        }
     }
     let (stream, early) = client.into_parts();
-    match rt::timeout(left(deadline), stream.accept_tls(config, &early)).await {
-        Ok(Ok(stream)) => {
+    match stream.accept_tls(config, &early).await {
+        Ok(stream) => {
             if let Some(info) = stream.tls_info() {
                 shard.metrics().tls.handshake_done(&info, started.elapsed());
             }
             Some(BufStream::new(stream))
         }
-        Ok(Err(e)) => {
+        Err(HandshakeError::Io(e)) if Expired::of(&e).is_some() => {
+            timed_out(shard);
+            None
+        }
+        Err(e) => {
             tracing::debug!(error = %e, "TLS handshake failed");
             shard.metrics().tls.handshake_failed(&e);
             if matches!(e, HandshakeError::Tls(_)) {
@@ -63,12 +64,12 @@ pub async fn accept(
             }
             None
         }
-        Err(_) => {
-            shard.metrics().tls.handshake_timed_out();
-            shard.metrics().error(ErrorKind::HandshakeTimeout);
-            None
-        }
     }
+}
+
+fn timed_out(shard: &Shard) {
+    shard.metrics().tls.handshake_timed_out();
+    shard.metrics().error(ErrorKind::HandshakeTimeout);
 }
 
 /// Why no ClientHello came.
@@ -78,6 +79,8 @@ enum NoHello {
     Refused(#[from] HelloError),
     #[error("the client closed or failed before its ClientHello was complete")]
     Closed,
+    #[error("no whole ClientHello within the handshake deadline")]
+    Expired,
 }
 
 /// Reads until the buffered bytes hold a whole ClientHello, and looks at it.
@@ -92,6 +95,7 @@ async fn whole_hello(client: &mut BufStream) -> Result<Hello, NoHello> {
             }
             Peek::NeedMore => match client.read_more().await {
                 Ok(n) if n > 0 => {}
+                Err(e) if Expired::of(&e).is_some() => return Err(NoHello::Expired),
                 _ => return Err(NoHello::Closed),
             },
         }

@@ -13,13 +13,13 @@ use proto::capsule::{self, Skipped, Step};
 use proto::{http_datagram, masque, Failure, FailureKind};
 
 use super::proxy_request::identify;
-use super::IdleClock;
 use crate::admission;
 use crate::live::TunnelPermit;
 use crate::metrics::datagrams::{DatagramDrop, DatagramMetrics};
 use crate::rt;
 use crate::sessions::Session;
 use crate::shard::Shard;
+use crate::stream::Deadlines;
 use crate::sys;
 use crate::udp;
 
@@ -102,7 +102,7 @@ pub(super) struct TargetSide<'a> {
     datagrams: &'a DatagramMetrics,
     fd: RawFd,
     socket: &'a rt::UdpSocket,
-    clock: &'a IdleClock,
+    clock: &'a Deadlines,
     overflows: std::cell::RefCell<udp::Overflows>,
 }
 
@@ -112,7 +112,7 @@ impl<'a> TargetSide<'a> {
         shard: &'a Shard,
         datagrams: &'a DatagramMetrics,
         socket: &'a rt::UdpSocket,
-        clock: &'a IdleClock,
+        clock: &'a Deadlines,
     ) -> Self {
         TargetSide {
             shard,

@@ -16,12 +16,11 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::RawFd;
 use std::pin::pin;
-use std::time::{Duration, Instant};
 
 use crate::config::RelayMode;
 use crate::metrics::{Counter, ShardMetrics};
 use crate::rt;
-use crate::stream::Stream;
+use crate::stream::{Expired, Stream};
 use crate::sys;
 use buf_pool::BufPool;
 use pipe_pool::PipePool;
@@ -63,12 +62,12 @@ pub struct RelayEnv<'a> {
     pub bufs: &'a RefCell<BufPool>,
     pub metrics: &'a ShardMetrics,
     pub mode: RelayMode,
-    pub idle: Duration,
 }
 
+/// A tunnel's two streams share their session's clock (stream::Deadlines): bytes moved
+/// either way touch it, and every wait ends once it says the tunnel is idle.
 struct Tunnel<'a> {
     env: &'a RelayEnv<'a>,
-    last_activity: Cell<Instant>,
 }
 
 struct Direction<'a> {
@@ -111,6 +110,12 @@ impl<'a> Direction<'a> {
         usize::try_from(self.remaining()).map_or(want, |r| r.min(want))
     }
 
+    /// Bytes moved: neither stream's session is idle.
+    fn touch(&self) {
+        self.src.deadlines().touch();
+        self.dst.deadlines().touch();
+    }
+
     fn moved(&self, n: usize) {
         self.bytes.add(n as u64);
         self.moved.set(self.moved.get() + n as u64);
@@ -127,25 +132,13 @@ enum Burst {
 }
 
 impl Tunnel<'_> {
-    fn touch(&self) {
-        self.last_activity.set(Instant::now());
-    }
-
     async fn wait(&self, stream: &Stream, write: bool, side: Side) -> Result<(), RelayError> {
         loop {
-            let idle_left = self
-                .env
-                .idle
-                .saturating_sub(self.last_activity.get().elapsed());
-            if idle_left.is_zero() {
-                return Err(RelayError::Idle);
-            }
-            match rt::timeout(idle_left, stream.readiness(write)).await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) if sys::is_spurious(&e) => continue,
-                Ok(Err(e)) => return Err(RelayError::Io(side, e)),
-                // Re-check: the other direction may have been active meanwhile.
-                Err(_) => continue,
+            match stream.readiness(write).await {
+                Ok(()) => return Ok(()),
+                Err(e) if sys::is_spurious(&e) => continue,
+                Err(e) if Expired::of(&e).is_some() => return Err(RelayError::Idle),
+                Err(e) => return Err(RelayError::Io(side, e)),
             }
         }
     }
@@ -261,7 +254,7 @@ impl Tunnel<'_> {
                     }
                     dir.dst.spliced_in(n);
                     dir.moved(n);
-                    self.touch();
+                    dir.touch();
                     if n < SMALL_READ {
                         // A small read means a message, not a stream: the socket is drained,
                         // so wait for readiness instead of paying a splice(2) that would
@@ -348,7 +341,7 @@ impl Tunnel<'_> {
             }
             self.env.metrics.copy_bytes.add(n as u64);
             dir.moved(n);
-            self.touch();
+            dir.touch();
             if n < SMALL_READ {
                 // Drained for now (as in splice_burst).
                 break;
@@ -360,16 +353,13 @@ impl Tunnel<'_> {
 
 /// Relays until both directions have ended (each FIN is passed on as a FIN, so half-closed
 /// tunnels keep working), until either side resets (the other side is then reset too), or
-/// until the tunnel has been idle for `env.idle`.
+/// until the tunnel has been idle for its session's idle timeout.
 pub async fn relay(
     env: &RelayEnv<'_>,
     client: &Stream,
     upstream: &Stream,
 ) -> Result<(), RelayError> {
-    let tunnel = Tunnel {
-        env,
-        last_activity: Cell::new(Instant::now()),
-    };
+    let tunnel = Tunnel { env };
     let up_dir = Direction::new(client, upstream, Side::Client, env, u64::MAX);
     let down_dir = Direction::new(upstream, client, Side::Upstream, env, u64::MAX);
     let up = pin!(tunnel.relay_pump(&up_dir));
@@ -398,10 +388,7 @@ pub async fn transfer(
     dst: &Stream,
     limit: Option<u64>,
 ) -> Result<u64, RelayError> {
-    let tunnel = Tunnel {
-        env,
-        last_activity: Cell::new(Instant::now()),
-    };
+    let tunnel = Tunnel { env };
     let dir = Direction::new(src, dst, src_side, env, limit.unwrap_or(u64::MAX));
     tunnel.pump(&dir, false).await?;
     Ok(dir.moved.get())

@@ -37,9 +37,9 @@ impl BufStream {
         &self.buf
     }
 
-    /// Resets on `handle` instead (see [`Stream::rebind_revoke`]).
-    pub fn rebind_revoke(&mut self, handle: &crate::revoke::RevokeHandle) {
-        self.stream.rebind_revoke(handle);
+    /// Belongs to another session from now on (see [`Stream::rebind`]).
+    pub fn rebind(&mut self, handle: &crate::revoke::RevokeHandle, deadlines: &super::Deadlines) {
+        self.stream.rebind(handle, deadlines);
     }
 
     pub fn stream(&self) -> &Stream {

@@ -3,21 +3,22 @@
 //! [`Stream`] owns a connected TCP socket of the shard's runtime (private: drivers never reach
 //! the socket itself) and knows the connection's revoke handle, so that a revoked connection's
 //! sockets close with a reset. [`BufStream`] puts the bytes read but not yet parsed in front of
-//! a stream. Every wait is bounded by the idle timeout the stream was given.
+//! a stream. Every wait is bounded by the session's [`Deadlines`]: the handshake deadline
+//! while one runs, else the idle timeout (one clock for both streams of a tunnel).
 
 mod buffered;
 mod byte_queue;
+pub mod deadline;
 pub mod ktls;
 pub mod tls;
 pub mod tokio_io;
 
+pub use buffered::{BufStream, ReadError};
+pub use deadline::{Deadlines, Expired};
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Duration;
-
-pub use buffered::{BufStream, ReadError};
 
 use crate::revoke::RevokeHandle;
 use crate::rt::{self, TcpStream};
@@ -27,7 +28,7 @@ pub struct Stream {
     socket: TcpStream,
     layer: Layer,
     revoke: Option<RevokeHandle>,
-    idle: Duration,
+    deadlines: Deadlines,
 }
 
 /// What reads and writes go through on their way to the socket.
@@ -43,20 +44,20 @@ impl Stream {
     /// Wraps a connected socket: non-blocking (the relay and reads issue syscalls directly
     /// after io_uring readiness) and without Nagle's delay (a proxy must not add latency to
     /// small writes).
-    pub fn new(socket: TcpStream, idle: Duration) -> Stream {
+    pub fn new(socket: TcpStream, deadlines: Deadlines) -> Stream {
         let _ = sys::set_nonblocking(socket.as_raw_fd());
         let _ = socket.set_nodelay(true);
         Stream {
             socket,
             layer: Layer::Plain,
             revoke: None,
-            idle,
+            deadlines,
         }
     }
 
     /// Runs a TLS handshake on this (plain) stream, `early` being the bytes already read
-    /// from it, and returns the stream with TLS terminated. No deadline of its own: the
-    /// caller's handshake deadline bounds it.
+    /// from it, and returns the stream with TLS terminated, within the session's handshake
+    /// deadline.
     pub async fn accept_tls(
         mut self,
         config: std::sync::Arc<rustls::ServerConfig>,
@@ -68,12 +69,7 @@ impl Stream {
             match session.handshake_step(fd) {
                 Ok(()) => break,
                 Err(tls::HandshakeError::Io(e)) if sys::would_block(&e) => {
-                    let write = session.has_pending_output();
-                    if write {
-                        rt::writable(&self.socket).await?;
-                    } else {
-                        rt::readable(&self.socket).await?;
-                    }
+                    self.ready(session.has_pending_output()).await?;
                 }
                 Err(e) => return Err(e),
             }
@@ -136,9 +132,11 @@ impl Stream {
         self
     }
 
-    /// Resets on `handle` instead (a kept-alive upstream now serving another session).
-    pub(crate) fn rebind_revoke(&mut self, handle: &RevokeHandle) {
+    /// Belongs to another session from now on (a kept-alive upstream serving its next
+    /// request): resets on its handle, waits on its clock.
+    pub(crate) fn rebind(&mut self, handle: &RevokeHandle, deadlines: &Deadlines) {
         self.revoke = Some(handle.clone());
+        self.deadlines = deadlines.clone();
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -160,14 +158,24 @@ impl Stream {
         self.socket.as_raw_fd()
     }
 
-    /// How long a wait of this stream may last with nothing moving.
-    pub(crate) fn idle(&self) -> Duration {
-        self.idle
+    /// The session's clock, which bounds every wait of this stream.
+    pub(crate) fn deadlines(&self) -> &Deadlines {
+        &self.deadlines
     }
 
-    /// Waits until the stream is readable (or writable), with no timeout of its own: the
-    /// relay keeps one idle clock for both directions of a tunnel.
+    /// Waits until the stream is readable (or writable), until the session's clock says
+    /// it has expired (`TimedOut`). The relay waits so: one clock for both directions.
     pub(crate) async fn readiness(&self, write: bool) -> io::Result<()> {
+        self.deadlines.within(self.raw_readiness(write)).await?
+    }
+
+    /// As [`Stream::readiness`], and for at most the idle timeout on its own: a peer that
+    /// takes nothing must not hold a busy connection (and its streams) forever.
+    pub(crate) async fn readiness_op(&self, write: bool) -> io::Result<()> {
+        self.deadlines.within_op(self.raw_readiness(write)).await?
+    }
+
+    async fn raw_readiness(&self, write: bool) -> io::Result<()> {
         match &self.layer {
             // Plaintext rustls already holds needs no socket; room for plaintext exists
             // unless ciphertext is pending.
@@ -262,11 +270,14 @@ impl Stream {
 
     async fn ready(&self, write: bool) -> io::Result<()> {
         loop {
-            match rt::timeout(self.idle, self.readiness(write)).await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) if sys::is_spurious(&e) => continue,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+            let ready = if write {
+                self.readiness_op(true).await
+            } else {
+                self.readiness(false).await
+            };
+            match ready {
+                Err(e) if sys::is_spurious(&e) => continue,
+                other => return other,
             }
         }
     }
@@ -283,16 +294,24 @@ impl Stream {
         loop {
             match sys::recv_uninit(self.raw_fd(), buf) {
                 Err(e) if sys::would_block(&e) => self.ready(false).await?,
-                other => return other,
+                other => return self.moved(other),
             }
         }
+    }
+
+    /// Something moved (or the stream ended): the session is not idle.
+    fn moved<T>(&self, outcome: io::Result<T>) -> io::Result<T> {
+        if outcome.is_ok() {
+            self.deadlines.touch();
+        }
+        outcome
     }
 
     async fn read_plain(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match self.try_read(buf) {
                 Err(e) if sys::would_block(&e) => self.ready(false).await?,
-                other => return other,
+                other => return self.moved(other),
             }
         }
     }
@@ -304,7 +323,10 @@ impl Stream {
         while sent < data.len() {
             match self.try_write(&data[sent..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => sent += n,
+                Ok(n) => {
+                    sent += n;
+                    self.deadlines.touch();
+                }
                 Err(e) if sys::would_block(&e) => self.ready(true).await?,
                 Err(e) => return Err(e),
             }

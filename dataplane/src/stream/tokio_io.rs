@@ -56,20 +56,14 @@ impl TokioIo {
         };
         let wait = slot.get_or_insert_with(|| {
             let stream = self.stream.clone();
+            // Reads wait on the session's clock (a multiplexed connection holds it busy
+            // while streams are open, so its driver decides on idleness, not the client's
+            // PINGs); a write also ends when the peer took nothing for the idle timeout.
             Box::pin(async move {
-                if !write {
-                    // Waiting for the peer to speak is the protocol's business (h2's idle
-                    // timer, its streams' idle clocks).
-                    return stream.readiness(false).await;
-                }
-                // A peer that takes nothing for the idle timeout would hold the connection
-                // (and every stream on it) forever: the write fails instead.
-                match crate::rt::timeout(stream.idle(), stream.readiness(true)).await {
-                    Ok(ready) => ready,
-                    Err(_) => Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the peer took nothing for the idle timeout",
-                    )),
+                if write {
+                    stream.readiness_op(true).await
+                } else {
+                    stream.readiness(false).await
                 }
             })
         });

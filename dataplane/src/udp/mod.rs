@@ -178,8 +178,8 @@ pub struct Received {
     /// Datagrams the kernel had dropped on this socket (its buffer full) when this one was
     /// queued, if any: a running count that wraps at 2^32.
     pub overflows: Option<u32>,
-    /// The datagram was larger than the buffer: `len` is its whole size, the buffer holds
-    /// only its start.
+    /// The datagram was larger than the buffer: `len` is what the buffer holds, only its
+    /// start (recvmsg is not asked for the whole size).
     pub truncated: bool,
 }
 

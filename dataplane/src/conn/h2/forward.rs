@@ -24,7 +24,6 @@ use crate::admission;
 use crate::conn::proxy_request::identify;
 use crate::conn::ProtocolGuard;
 use crate::metrics::ErrorKind;
-use crate::rt;
 use crate::sessions::Session;
 use crate::shard::Shard;
 use crate::stream::{BufStream, ReadError};
@@ -266,11 +265,12 @@ async fn send_request_body(
     up: &BufStream,
     chunked: bool,
 ) -> Result<(), BodyError> {
-    let idle = shard.shared.config.timeouts.idle();
+    // The session's clock, which the upstream's writes touch.
+    let deadlines = up.stream().deadlines();
     // One buffer for every chunk's framing, reused: one write per DATA frame.
     let mut framed = Vec::new();
     loop {
-        let chunk = match rt::timeout(idle, body.data()).await {
+        let chunk = match deadlines.within(body.data()).await {
             Err(_) => return Err(BodyError::ClientStalled),
             Ok(None) => break,
             Ok(Some(Err(_))) => return Err(BodyError::Client),
@@ -307,17 +307,17 @@ async fn send_request_body(
 /// The upstream's final response head (interim 1xx responses are not relayed).
 async fn response_head(shard: &Shard, up: &mut BufStream) -> Result<ResponseHead, Failure> {
     loop {
-        let read = up.read_message(MAX_HEAD, h1::parse_response);
-        let head = match rt::timeout(shard.shared.config.timeouts.idle(), read).await {
-            Ok(Ok(h)) => h,
-            Err(_) | Ok(Err(ReadError::Io(_))) => {
+        // Its waits are the stream's, bounded by the session's idle timeout.
+        let head = match up.read_message(MAX_HEAD, h1::parse_response).await {
+            Ok(h) => h,
+            Err(ReadError::Io(_)) => {
                 shard.metrics().error(ErrorKind::UpstreamTimeout);
                 return Err(Failure::new(
                     FailureKind::ResponseTimeout,
                     "no response head in time",
                 ));
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 shard.metrics().error(ErrorKind::UpstreamProtocol);
                 let detail = match e {
                     ReadError::Protocol(p) => p.to_string(),
@@ -377,10 +377,9 @@ async fn send_response_body(
     while left != Some(0) {
         // What is buffered first, then read more (the head's read may hold body bytes).
         if up.buffered().is_empty() {
-            let read = rt::timeout(shard.shared.config.timeouts.idle(), up.read_more()).await;
-            match read {
-                Ok(Ok(0)) if length == BodyLength::UntilClose => break,
-                Ok(Ok(n)) if n > 0 => {}
+            match up.read_more().await {
+                Ok(0) if length == BodyLength::UntilClose => break,
+                Ok(n) if n > 0 => {}
                 // The upstream ended or broke before the body did.
                 _ => {
                     send.send_reset(h2::Reason::INTERNAL_ERROR);
@@ -413,7 +412,7 @@ async fn send_response_body(
         if let Some(l) = left.as_mut() {
             *l -= taken as u64;
         }
-        match send_all(send, &payload, shard.shared.config.timeouts.idle()).await {
+        match send_all(send, &payload, up.stream().deadlines()).await {
             Ok(()) => {
                 let n = payload.len() as u64;
                 shard.metrics().bytes_upstream_to_client.add(n);

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::Reason;
 
-use super::{left, CLOSE_FLUSH, CLOSE_MARGIN};
+use super::{CLOSE_FLUSH, CLOSE_MARGIN};
 use crate::buffer_budget::ConnShare;
 use crate::config::H2;
 use crate::metrics::h2::ConnEnd;
@@ -32,7 +32,7 @@ use crate::rt;
 use crate::sessions::Session;
 use crate::shard::Shard;
 use crate::stream::tokio_io::TokioIo;
-use crate::stream::{BufStream, Stream};
+use crate::stream::{BufStream, Expired, Stream};
 use upstreams::Upstreams;
 
 /// The connection preface every HTTP/2 client opens with (RFC 9113 §3.4).
@@ -42,8 +42,10 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const LINGER: Duration = Duration::from_secs(1);
 
 /// Serves an HTTP/2 connection whose first bytes (the preface, or part of it) are buffered
-/// in `client`, until it closes, breaks or the shard has drained.
-pub async fn serve(shard: &Shard, session: &Session, client: BufStream, deadline: Instant) {
+/// in `client`, until it closes, breaks, idles or the shard has drained. The connection is
+/// `session`: its handshake deadline bounds the preface and SETTINGS, then it is busy while
+/// streams are open and idle otherwise (each stream is a session with its own clock).
+pub async fn serve(shard: &Shard, session: &Session, client: BufStream) {
     let (stream, early) = client.into_parts();
     let stream = Rc::new(stream);
     let h2 = &shard.shared.config.h2;
@@ -56,7 +58,7 @@ pub async fn serve(shard: &Shard, session: &Session, client: BufStream, deadline
             .connection(2 * u64::from(h2.connection_window)),
         stream_charge: u64::from(h2.stream_window) + tunnel::CHUNK as u64,
     };
-    run(shard, &conn, TokioIo::new(stream.clone(), early), deadline).await;
+    run(shard, session, &conn, TokioIo::new(stream.clone(), early)).await;
     linger(&stream).await;
 }
 
@@ -90,14 +92,19 @@ pub(super) struct Conn {
     pub stream_charge: u64,
 }
 
-async fn run(shard: &Shard, conn_info: &Conn, io: TokioIo, deadline: Instant) {
+async fn run(shard: &Shard, session: &Session, conn_info: &Conn, io: TokioIo) {
     let peer = conn_info.peer;
     let cfg = &shard.shared.config.h2;
     let metrics = &shard.metrics().h2;
     let received = io.received();
+    let deadlines = session.deadlines();
     let handshake = builder(cfg).handshake::<_, Bytes>(io);
-    let mut conn = match rt::timeout(left(deadline), handshake).await {
+    let mut conn = match session.within(handshake).await {
         Ok(Ok(conn)) => conn,
+        Ok(Err(e)) if e.get_io().and_then(Expired::of).is_some() => {
+            shard.metrics().error(ErrorKind::HandshakeTimeout);
+            return;
+        }
         // Closed before sending a byte (Chromium opens a spare TLS connection with ALPN h2
         // and closes it unused on every page load): an ordinary end.
         Ok(Err(e)) if !received.get() => {
@@ -115,16 +122,21 @@ async fn run(shard: &Shard, conn_info: &Conn, io: TokioIo, deadline: Instant) {
             return;
         }
     };
+    deadlines.handshake_over();
     metrics.connections.inc();
     let _active = metrics.connections_active.hold();
 
     let resets = ResetWatch::new(cfg.max_premature_resets);
-    let idle = shard.shared.config.timeouts.idle();
     let mut tasks = FuturesUnordered::new();
+    // Held while streams are open: the connection is not idle then, whatever the client
+    // sends or does not send on it (its PINGs touch nothing).
+    let mut busy = None;
     let mut drain = pin!(shard.draining());
     let mut phase = Phase::Open;
-    // While no stream is open: the idle timeout. While draining: the drain deadline.
-    let mut timer: Option<Timer> = Some(Box::pin(rt::sleep(idle)));
+    // Open: the session's idle expiry. Draining: the shard's drain deadline.
+    let mut timer: Timer<'_> = Box::pin(async {
+        deadlines.expired().await;
+    });
     loop {
         let event = poll_fn(|cx| {
             if phase != Phase::Draining && drain.as_mut().poll(cx).is_ready() {
@@ -133,13 +145,13 @@ async fn run(shard: &Shard, conn_info: &Conn, io: TokioIo, deadline: Instant) {
             if let Poll::Ready(Some(())) = tasks.poll_next_unpin(cx) {
                 return Poll::Ready(Event::StreamEnded);
             }
+            // Before the connection: its reads wait on the same clock, and the idle close
+            // must be this driver's (a GOAWAY first), not a read's timeout.
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Timer);
+            }
             if let Poll::Ready(accepted) = conn.poll_accept(cx) {
                 return Poll::Ready(Event::Accepted(accepted.map(|r| r.map(Box::new))));
-            }
-            if let Some(t) = timer.as_mut() {
-                if t.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Event::Timer);
-                }
             }
             Poll::Pending
         })
@@ -147,9 +159,7 @@ async fn run(shard: &Shard, conn_info: &Conn, io: TokioIo, deadline: Instant) {
         match event {
             Event::Accepted(Some(Ok(opened))) => {
                 let (req, respond) = *opened;
-                if phase != Phase::Draining {
-                    timer = None;
-                }
+                busy.get_or_insert_with(|| deadlines.busy());
                 tasks.push(stream::serve(shard, conn_info, req, respond, &resets));
             }
             Event::Accepted(None) => return,
@@ -174,8 +184,9 @@ async fn run(shard: &Shard, conn_info: &Conn, io: TokioIo, deadline: Instant) {
                     conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
                     break;
                 }
-                if tasks.is_empty() && phase != Phase::Draining {
-                    timer = Some(Box::pin(rt::sleep(idle)));
+                if tasks.is_empty() {
+                    // The idle period starts now.
+                    busy = None;
                 }
             }
             Event::Drain => {
@@ -184,7 +195,7 @@ async fn run(shard: &Shard, conn_info: &Conn, io: TokioIo, deadline: Instant) {
                 conn.graceful_shutdown();
                 phase = Phase::Draining;
                 let drain = shard.shared.config.timeouts.drain();
-                timer = Some(Box::pin(rt::sleep(drain.saturating_sub(CLOSE_MARGIN))));
+                timer = Box::pin(rt::sleep(drain.saturating_sub(CLOSE_MARGIN)));
             }
             // Idle without streams: a GOAWAY, and the close once the client acknowledged
             // it; a client that never answers the PING h2 sends with it is cut after
@@ -192,7 +203,10 @@ async fn run(shard: &Shard, conn_info: &Conn, io: TokioIo, deadline: Instant) {
             Event::Timer if phase == Phase::Open => {
                 conn.graceful_shutdown();
                 phase = Phase::IdleGoaway;
-                timer = Some(Box::pin(rt::sleep(idle)));
+                deadlines.touch();
+                timer = Box::pin(async {
+                    deadlines.expired().await;
+                });
             }
             Event::Timer => {
                 if phase == Phase::IdleGoaway {
@@ -209,7 +223,7 @@ async fn run(shard: &Shard, conn_info: &Conn, io: TokioIo, deadline: Instant) {
     let _ = rt::timeout(CLOSE_FLUSH, poll_fn(|cx| conn.poll_closed(cx))).await;
 }
 
-type Timer = std::pin::Pin<Box<dyn Future<Output = ()>>>;
+type Timer<'a> = std::pin::Pin<Box<dyn Future<Output = ()> + 'a>>;
 
 /// A stream the client opened: its request and the handle to answer it.
 type Opened = (

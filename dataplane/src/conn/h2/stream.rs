@@ -55,7 +55,7 @@ pub(super) async fn serve(
         resets.stream_ended(opened, false);
         return;
     };
-    let session = shard.sessions.register(conn.peer);
+    let session = shard.session(conn.peer);
     session.set_certified(conn.certified.clone());
     let serving = handle(shard, conn, &session, req, respond);
     let ended = match session.unless_revoked(serving).await {

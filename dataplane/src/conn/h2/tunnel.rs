@@ -12,10 +12,9 @@ use bytes::Bytes;
 use h2::{Reason, RecvStream, SendStream};
 
 use super::stream::Ended;
-use crate::conn::IdleClock;
 use crate::rt;
 use crate::shard::Shard;
-use crate::stream::Stream;
+use crate::stream::{Deadlines, Stream};
 
 /// Bytes read from the upstream socket per DATA frame at most (h2 splits it into frames of
 /// the client's maximum frame size).
@@ -33,7 +32,8 @@ pub(super) async fn run(
     mut send: SendStream<Bytes>,
     upstream: Stream,
 ) -> Ended {
-    let clock = IdleClock::new(shard.shared.config.timeouts.idle());
+    // The stream's session clock (the upstream socket's): touched by bytes either way.
+    let clock = upstream.deadlines();
     let metrics = shard.metrics();
     let (recv_half, send_half) = (&mut recv, &mut send);
     let up = async {
@@ -107,7 +107,7 @@ pub(super) async fn run(
             upstream.reset_on_close();
             Ended::ResetByClient
         }
-        rt::Either::Left(Err(Broke::Upstream)) | rt::Either::Right(()) => {
+        rt::Either::Left(Err(Broke::Upstream)) | rt::Either::Right(_) => {
             upstream.reset_on_close();
             send.send_reset(Reason::CONNECT_ERROR);
             Ended::ResetByProxy
@@ -141,23 +141,23 @@ pub(super) async fn room(
 pub(super) enum SendError {
     /// The client reset the stream or broke the connection.
     Client,
-    /// The client's window stayed shut for `patience`.
+    /// The client's window stayed shut past the session's deadlines.
     Stalled,
 }
 
-/// Sends `data` on the stream in pieces the client's window takes, waiting at most
-/// `patience` for each piece's room. A piece may be smaller than any message in `data`
-/// (a capsule or a chunk spans DATA frames as a byte stream may), so a window smaller than
-/// one message still moves it.
+/// Sends `data` on the stream in pieces the client's window takes, each piece's wait for
+/// room one operation of the session's `deadlines`. A piece may be smaller than any message
+/// in `data` (a capsule or a chunk spans DATA frames as a byte stream may), so a window
+/// smaller than one message still moves it.
 pub(super) async fn send_all(
     send: &mut SendStream<Bytes>,
     data: &[u8],
-    patience: std::time::Duration,
+    deadlines: &Deadlines,
 ) -> Result<(), SendError> {
     let mut at = 0;
     while at < data.len() {
         let want = (data.len() - at).min(CHUNK);
-        let room = match rt::timeout(patience, room(send, want, 1)).await {
+        let room = match deadlines.within_op(room(send, want, 1)).await {
             Err(_) => return Err(SendError::Stalled),
             Ok(Err(_)) => return Err(SendError::Client),
             Ok(Ok(room)) => room,
@@ -166,6 +166,7 @@ pub(super) async fn send_all(
         send.send_data(Bytes::copy_from_slice(&data[at..at + n]), false)
             .map_err(|_| SendError::Client)?;
         at += n;
+        deadlines.touch();
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use proto::capsule;
 use super::stream::{respond_failure, respond_status, until_reset, Ended};
 use super::tunnel::{send_all, SendError};
 use crate::conn::udp_flow::{self, Capsules, Refused, TargetSide, MAX_UDP};
-use crate::conn::{IdleClock, ProtocolGuard};
+use crate::conn::ProtocolGuard;
 use crate::rt;
 use crate::sessions::Session;
 use crate::shard::Shard;
@@ -40,10 +40,10 @@ pub(super) async fn serve(
     let Ok(mut send) = respond.send_response(udp_flow::opened(), false) else {
         return Ended::ResetByClient;
     };
-    let idle = shard.shared.config.timeouts.idle();
-    let clock = IdleClock::new(idle);
+    // The stream's session clock: datagrams either way touch it.
+    let clock = session.deadlines();
     let datagrams = &shard.metrics().h2.datagrams;
-    let side = TargetSide::new(shard, datagrams, &target.socket, &clock);
+    let side = TargetSide::new(shard, datagrams, &target.socket, clock);
     let from_client = async {
         let mut capsules = Capsules::new();
         loop {
@@ -70,7 +70,7 @@ pub(super) async fn serve(
             // A client slower than its target: the target's datagrams wait in the socket
             // buffer (dropped there when it is full, and counted), not in the proxy. A
             // window smaller than one capsule takes it in pieces.
-            match send_all(&mut send, &out, idle).await {
+            match send_all(&mut send, &out, clock).await {
                 Ok(()) => datagrams.sent.inc(),
                 Err(SendError::Client) => return Ended::ResetByClient,
                 Err(SendError::Stalled) => return Ended::ResetByProxy,
@@ -82,7 +82,7 @@ pub(super) async fn serve(
         let ends = pin!(rt::race(client, idle));
         match rt::race(ends, pin!(from_target)).await {
             rt::Either::Left(rt::Either::Left(e)) | rt::Either::Right(e) => e,
-            rt::Either::Left(rt::Either::Right(())) => Ended::ResetByProxy,
+            rt::Either::Left(rt::Either::Right(_)) => Ended::ResetByProxy,
         }
     };
     side.finish();

@@ -92,7 +92,8 @@ impl Upstreams {
         if !admission::readmit(shard, session, principal, Protocol::Http, target, kept.peer) {
             return None;
         }
-        kept.conn.rebind_revoke(session.revoke_handle());
+        kept.conn
+            .rebind(session.revoke_handle(), session.deadlines());
         Some(kept)
     }
 

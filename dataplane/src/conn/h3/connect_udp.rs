@@ -22,13 +22,14 @@ use quinn_proto::SendDatagramError;
 use super::{respond_failure, H3Stream};
 use crate::conn::proxy_request::status_response;
 use crate::conn::udp_flow::{self, Capsules, Refused, TargetSide, MAX_UDP};
-use crate::conn::{IdleClock, ProtocolGuard};
+use crate::conn::ProtocolGuard;
 use crate::metrics::datagrams::DatagramDrop;
 use crate::metrics::quic::QuicMetrics;
 use crate::quic::conn::Conn;
 use crate::rt;
 use crate::sessions::Session;
 use crate::shard::Shard;
+use crate::stream::Deadlines;
 
 /// Datagrams queued for one flow before the newest are dropped.
 const FLOW_QUEUE: usize = 1024;
@@ -142,18 +143,32 @@ pub async fn serve(
     if stream.send_response(udp_flow::opened()).await.is_err() {
         return;
     }
-    relay(shard, stream, &conn, &flow, &target.socket).await;
+    relay(
+        shard,
+        session.deadlines(),
+        stream,
+        &conn,
+        &flow,
+        &target.socket,
+    )
+    .await;
     drop(target.permit);
 }
 
 /// Moves datagrams both ways until the client ends the request stream, either side fails, or
-/// nothing moved for the idle timeout.
-async fn relay(shard: &Shard, stream: H3Stream, conn: &Conn, flow: &Flow, socket: &rt::UdpSocket) {
+/// nothing moved for the session's idle timeout (`clock`, touched by datagrams either way).
+async fn relay(
+    shard: &Shard,
+    clock: &Deadlines,
+    stream: H3Stream,
+    conn: &Conn,
+    flow: &Flow,
+    socket: &rt::UdpSocket,
+) {
     let (stream_id, inbox) = (flow.stream, &flow.inbox);
     let (mut send, mut recv) = stream.split();
-    let clock = IdleClock::new(shard.shared.config.timeouts.idle());
     let datagrams = &shard.metrics().quic.datagrams;
-    let target = TargetSide::new(shard, datagrams, socket, &clock);
+    let target = TargetSide::new(shard, datagrams, socket, clock);
     let from_datagrams = async {
         loop {
             let next = poll_fn(|cx| match inbox.queue.borrow_mut().pop_front() {
@@ -212,7 +227,9 @@ async fn relay(shard: &Shard, stream: H3Stream, conn: &Conn, flow: &Flow, socket
             }
         }
     };
-    let watchdog = clock.expired();
+    let watchdog = async {
+        clock.expired().await;
+    };
     let client_ended = {
         let (a, b) = (pin!(from_capsules), pin!(watchdog));
         let ends = pin!(rt::race(a, b));

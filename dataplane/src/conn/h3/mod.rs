@@ -6,7 +6,6 @@
 
 mod connect_udp;
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
@@ -19,7 +18,7 @@ use policy::Protocol;
 use proto::{Failure, FailureKind};
 
 use super::proxy_request::{connect_target, failure_response, identify};
-use super::{IdleClock, ProtocolGuard, CLOSE_FLUSH, CLOSE_MARGIN};
+use super::{ProtocolGuard, CLOSE_FLUSH, CLOSE_MARGIN};
 use crate::admission;
 use crate::buffer_budget::ConnShare;
 use crate::metrics::ErrorKind;
@@ -64,20 +63,22 @@ pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, peer: SocketAddr) {
         .buffers
         .connection(2 * u64::from(quic.connection_window));
     let stream_charge = u64::from(quic.stream_window) + CHUNK as u64;
-    let in_flight = Rc::new(InFlight::default());
-    let idle = shard.shared.config.timeouts.idle();
+    // The connection's clock: busy while requests are in flight, else idle (the QUIC
+    // handshake is over by now; QUIC PINGs keep the transport alive, not this).
+    let in_flight = shard.deadlines();
+    in_flight.handshake_over();
     loop {
         let next = {
             let accepting = pin!(h3.accept());
             let draining = pin!(shard.draining());
-            let idle_out = pin!(in_flight.idle_for(idle));
+            let idle_out = pin!(in_flight.expired());
             let stop = pin!(rt::race(draining, idle_out));
             rt::race(accepting, stop).await
         };
         match next {
             rt::Either::Left(Ok(Some(resolver))) => {
                 let (shard, conn, flows) = (shard.clone(), conn.clone(), flows.clone());
-                let counted = in_flight.enter();
+                let counted = in_flight.busy();
                 let buffers = buffers.clone();
                 rt::spawn(async move {
                     request(shard, resolver, conn, flows, &buffers, stream_charge).await;
@@ -92,7 +93,7 @@ pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, peer: SocketAddr) {
             rt::Either::Right(rt::Either::Left(())) => break,
             // No request for the idle timeout (QUIC PINGs keep the transport alive, not
             // this): GOAWAY and close, as for a draining shard.
-            rt::Either::Right(rt::Either::Right(())) => {
+            rt::Either::Right(rt::Either::Right(_)) => {
                 tracing::debug!(%peer, "idle HTTP/3 connection closed");
                 shard.metrics().quic.idle_closes.inc();
                 break;
@@ -112,69 +113,12 @@ pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, peer: SocketAddr) {
             .timeouts
             .drain()
             .saturating_sub(CLOSE_MARGIN);
-    while in_flight.get() > 0 && Instant::now() < deadline {
+    while in_flight.is_busy() && Instant::now() < deadline {
         rt::sleep(Duration::from_millis(20)).await;
     }
     conn.close(h3::error::Code::H3_NO_ERROR.value(), b"shutting down");
     // Time for the connection's driver to send the close before the shard stops.
     rt::sleep(CLOSE_FLUSH).await;
-}
-
-/// The requests of a connection in flight, and when the last one ended.
-struct InFlight {
-    count: Cell<usize>,
-    since: Cell<Instant>,
-}
-
-impl Default for InFlight {
-    fn default() -> Self {
-        InFlight {
-            count: Cell::new(0),
-            since: Cell::new(Instant::now()),
-        }
-    }
-}
-
-impl InFlight {
-    fn enter(self: &Rc<Self>) -> InFlightGuard {
-        self.count.set(self.count.get() + 1);
-        InFlightGuard(self.clone())
-    }
-
-    fn get(&self) -> usize {
-        self.count.get()
-    }
-
-    /// Returns once no request has been in flight for `idle`.
-    async fn idle_for(&self, idle: Duration) {
-        loop {
-            let now = Instant::now();
-            // An idle timeout past what an Instant holds means never.
-            let Some(quiet_until) = self.since.get().checked_add(idle) else {
-                return std::future::pending().await;
-            };
-            if self.count.get() == 0 && quiet_until <= now {
-                return;
-            }
-            // Busy, or quiet for less than `idle`: look again when it could have run out.
-            let wait = if self.count.get() == 0 {
-                quiet_until - now
-            } else {
-                idle
-            };
-            rt::sleep(wait).await;
-        }
-    }
-}
-
-/// Counts a request of the connection while it runs.
-struct InFlightGuard(Rc<InFlight>);
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        self.0.count.set(self.0.count.get() - 1);
-        self.0.since.set(Instant::now());
-    }
 }
 
 async fn request(
@@ -188,23 +132,22 @@ async fn request(
     // The client's address now: a client that migrated is judged where it is (anonymous
     // networks, client-network rules), as a fresh connection from there would be.
     let peer = conn.remote_address();
-    // A stream that never sends its request head must not count as a request in flight
-    // (which keeps the connection from its idle close) for longer than a handshake may take.
-    let reading = resolver.resolve_request();
-    let (req, mut stream) =
-        match rt::timeout(shard.shared.config.timeouts.handshake(), reading).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "HTTP/3 request not read");
-                shard.metrics().error(ErrorKind::ClientProtocol);
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "HTTP/3 request head not sent in time");
-                shard.metrics().error(ErrorKind::HandshakeTimeout);
-                return;
-            }
-        };
+    // Its head within the session's handshake deadline: a stream that never sends one must
+    // not count as a request in flight (which keeps the connection from its idle close).
+    let session = shard.session(peer);
+    let (req, mut stream) = match session.within(resolver.resolve_request()).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "HTTP/3 request not read");
+            shard.metrics().error(ErrorKind::ClientProtocol);
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "HTTP/3 request head not sent in time");
+            shard.metrics().error(ErrorKind::HandshakeTimeout);
+            return;
+        }
+    };
     let Some(_charge) = buffers.charge(stream_charge) else {
         // Nothing was done for it: the client may send it again (RFC 9114 §4.1.1).
         tracing::debug!(%peer, committed = shard.buffers.committed(), "HTTP/3 request refused: the core's tunnel buffer budget is spent");
@@ -213,7 +156,6 @@ async fn request(
         stream.stop_stream(h3::error::Code::H3_REQUEST_REJECTED);
         return;
     };
-    let session = shard.sessions.register(peer);
     let serving = handle(&shard, &session, req, stream, conn, flows);
     // A revoked request's stream is dropped unfinished: both halves reset.
     if session.unless_revoked(serving).await.is_none() {
@@ -278,7 +220,8 @@ pub(super) async fn respond_failure(shard: &Shard, stream: &mut H3Stream, failur
 async fn tunnel(shard: &Shard, stream: H3Stream, upstream: Stream) {
     let (mut send, mut recv) = stream.split();
     let (send_half, recv_half) = (&mut send, &mut recv);
-    let clock = IdleClock::new(shard.shared.config.timeouts.idle());
+    // The request's session clock (the upstream socket's): bytes either way touch it.
+    let clock = upstream.deadlines();
     let up = async {
         loop {
             match recv_half.recv_data().await {

@@ -21,12 +21,13 @@ use policy::Protocol;
 use proto::{Failure, FailureKind, TargetAddr};
 
 use super::socks_commands::SocksClient;
-use super::{IdleClock, ProtocolGuard};
+use super::ProtocolGuard;
 use crate::admission::{self, Principal};
 use crate::metrics::ErrorKind;
 use crate::rt;
 use crate::sessions::Session;
 use crate::shard::Shard;
+use crate::stream::Deadlines;
 use crate::udp;
 
 use flows::Flows;
@@ -78,7 +79,8 @@ struct Association<'a> {
     client: Cell<Option<SocketAddr>>,
     flows: RefCell<Flows>,
     names: RefCell<Names>,
-    clock: IdleClock,
+    /// The session's clock: client and flow datagrams touch it.
+    clock: Deadlines,
     relay_drops: RefCell<udp::Overflows>,
     upstream_drops: RefCell<udp::Overflows>,
 }
@@ -173,7 +175,7 @@ pub(super) async fn associate(
             cfg.dns_cache(),
             cfg.max_destinations_per_association,
         )),
-        clock: IdleClock::new(shard.shared.config.timeouts.idle()),
+        clock: session.deadlines().clone(),
         relay_drops: RefCell::default(),
         upstream_drops: RefCell::default(),
     };

@@ -22,7 +22,7 @@ use super::names::Lookup;
 use super::Association;
 use crate::metrics::socks_udp::UdpDrop;
 use crate::rt;
-use crate::stream::Stream;
+use crate::stream::{Expired, Stream};
 use crate::sys;
 use crate::udp::{self, SendBatch, BATCH};
 
@@ -38,10 +38,7 @@ pub enum End {
 
 /// Runs the association until its control connection ends, it goes idle or a socket fails.
 pub async fn run(a: &Association<'_>, control: &Stream) -> End {
-    let closed = pin!(async {
-        control_closed(control).await;
-        End::ControlClosed
-    });
+    let closed = pin!(control_closed(control));
     let idle = pin!(async {
         a.clock.expired().await;
         End::Idle
@@ -67,18 +64,20 @@ pub async fn run(a: &Association<'_>, control: &Stream) -> End {
 
 /// Resolves when the client closes its control connection (or it breaks). Bytes it sends
 /// there have no meaning after the request and are read and dropped.
-async fn control_closed(control: &Stream) {
+/// Waits until the control connection ends; its wait shares the association's clock, so
+/// an idle association ends here as well.
+async fn control_closed(control: &Stream) -> End {
     let mut buf = [0u8; 256];
     loop {
         match control.try_read(&mut buf) {
-            Ok(0) => return,
+            Ok(0) => return End::ControlClosed,
             Ok(_) => {}
-            Err(e) if sys::would_block(&e) => {
-                if control.readiness(false).await.is_err() {
-                    return;
-                }
-            }
-            Err(_) => return,
+            Err(e) if sys::would_block(&e) => match control.readiness(false).await {
+                Err(e) if Expired::of(&e).is_some() => return End::Idle,
+                Err(_) => return End::ControlClosed,
+                Ok(()) => {}
+            },
+            Err(_) => return End::ControlClosed,
         }
     }
 }
