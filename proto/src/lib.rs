@@ -11,6 +11,7 @@ pub mod failure;
 pub mod http;
 pub mod http_datagram;
 pub mod masque;
+pub mod packet;
 pub mod proxy_status;
 pub mod sniff;
 pub mod socks4;
