@@ -10,6 +10,7 @@ pub mod dial;
 pub mod identity;
 pub mod live;
 pub mod metrics;
+pub mod packet_io;
 pub mod principal;
 pub mod quic;
 pub mod relay;

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use crate::conn;
 use crate::metrics::ErrorKind;
+use crate::packet_io::socket::SocketIo;
+use crate::packet_io::{Backend, Packets};
 use crate::quic::endpoint::{Endpoint, EndpointOptions};
 use crate::quic::handover::Handover;
 use crate::quic::steer;
@@ -175,7 +177,15 @@ fn run_shard(
                 shards: shared.cores,
                 handover,
             };
-            let endpoint = Endpoint::new(socket, offloads, options)?;
+            let metrics = shard.metrics();
+            metrics.packet_io.set_backend(Backend::Socket.label());
+            let io = SocketIo::new(
+                socket,
+                offloads,
+                metrics.quic.clone(),
+                metrics.packet_io.clone(),
+            )?;
+            let endpoint = Endpoint::new(Packets::Socket(io), options);
             rt::spawn(endpoint.clone().run_handed());
             rt::spawn(quic_loop(shard.clone(), endpoint));
         }

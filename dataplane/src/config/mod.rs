@@ -1,5 +1,9 @@
 //! Proxy configuration: a TOML file, overridden by command-line flags, over built-in defaults.
 
+mod packet_io;
+
+pub use packet_io::{AfXdp, PacketIoFallback, PacketIoKind, ZeroCopy};
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -180,6 +184,9 @@ pub struct Quic {
     /// Bytes a client may send on all streams of a connection together ahead of their
     /// upstreams; also what the proxy queues toward the client at most per connection.
     pub connection_window: u32,
+    /// What carries the QUIC plane's packets: the kernel's UDP socket, or AF_XDP.
+    pub packet_io: PacketIoKind,
+    pub af_xdp: AfXdp,
 }
 
 impl Default for Quic {
@@ -193,6 +200,8 @@ impl Default for Quic {
             kernel_steering: true,
             stream_window: 1 << 20,
             connection_window: 16 << 20,
+            packet_io: PacketIoKind::Socket,
+            af_xdp: AfXdp::default(),
         }
     }
 }
@@ -622,6 +631,9 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "admin_token (or ZCPROXY_ADMIN_TOKEN) must not be empty".into(),
             ));
+        }
+        if self.quic.enabled && self.quic.packet_io == PacketIoKind::AfXdp {
+            self.quic.af_xdp.validate(self.core_count())?;
         }
         if self.tls.require_client_cert && self.tls.client_ca.is_none() {
             return Err(ConfigError::Invalid(

@@ -11,6 +11,7 @@ use proto::FailureKind;
 
 pub mod datagrams;
 pub mod h2;
+pub mod packet_io;
 pub mod quic;
 pub mod socks_udp;
 pub mod tls;
@@ -184,6 +185,8 @@ pub struct ShardMetrics {
     pub io_uring: Gauge,
     /// Shared with the core's QUIC endpoint, which outlives no shard but is built apart.
     pub quic: std::sync::Arc<QuicMetrics>,
+    /// Likewise shared with the backend under the endpoint.
+    pub packet_io: std::sync::Arc<packet_io::PacketIoMetrics>,
     pub socks5_udp: Socks5UdpMetrics,
     pub tls: tls::TlsMetrics,
     pub h2: h2::H2Metrics,
@@ -424,6 +427,7 @@ pub fn render(shards: &[ShardMetrics], extra: &[(&str, &str, f64)]) -> String {
         }
     }
     quic::render(&mut out, shards.iter().map(|m| &*m.quic));
+    packet_io::render(&mut out, shards.iter().map(|m| &*m.packet_io));
     socks_udp::render(&mut out, shards.iter().map(|m| &m.socks5_udp));
     tls::render(&mut out, shards.iter().map(|m| &m.tls));
     h2::render(&mut out, shards.iter().map(|m| &m.h2));

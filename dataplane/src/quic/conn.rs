@@ -483,7 +483,7 @@ pub(super) fn handshake_failure(
 /// concern.
 pub(super) async fn drive(conn: Rc<Conn>, endpoint: Rc<Endpoint>) {
     let mut buf = Vec::with_capacity(MAX_GSO_SEGMENTS * 1500);
-    let segments = if endpoint.gso() { MAX_GSO_SEGMENTS } else { 1 };
+    let segments = endpoint.max_segments();
     let mut remote = conn.remote_address();
     let mut handshaking = true;
     // Once quinn says drained it does not say it again: remembered across the sends that

@@ -1,14 +1,13 @@
-//! A shard's QUIC endpoint: its UDP socket and the quinn-proto `Endpoint` that owns its
-//! connections. One task reads datagrams (GRO trains split at their stride) and routes each
-//! to its connection or to a new one; each connection has its own driver task (`conn`).
-//! Nothing here is shared with another core.
+//! A shard's QUIC endpoint: its packet IO (packet_io/: the UDP socket, or a kernel-bypass
+//! backend) and the quinn-proto `Endpoint` that owns its connections. One task reads
+//! datagrams and routes each to its connection or to a new one; each connection has its own
+//! driver task (`conn`). Nothing here is shared with another core.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::io;
-use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
@@ -27,8 +26,8 @@ use super::handover::{Handed, Handover};
 use super::steer;
 use crate::identity::Identity;
 use crate::metrics::QuicMetrics;
+use crate::packet_io::{Outbound, PacketIo, Packets};
 use crate::rt;
-use crate::udp::{self, Offloads};
 
 /// Reads handled before the receive loop lets the connections' tasks run.
 const READS_PER_TURN: usize = 64;
@@ -85,16 +84,11 @@ pub fn server_config(
 }
 
 pub struct Endpoint {
-    socket: rt::UdpSocket,
+    io: Packets,
     proto: RefCell<quinn_proto::Endpoint>,
     conns: RefCell<HashMap<ConnectionHandle, Rc<Conn>>>,
     accepted: RefCell<VecDeque<Rc<Conn>>>,
     acceptor: RefCell<Option<Waker>>,
-    gso: Cell<bool>,
-    /// Only one task waits on the socket's writability (the runtime keeps one waiter per
-    /// socket); the others wait here to be woken with it.
-    writer_waiting: Cell<bool>,
-    write_waiters: RefCell<Vec<Waker>>,
     handshake_timeout: Duration,
     retry_above: usize,
     /// Connections whose handshake is still running.
@@ -105,7 +99,7 @@ pub struct Endpoint {
     handover: Option<Arc<Handover>>,
 }
 
-/// What an endpoint needs besides its socket.
+/// What an endpoint needs besides its packet IO.
 pub struct EndpointOptions {
     pub shard: usize,
     pub server: Arc<ServerConfig>,
@@ -122,12 +116,8 @@ pub struct EndpointOptions {
 }
 
 impl Endpoint {
-    /// Takes `socket` (bound by [`udp::bind`]) for shard `options.shard`.
-    pub fn new(
-        socket: socket2::Socket,
-        offloads: Offloads,
-        options: EndpointOptions,
-    ) -> io::Result<Rc<Endpoint>> {
+    /// Serves shard `options.shard`'s QUIC over `io`.
+    pub fn new(io: Packets, options: EndpointOptions) -> Rc<Endpoint> {
         let EndpointOptions {
             shard,
             server,
@@ -140,17 +130,12 @@ impl Endpoint {
         let mut config = EndpointConfig::default();
         config.cid_generator(move || Box::new(ShardCids::new(shard)));
         let proto = quinn_proto::Endpoint::new(Arc::new(config), Some(server), true, None);
-        metrics.gro.set(offloads.gro as i64);
-        metrics.gso.set(offloads.gso as i64);
-        Ok(Rc::new(Endpoint {
-            socket: rt::UdpSocket::new(socket)?,
+        Rc::new(Endpoint {
+            io,
             proto: RefCell::new(proto),
             conns: RefCell::new(HashMap::new()),
             accepted: RefCell::new(VecDeque::new()),
             acceptor: RefCell::new(None),
-            gso: Cell::new(offloads.gso),
-            writer_waiting: Cell::new(false),
-            write_waiters: RefCell::new(Vec::new()),
             handshake_timeout,
             retry_above,
             handshaking: Cell::new(0),
@@ -158,19 +143,20 @@ impl Endpoint {
             shard,
             shards,
             handover,
-        }))
+        })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
+        self.io.local_addr()
     }
 
     pub fn open_connections(&self) -> usize {
         self.conns.borrow().len()
     }
 
-    pub(super) fn gso(&self) -> bool {
-        self.gso.get()
+    /// Datagrams one transmit may carry (GSO, or a batch of frames).
+    pub(super) fn max_segments(&self) -> usize {
+        self.io.max_segments()
     }
 
     pub(super) fn handle_event(
@@ -205,77 +191,34 @@ impl Endpoint {
         .await
     }
 
-    async fn wait_writable(&self) {
-        if self.writer_waiting.replace(true) {
-            let mut registered = false;
-            poll_fn(|cx| {
-                if registered {
-                    return Poll::Ready(());
-                }
-                registered = true;
-                self.write_waiters.borrow_mut().push(cx.waker().clone());
-                Poll::Pending
-            })
-            .await;
-            return;
-        }
-        // Whatever ends the wait (readiness, an error, the task dropped) hands the socket on.
-        struct Handover<'a>(&'a Endpoint);
-        impl Drop for Handover<'_> {
-            fn drop(&mut self) {
-                self.0.writer_waiting.set(false);
-                self.0
-                    .write_waiters
-                    .borrow_mut()
-                    .drain(..)
-                    .for_each(Waker::wake);
-            }
-        }
-        let _handover = Handover(self);
-        let _ = self.socket.writable().await;
-    }
-
-    /// Sends a transmit (a GSO train when it has a segment size), waiting while the socket
-    /// buffer is full. A datagram the kernel refuses is dropped: QUIC recovers it as a loss.
+    /// Sends a transmit (a train of datagrams when it has a segment size), waiting while
+    /// the packet IO takes no more. A datagram it refuses is dropped: QUIC recovers it as
+    /// a loss.
     pub(super) async fn send(&self, t: &Transmit, data: &[u8]) {
-        let fd = self.socket.as_raw_fd();
-        let segment = t.segment_size.filter(|s| *s < data.len());
-        // Without GSO each datagram of a train goes on its own.
-        let train_len = match segment {
-            Some(size) if !self.gso.get() => size,
-            _ => data.len(),
-        };
-        for train in data.chunks(train_len.max(1)) {
-            let gso = segment.filter(|_| self.gso.get());
-            loop {
-                match udp::send(fd, t.destination, train, gso) {
-                    Ok(_) => {
-                        let packets = gso.map_or(1, |size| train.len().div_ceil(size));
-                        self.metrics.packets_out.add(packets as u64);
-                        self.metrics.bytes_out.add(train.len() as u64);
-                        if packets > 1 {
-                            self.metrics.gso_sends.inc();
-                        }
-                        break;
+        let mut at = 0;
+        while at < data.len() {
+            let out = Outbound {
+                to: t.destination,
+                from: t.src_ip,
+                data: &data[at..],
+                segment: t.segment_size,
+            };
+            match self.io.try_send(&out) {
+                Ok(n) => {
+                    let packets = n.div_ceil(out.segment_len());
+                    self.metrics.packets_out.add(packets as u64);
+                    self.metrics.bytes_out.add(n as u64);
+                    at += n.max(1);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.io.writable().await.is_err() {
+                        return;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_writable().await,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if gso.is_some() && e.raw_os_error() == Some(libc::EIO) => {
-                        // The route cannot segment: send one datagram at a time from now on.
-                        self.gso.set(false);
-                        self.metrics.gso.set(0);
-                        for one in train.chunks(gso.unwrap_or(train.len())) {
-                            if udp::send(fd, t.destination, one, None).is_ok() {
-                                self.metrics.packets_out.inc();
-                                self.metrics.bytes_out.add(one.len() as u64);
-                            }
-                        }
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::debug!(to = %t.destination, error = %e, "QUIC datagram not sent");
-                        break;
-                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(to = %t.destination, error = %e, "QUIC datagram not sent");
+                    return;
                 }
             }
         }
@@ -283,34 +226,25 @@ impl Endpoint {
 
     /// Reads and routes datagrams for as long as the shard runs.
     pub async fn run(self: Rc<Self>) {
-        // Up to BATCH datagrams from any peers per call (recvmmsg), each possibly a GRO
-        // train of one peer's datagrams.
-        let mut batch = udp::RecvBatch::default();
         let mut response = Vec::new();
+        // One batch's datagrams, owned (quinn-proto takes each as a BytesMut), then routed.
+        let mut batch: Vec<(SocketAddr, Option<IpAddr>, BytesMut)> = Vec::new();
         let mut reads = 0;
-        let mut overflows = udp::Overflows::default();
         loop {
-            match batch.recv(self.socket.as_raw_fd()) {
-                Ok(n) => {
+            let read = self.io.try_recv(&mut |d| {
+                batch.push((d.from, d.to, BytesMut::from(d.data)));
+            });
+            match read {
+                Ok(_) => {
                     let now = Instant::now();
-                    if n > 1 {
-                        self.metrics.batched_reads.inc();
-                    }
-                    for i in 0..n {
-                        let Some((r, data)) = batch.get(i) else { break };
-                        self.metrics.packets_overflowed.add(overflows.new_since(&r));
-                        self.metrics.bytes_in.add(r.len as u64);
-                        if r.len > r.stride {
-                            self.metrics.gro_reads.inc();
-                        }
-                        for datagram in data.chunks(r.stride.max(1)) {
-                            self.metrics.packets_in.inc();
-                            if self.hand_over(now, r.from, datagram) {
-                                continue;
-                            }
-                            let datagram = BytesMut::from(datagram);
-                            self.on_datagram(now, r.from, datagram, &mut response).await;
-                        }
+                    for (from, to, datagram) in batch.drain(..) {
+                        self.metrics.packets_in.inc();
+                        self.metrics.bytes_in.add(datagram.len() as u64);
+                        let Some(datagram) = self.hand_over(now, from, to, datagram) else {
+                            continue;
+                        };
+                        self.on_datagram(now, from, to, datagram, &mut response)
+                            .await;
                     }
                     reads += 1;
                     if reads % READS_PER_TURN == 0 {
@@ -318,27 +252,34 @@ impl Endpoint {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let _ = self.socket.readable().await;
+                    let _ = self.io.readable().await;
                 }
                 // ICMP errors of earlier sends surface here (ECONNREFUSED, …); they concern
                 // one peer, whose connection times out or migrates on its own.
-                Err(e) => tracing::trace!(error = %e, "QUIC socket error"),
+                Err(e) => tracing::trace!(error = %e, "QUIC packet IO error"),
             }
         }
     }
 
     /// Passes `datagram` to the shard that owns its connection if that is another one and
-    /// the kernel did not steer it there; `true` if it is gone (handed over, or dropped on
-    /// a full queue).
-    fn hand_over(&self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
+    /// nothing steered it there (the kernel's reuseport program, or the NIC's queues for a
+    /// bypass backend); gives it back when it is this shard's.
+    fn hand_over(
+        &self,
+        now: Instant,
+        from: SocketAddr,
+        to: Option<IpAddr>,
+        datagram: BytesMut,
+    ) -> Option<BytesMut> {
         let Some(handover) = &self.handover else {
-            return false;
+            return Some(datagram);
         };
-        match steer::owner(datagram, self.shards) {
+        match steer::owner(&datagram, self.shards) {
             Some(owner) if owner != self.shard => {
                 let handed = Handed {
                     from,
-                    data: BytesMut::from(datagram),
+                    to,
+                    data: datagram,
                     received: now,
                 };
                 if handover.send(owner, handed) {
@@ -346,9 +287,9 @@ impl Endpoint {
                 } else {
                     self.metrics.packets_unroutable.inc();
                 }
-                true
+                None
             }
-            _ => false,
+            _ => Some(datagram),
         }
     }
 
@@ -369,7 +310,7 @@ impl Endpoint {
         loop {
             while let Some(h) = handover.take(self.shard) {
                 self.metrics.packets_taken_over.inc();
-                self.on_datagram(h.received, h.from, h.data, &mut response)
+                self.on_datagram(h.received, h.from, h.to, h.data, &mut response)
                     .await;
             }
             if waiter.wait().await.is_err() {
@@ -382,14 +323,17 @@ impl Endpoint {
         self: &Rc<Self>,
         now: Instant,
         from: SocketAddr,
+        to: Option<IpAddr>,
         datagram: BytesMut,
         response: &mut Vec<u8>,
     ) {
         response.clear();
+        // The local address it came to: answers leave from it (a bypass backend serving
+        // several addresses writes the IP header itself).
         let event = self
             .proto
             .borrow_mut()
-            .handle(now, from, None, None, datagram, response);
+            .handle(now, from, to, None, datagram, response);
         match event {
             Some(DatagramEvent::ConnectionEvent(handle, event)) => {
                 let conn = self.conns.borrow().get(&handle).cloned();

@@ -21,6 +21,8 @@ const QUEUE: usize = 4096;
 /// A datagram read on one core for a connection of another.
 pub struct Handed {
     pub from: SocketAddr,
+    /// The local address it came to, where the packet IO saw it.
+    pub to: Option<std::net::IpAddr>,
     pub data: BytesMut,
     pub received: Instant,
 }
@@ -95,6 +97,7 @@ mod tests {
         let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let handed = |b: u8| Handed {
             from,
+            to: None,
             data: BytesMut::from(&[b][..]),
             received: Instant::now(),
         };

@@ -13,6 +13,8 @@ use quinn_proto::ServerConfig;
 use super::endpoint::{server_config, Endpoint, EndpointOptions};
 use crate::identity::{Identity, Origin};
 use crate::metrics::QuicMetrics;
+use crate::packet_io::socket::SocketIo;
+use crate::packet_io::Packets;
 use crate::udp::{self, Offloads};
 
 pub struct TestServer {
@@ -49,9 +51,9 @@ impl TestServer {
     /// The endpoint on the socket, its receive task started; call inside the shard runtime.
     pub fn endpoint(&mut self) -> Rc<Endpoint> {
         let (socket, offloads) = self.socket.take().expect("one endpoint per server");
+        let io = SocketIo::new(socket, offloads, self.metrics.clone(), Arc::default()).unwrap();
         let endpoint = Endpoint::new(
-            socket,
-            offloads,
+            Packets::Socket(io),
             EndpointOptions {
                 shard: 0,
                 server: self.server.clone(),
@@ -61,8 +63,7 @@ impl TestServer {
                 handover: None,
                 metrics: self.metrics.clone(),
             },
-        )
-        .unwrap();
+        );
         crate::rt::spawn(endpoint.clone().run());
         endpoint
     }
