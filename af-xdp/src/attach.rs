@@ -87,17 +87,10 @@ impl Interface {
         })
     }
 
-    /// Number of RX queues the interface has (`/sys/class/net/NAME/queues/rx-*`, as seen
-    /// from this process's mount of sysfs), or 1 when that cannot be read.
-    pub fn rx_queues(&self) -> u32 {
-        std::fs::read_dir(format!("/sys/class/net/{}/queues", self.name))
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                    .count() as u32
-            })
-            .unwrap_or(1)
-            .max(1)
+    /// Number of RX queues the interface has, asked over rtnetlink in this thread's
+    /// network namespace: the XSKMAP's size.
+    pub fn rx_queues(&self) -> Result<u32> {
+        Ok(netlink::link(self.index)?.rx_queues)
     }
 }
 
@@ -172,6 +165,7 @@ pub fn attach_to(prog: BorrowedFd<'_>, interface: Interface, mode: AttachMode) -
                 Some(libc::EPERM) | Some(libc::EACCES) => {
                     return Err(Error::NotPermitted {
                         op: "bpf(2) BPF_LINK_CREATE",
+                        needs: crate::error::NEEDS_BPF,
                     })
                 }
                 Some(libc::ENODEV) => return Err(Error::NoSuchInterface(interface.name)),

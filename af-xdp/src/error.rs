@@ -19,10 +19,12 @@ pub enum Error {
     BadInterfaceName(String),
 
     /// bpf(2) or an XDP socket refused for lack of capabilities.
-    #[error("{op} not permitted: needs CAP_BPF and CAP_NET_ADMIN (or root)")]
+    #[error("{op} not permitted: needs {needs} (or root)")]
     NotPermitted {
         /// The operation refused, e.g. "bpf(2) BPF_PROG_LOAD".
         op: &'static str,
+        /// The capabilities it takes.
+        needs: &'static str,
     },
 
     /// The kernel's verifier refused the program. `log` holds the verifier's whole log.
@@ -76,6 +78,37 @@ pub enum Error {
         limit: Option<u64>,
     },
 
+    /// The driver cannot do AF_XDP zero-copy on this interface (veth, most virtual NICs).
+    #[error("zero-copy AF_XDP refused by the driver of {ifname} (queue {queue}): {source}")]
+    ZeroCopyRefused {
+        /// The interface.
+        ifname: String,
+        /// The queue.
+        queue: u32,
+        /// The errno of bind(2).
+        source: io::Error,
+    },
+
+    /// Another AF_XDP socket is bound to the queue already.
+    #[error("queue {queue} of {ifname} already has an AF_XDP socket: not replaced")]
+    QueueBusy {
+        /// The interface.
+        ifname: String,
+        /// The queue.
+        queue: u32,
+    },
+
+    /// The queue index is past the interface's queues.
+    #[error("{ifname} has no queue {queue} ({queues} RX queues)")]
+    NoSuchQueue {
+        /// The interface.
+        ifname: String,
+        /// The queue asked for.
+        queue: u32,
+        /// How many RX queues it has.
+        queues: u32,
+    },
+
     /// The kernel has no AF_XDP sockets (CONFIG_XDP_SOCKETS off) or no such BPF feature.
     #[error("{what} is not supported by this kernel: {source}")]
     Unsupported {
@@ -119,6 +152,7 @@ impl Error {
         match source.raw_os_error() {
             Some(libc::EPERM) => Error::NotPermitted {
                 op: bpf_op_name(op),
+                needs: NEEDS_BPF,
             },
             _ => Error::Bpf { op, source },
         }
@@ -128,7 +162,10 @@ impl Error {
     /// EAFNOSUPPORT to [`Error::Unsupported`], the rest to [`Error::Sys`].
     pub(crate) fn sys(op: &'static str, source: io::Error) -> Self {
         match source.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::EACCES) => Error::NotPermitted { op },
+            Some(libc::EPERM) | Some(libc::EACCES) => Error::NotPermitted {
+                op,
+                needs: NEEDS_NET_ADMIN,
+            },
             Some(libc::EAFNOSUPPORT) => Error::Unsupported {
                 what: "AF_XDP",
                 source,
@@ -137,6 +174,13 @@ impl Error {
         }
     }
 }
+
+/// What bpf(2) needs for maps, XDP programs and links.
+pub(crate) const NEEDS_BPF: &str = "CAP_BPF and CAP_NET_ADMIN";
+/// What netlink queries and other socket calls need.
+pub(crate) const NEEDS_NET_ADMIN: &str = "CAP_NET_ADMIN";
+/// What an AF_XDP socket needs.
+pub(crate) const NEEDS_NET_RAW: &str = "CAP_NET_RAW";
 
 /// "bpf(2) BPF_X" for the messages of [`Error::NotPermitted`].
 fn bpf_op_name(op: &'static str) -> &'static str {

@@ -15,6 +15,8 @@ const RTM_GETLINK: u16 = 18;
 const NLMSG_ERROR: u16 = 2;
 const NLM_F_REQUEST: u16 = 1;
 const IFLA_XDP: u16 = 43;
+const IFLA_NUM_TX_QUEUES: u16 = 31;
+const IFLA_NUM_RX_QUEUES: u16 = 32;
 const IFLA_EXT_MASK: u16 = 29;
 const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
 const IFLA_XDP_ATTACHED: u16 = 2;
@@ -43,8 +45,25 @@ pub struct Attached {
     pub mode: AttachedMode,
 }
 
+/// What rtnetlink says of an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Link {
+    /// Its XDP program, if any.
+    pub xdp: Option<Attached>,
+    /// RX queues (IFLA_NUM_RX_QUEUES).
+    pub rx_queues: u32,
+    /// TX queues (IFLA_NUM_TX_QUEUES).
+    pub tx_queues: u32,
+}
+
 /// The XDP program attached to `ifindex` in this network namespace, if any.
 pub fn xdp_attached(ifindex: u32) -> Result<Option<Attached>> {
+    Ok(link(ifindex)?.xdp)
+}
+
+/// The interface `ifindex` of this thread's network namespace (unlike /sys/class/net,
+/// which shows the namespace sysfs was mounted in).
+pub fn link(ifindex: u32) -> Result<Link> {
     let sys = |op| move |e| Error::sys(op, e);
     // SAFETY: plain socket(2); the result is checked before use.
     let fd = unsafe {
@@ -133,7 +152,7 @@ fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
-fn parse(reply: &[u8]) -> Result<Option<Attached>> {
+fn parse(reply: &[u8]) -> Result<Link> {
     let bad = || Error::Invalid("malformed RTM_NEWLINK reply".into());
     let len = u32_at(reply, 0).ok_or_else(bad)? as usize;
     let kind = u16_at(reply, 4).ok_or_else(bad)?;
@@ -146,8 +165,22 @@ fn parse(reply: &[u8]) -> Result<Option<Attached>> {
     if kind != RTM_NEWLINK {
         return Err(bad());
     }
-    let Some((_, xdp)) = attrs(msg.get(32..).ok_or_else(bad)?).find(|(t, _)| *t == IFLA_XDP) else {
-        return Ok(None);
+    let mut out = Link {
+        xdp: None,
+        rx_queues: 1,
+        tx_queues: 1,
+    };
+    let mut xdp = None;
+    for (t, v) in attrs(msg.get(32..).ok_or_else(bad)?) {
+        match t {
+            IFLA_XDP => xdp = Some(v),
+            IFLA_NUM_RX_QUEUES => out.rx_queues = u32_at(v, 0).unwrap_or(1),
+            IFLA_NUM_TX_QUEUES => out.tx_queues = u32_at(v, 0).unwrap_or(1),
+            _ => {}
+        }
+    }
+    let Some(xdp) = xdp else {
+        return Ok(out);
     };
     let mut mode = None;
     let mut prog_id = 0;
@@ -166,7 +199,8 @@ fn parse(reply: &[u8]) -> Result<Option<Attached>> {
             _ => {}
         }
     }
-    Ok(mode.map(|mode| Attached { prog_id, mode }))
+    out.xdp = mode.map(|mode| Attached { prog_id, mode });
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -174,8 +208,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loopback_has_no_program() {
-        assert_eq!(xdp_attached(1).unwrap(), None);
+    fn loopback_has_no_program_and_one_queue() {
+        assert_eq!(
+            link(1).unwrap(),
+            Link {
+                xdp: None,
+                rx_queues: 1,
+                tx_queues: 1
+            }
+        );
     }
 
     #[test]

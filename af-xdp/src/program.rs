@@ -286,7 +286,7 @@ fn word(bytes: &[u8]) -> i32 {
 }
 
 /// The loaded program with its maps. Dropping it unloads the program unless a link still
-/// holds it (see [`crate::attach`]).
+/// holds it (see [`mod@crate::attach`]).
 #[derive(Debug)]
 pub struct RedirectProgram {
     prog: OwnedFd,

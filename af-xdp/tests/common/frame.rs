@@ -2,7 +2,7 @@
 //! (extension headers), UDP and TCP with correct checksums, ARP. Enough to feed the XDP
 //! program every case it must judge and to build replies sent from an XSK.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub const ETH_IPV4: u16 = 0x0800;
 pub const ETH_IPV6: u16 = 0x86dd;
@@ -184,41 +184,77 @@ pub fn udp6_frame(
     ethernet(MAC_A, MAC_B, tags, ETH_IPV6, &ip)
 }
 
-/// Parsed IPv4/UDP frame: (src mac, dst mac, src, dst, sport, dport, payload), or None
-/// when `f` is not an untagged IPv4/UDP frame with valid IP and UDP checksums.
-pub struct Udp4<'a> {
+/// The state of a received UDP checksum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Csum {
+    /// Complete and correct.
+    Full,
+    /// Only the pseudo-header sum, as a sender with checksum offload (CHECKSUM_PARTIAL)
+    /// leaves it for the NIC: what frames from a veth peer carry.
+    Partial,
+}
+
+/// An untagged IPv4 or IPv6 UDP frame, parsed, its checksums verified.
+pub struct Udp<'a> {
+    pub csum: Csum,
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub sport: u16,
     pub dport: u16,
     pub payload: &'a [u8],
 }
 
-pub fn parse_udp4(f: &[u8]) -> Option<Udp4<'_>> {
-    if f.len() < 42 || u16::from_be_bytes([f[12], f[13]]) != ETH_IPV4 {
+/// Parses `f`; None when it is not an untagged IPv4/IPv6 UDP frame with a valid IPv4
+/// header checksum and a UDP checksum either complete or partial (see [`Csum`]).
+pub fn parse_udp(f: &[u8]) -> Option<Udp<'_>> {
+    let ethertype = u16::from_be_bytes([*f.get(12)?, *f.get(13)?]);
+    let ip = f.get(14..)?;
+    let (src, dst, udp, pseudo) = match ethertype {
+        ETH_IPV4 => {
+            let hlen = usize::from(ip.first()? & 0x0f) * 4;
+            if ip[0] >> 4 != 4 || *ip.get(9)? != PROTO_UDP || checksum(ip.get(..hlen)?) != 0 {
+                return None;
+            }
+            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            let s: [u8; 4] = ip[12..16].try_into().ok()?;
+            let d: [u8; 4] = ip[16..20].try_into().ok()?;
+            (
+                IpAddr::from(s),
+                IpAddr::from(d),
+                ip.get(hlen..total)?,
+                [&ip[12..16], &ip[16..20]].concat(),
+            )
+        }
+        ETH_IPV6 => {
+            if ip.first()? >> 4 != 6 || *ip.get(6)? != PROTO_UDP {
+                return None;
+            }
+            let plen = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            let s: [u8; 16] = ip[8..24].try_into().ok()?;
+            let d: [u8; 16] = ip[24..40].try_into().ok()?;
+            (
+                IpAddr::from(s),
+                IpAddr::from(d),
+                ip.get(40..40 + plen)?,
+                ip[8..40].to_vec(),
+            )
+        }
+        _ => return None,
+    };
+    let pseudo_sum = sum(0, &pseudo) + u32::from(PROTO_UDP) + udp.len() as u32;
+    let field = u16::from_be_bytes([*udp.get(6)?, *udp.get(7)?]);
+    let csum = if fold(sum(pseudo_sum, udp)) == 0 {
+        Csum::Full
+    } else if field == !fold(pseudo_sum) {
+        Csum::Partial
+    } else {
         return None;
-    }
-    let ip = &f[14..];
-    let hlen = usize::from(ip[0] & 0x0f) * 4;
-    if ip[0] >> 4 != 4 || ip[9] != PROTO_UDP || checksum(&ip[..hlen]) != 0 {
-        return None;
-    }
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    let udp = ip.get(hlen..total)?;
-    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-    let pseudo = [src.octets(), dst.octets()].concat();
-    let acc = sum(
-        sum(0, &pseudo) + u32::from(PROTO_UDP) + udp.len() as u32,
-        udp,
-    );
-    if fold(acc) != 0 {
-        return None;
-    }
-    let ulen = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
-    Some(Udp4 {
+    };
+    let ulen = usize::from(u16::from_be_bytes([*udp.get(4)?, *udp.get(5)?]));
+    Some(Udp {
+        csum,
         src_mac: f[6..12].try_into().ok()?,
         dst_mac: f[0..6].try_into().ok()?,
         src,
@@ -229,16 +265,61 @@ pub fn parse_udp4(f: &[u8]) -> Option<Udp4<'_>> {
     })
 }
 
+/// The answer to `req`: MACs, addresses and ports swapped, with `payload`.
+pub fn udp_reply(req: &Udp<'_>, payload: &[u8]) -> Vec<u8> {
+    match (req.dst, req.src) {
+        (IpAddr::V4(us), IpAddr::V4(them)) => {
+            let ip = ipv4(
+                us,
+                them,
+                PROTO_UDP,
+                0,
+                &[],
+                &udp4(us, them, req.dport, req.sport, payload),
+            );
+            ethernet(req.src_mac, req.dst_mac, &[], ETH_IPV4, &ip)
+        }
+        (IpAddr::V6(us), IpAddr::V6(them)) => {
+            let ip = ipv6(
+                us,
+                them,
+                PROTO_UDP,
+                &udp6(us, them, req.dport, req.sport, payload),
+            );
+            ethernet(req.src_mac, req.dst_mac, &[], ETH_IPV6, &ip)
+        }
+        _ => unreachable!("one family per packet"),
+    }
+}
+
 #[test]
 fn checksums_verify() {
     let a = Ipv4Addr::new(198, 18, 0, 2);
     let b = Ipv4Addr::new(198, 18, 0, 1);
     let f = udp4_frame(&[], a, b, 1000, 4433, b"hello");
-    let p = parse_udp4(&f).unwrap();
+    let p = parse_udp(&f).unwrap();
+    assert_eq!(p.csum, Csum::Full);
     assert_eq!(
         (p.src, p.dst, p.sport, p.dport, p.payload),
-        (a, b, 1000, 4433, &b"hello"[..])
+        (IpAddr::V4(a), IpAddr::V4(b), 1000, 4433, &b"hello"[..])
     );
     // RFC 1071's example: the checksum of a header with its checksum field is 0.
     assert_eq!(checksum(&f[14..34]), 0);
+    let r = udp_reply(&p, b"back");
+    let q = parse_udp(&r).unwrap();
+    assert_eq!(
+        (q.src, q.sport, q.dport, q.payload),
+        (IpAddr::V4(b), 4433, 1000, &b"back"[..])
+    );
+    let a6 = "2001:db8::2".parse().unwrap();
+    let b6 = "2001:db8::1".parse().unwrap();
+    let f = udp6_frame(&[], a6, b6, 1000, 4433, b"six");
+    let p = parse_udp(&f).unwrap();
+    assert_eq!((p.dst, p.payload), (IpAddr::V6(b6), &b"six"[..]));
+    let mut bad = f.clone();
+    *bad.last_mut().unwrap() ^= 1;
+    assert!(
+        parse_udp(&bad).is_none(),
+        "a corrupted payload fails the checksum"
+    );
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod frame;
+pub mod icmp;
 pub mod netns;
 
 /// bpf(2), XDP and namespaces need root here; a test run as another user says so and
@@ -49,6 +50,7 @@ pub fn drop_caps_on_this_thread(caps: &[u32]) {
 }
 
 pub const CAP_NET_ADMIN: u32 = 12;
+pub const CAP_NET_RAW: u32 = 13;
 pub const CAP_IPC_LOCK: u32 = 14;
 pub const CAP_SYS_ADMIN: u32 = 21;
 pub const CAP_PERFMON: u32 = 38;

@@ -51,6 +51,52 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Runs `f` on a new thread inside the namespace (optionally pinned to `cpu`).
+    pub fn spawn_in<T: Send + 'static>(
+        &self,
+        cpu: Option<usize>,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            if let Some(cpu) = cpu {
+                pin_to_cpu(cpu);
+            }
+            let target = File::open(&path).expect("open netns");
+            // SAFETY: a namespace descriptor; setns affects only this thread, which ends
+            // with `f`.
+            let rc = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+
+    /// Runs a shell command with the namespace's own /sys (ip netns exec remounts it).
+    pub fn sh(&self, script: &str) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", script])
+            .output()
+            .expect("run ip netns exec")
+    }
+}
+
+/// Pins this thread to `cpu`.
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET writes inside it; the call reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(
+            rc,
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip")
