@@ -239,6 +239,25 @@ def dataplane():
         (f"sum(rate(zcproxy_h2_datagrams_sent_total{{{s}}}[{RATE}]))", "to clients"),
         (f"sum by (reason) (rate(zcproxy_h2_datagrams_dropped_total{{{s}}}[{RATE}]))", "dropped: {{reason}}")], unit="pps",
         desc="DATAGRAM capsules of CONNECT-UDP flows over HTTP/2 (HTTP/3's are in the QUIC row).")
+    b.row("Packet IO under QUIC (socket, AF_XDP, PF_RING ZC)")
+    b.panel("timeseries", "Frames/s by core, backend and direction", [
+        (f"sum by (core, backend, direction) (rate(zcproxy_packet_io_frames_total{{{s}}}[{RATE}]))", "core {{core}} {{backend}} {{direction}}")], unit="pps",
+        desc="Datagrams each core's packet IO moved. zcproxy_packet_io_backend says which backend runs, and whether it is the socket fallback of another (quic.af_xdp.fallback).")
+    b.panel("timeseries", "Frames per batch", [
+        (f"sum by (direction) (rate(zcproxy_packet_io_frames_total{{{s}}}[{RATE}])) / sum by (direction) (rate(zcproxy_packet_io_batches_total{{{s}}}[{RATE}]))", "{{direction}}")],
+        desc="What one receive batch or send call carries: near 1 means a syscall or ring pass per packet.")
+    b.panel("timeseries", "Drops/s below the endpoint by reason", [
+        (f"sum by (backend, reason) (rate(zcproxy_packet_io_drops_total{{{s}}}[{RATE}]))", "{{backend}} {{reason}}")], unit="pps",
+        desc="overflow: the socket buffer was full; malformed/fragment/extension_header: frames an XDP queue delivered that are no QUIC datagram; no_frame: no UMEM frame to send from; no_route: no MAC known for the destination.")
+    b.panel("timeseries", "Ring events/s (AF_XDP)", [
+        (f"sum by (event) (rate(zcproxy_packet_io_ring_events_total{{{s}}}[{RATE}]))", "{{event}}")], unit="ops",
+        desc="fill_starved: the kernel had no frame to receive into (raise quic.af_xdp.frames); tx_full: sends waited for the TX ring; tx_completed: frames the NIC sent; wakeups: syscalls made because the driver asked for them (need_wakeup).")
+    b.panel("timeseries", "XDP program verdicts/s", [
+        (f"sum by (reason) (rate(zcproxy_xdp_verdicts_total{{{s}}}[{RATE}]))", "{{reason}}")], unit="pps",
+        desc="What the XDP program on quic.af_xdp.interface did with each frame: redirected to a core's AF_XDP socket, or passed to the kernel (ARP, TCP, other ports, fragments, IPv6 extension headers, cut-off headers).")
+    b.panel("timeseries", "QUIC packets handed between cores/s", [
+        (f"sum(rate(zcproxy_quic_packets_handed_over_total{{{s}}}[{RATE}]))", "handed over")], unit="pps",
+        desc="Packets a core read for a connection another core owns (NIC RSS spreads by address and port, not by connection ID), passed on through the hand-over queue.")
     return b.json([query_var("instance", "Proxy", "zcproxy_cores")])
 
 

@@ -32,6 +32,8 @@ ensure_cmd() { # ensure_cmd COMMAND DEBIAN-PACKAGE
 ensure_cmd curl curl
 ensure_cmd openssl openssl
 ensure_cmd prlimit util-linux
+# Network namespaces and veth pairs for the AF_XDP tests.
+ensure_cmd ip iproute2
 # Python client libraries the proxy is tested with.
 python3 -c "import requests, socks" 2>/dev/null || pip install -q "requests[socks]"
 # aioquic: the Python HTTP/3 client the QUIC tests drive.

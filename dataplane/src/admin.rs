@@ -224,6 +224,7 @@ fn render_metrics(shared: &Shared, started: Instant) -> String {
         ],
     );
     shared.policy_status.render(&mut text);
+    crate::packet_io::af_xdp::plane::render_verdicts(&mut text, shared.xdp.get().map(|p| &**p));
     text
 }
 

@@ -101,6 +101,25 @@ impl EventWait {
     }
 }
 
+/// Readiness of a descriptor whose IO is the caller's own (an AF_XDP socket's rings): the
+/// runtime only says when it is readable or writable.
+pub struct FdReady(PollFd<std::os::fd::OwnedFd>);
+
+impl FdReady {
+    /// Waits on a duplicate of `fd` from this shard's runtime.
+    pub fn new(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<FdReady> {
+        PollFd::new(fd.try_clone_to_owned()?).map(FdReady)
+    }
+
+    pub async fn readable(&self) -> io::Result<()> {
+        self.0.read_ready().await
+    }
+
+    pub async fn writable(&self) -> io::Result<()> {
+        self.0.write_ready().await
+    }
+}
+
 /// A listening TCP socket whose accepts are io_uring ACCEPT ops.
 pub struct TcpListener(compio::net::TcpListener);
 

@@ -11,10 +11,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::config::{PacketIoFallback, PacketIoKind};
 use crate::conn;
 use crate::metrics::ErrorKind;
+use crate::packet_io::af_xdp::{XdpIo, XdpPlane};
 use crate::packet_io::socket::SocketIo;
-use crate::packet_io::{Backend, Packets};
+use crate::packet_io::{PacketIo, Packets};
 use crate::quic::endpoint::{Endpoint, EndpointOptions};
 use crate::quic::handover::Handover;
 use crate::quic::steer;
@@ -133,12 +135,20 @@ async fn quic_loop(shard: Rc<Shard>, endpoint: Rc<Endpoint>) {
     }
 }
 
-/// One shard's sockets: its TCP listener and, with QUIC on, its UDP socket (and the
-/// shards' handover queues when the kernel does not steer by connection ID).
+/// One shard's sockets: its TCP listener and, with QUIC on, its packet IO's socket (and
+/// the shards' handover queues when nothing steers by connection ID).
 pub struct ShardSockets {
     pub tcp: std::net::TcpListener,
-    pub udp: Option<(socket2::Socket, Offloads)>,
+    pub udp: Option<QuicSocket>,
     pub handover: Option<Arc<Handover>>,
+}
+
+/// What a shard's QUIC endpoint reads and writes, made before the shard starts.
+pub enum QuicSocket {
+    /// The kernel's UDP socket (bound by [`udp::bind`]).
+    Udp(socket2::Socket, Offloads),
+    /// An AF_XDP socket on one of the interface's queues.
+    AfXdp(Arc<XdpPlane>, Box<af_xdp::XskSocket>),
 }
 
 fn run_shard(
@@ -167,7 +177,7 @@ fn run_shard(
         let listener = TcpListener::from_std(listener)?;
         let _listening = shared.lifecycle.listening();
         rt::spawn(follow_policy(shard.clone()));
-        if let (Some((socket, offloads)), Some(server)) = (udp, shared.quic.clone()) {
+        if let (Some(socket), Some(server)) = (udp, shared.quic.clone()) {
             let options = EndpointOptions {
                 shard: id,
                 server,
@@ -178,14 +188,19 @@ fn run_shard(
                 handover,
             };
             let metrics = shard.metrics();
-            metrics.packet_io.set_backend(Backend::Socket.label());
-            let io = SocketIo::new(
-                socket,
-                offloads,
-                metrics.quic.clone(),
-                metrics.packet_io.clone(),
-            )?;
-            let endpoint = Endpoint::new(Packets::Socket(io), options);
+            let io = match socket {
+                QuicSocket::Udp(socket, offloads) => Packets::Socket(SocketIo::new(
+                    socket,
+                    offloads,
+                    metrics.quic.clone(),
+                    metrics.packet_io.clone(),
+                )?),
+                QuicSocket::AfXdp(plane, xsk) => {
+                    Packets::AfXdp(XdpIo::new(plane, *xsk, metrics.packet_io.clone())?)
+                }
+            };
+            metrics.packet_io.set_backend(io.backend().label());
+            let endpoint = Endpoint::new(io, options);
             rt::spawn(endpoint.clone().run_handed());
             rt::spawn(quic_loop(shard.clone(), endpoint));
         }
@@ -200,17 +215,70 @@ pub struct Shards {
     pub stop: flume::Sender<()>,
 }
 
-/// The shards' UDP sockets for QUIC, and the handover queues if the kernel does not steer.
-type QuicSockets = (Vec<(socket2::Socket, Offloads)>, Option<Arc<Handover>>);
+/// The shards' UDP sockets (with what the kernel offloads for each), and the handover
+/// queues if the kernel does not steer.
+type UdpSockets = (Vec<(socket2::Socket, Offloads)>, Option<Arc<Handover>>);
+
+/// The shards' sockets for QUIC, and the handover queues if nothing steers.
+type QuicSockets = (Vec<QuicSocket>, Option<Arc<Handover>>);
+
+/// Makes the shards' QUIC sockets: AF_XDP ones where configured (falling back to UDP
+/// sockets if that is allowed and AF_XDP cannot run), else UDP sockets.
+fn bind_quic(shared: &Shared) -> io::Result<QuicSockets> {
+    if shared.quic.is_none() {
+        return Ok((Vec::new(), None));
+    }
+    let quic = &shared.config.quic;
+    if quic.packet_io == PacketIoKind::AfXdp {
+        match start_af_xdp(shared) {
+            Ok(sockets) => {
+                // NIC queues spread packets by address and port, not connection ID.
+                let handover = (shared.cores > 1)
+                    .then(|| Handover::new(shared.cores).map(Arc::new))
+                    .transpose()?;
+                return Ok((sockets, handover));
+            }
+            Err(e) if quic.af_xdp.fallback == PacketIoFallback::Socket => {
+                tracing::warn!(error = %e, "AF_XDP cannot run: QUIC is served on the kernel's UDP socket instead (quic.af_xdp.fallback = \"socket\")");
+                shared
+                    .metrics
+                    .iter()
+                    .for_each(|m| m.packet_io.fallback.set(1));
+            }
+            Err(e) => {
+                return Err(io::Error::other(format!(
+                    "quic.packet_io = \"af_xdp\" cannot run: {e}"
+                )))
+            }
+        }
+    }
+    let (sockets, handover) = bind_udp(shared)?;
+    let sockets = sockets
+        .into_iter()
+        .map(|(s, o)| QuicSocket::Udp(s, o))
+        .collect();
+    Ok((sockets, handover))
+}
+
+/// Attaches the XDP program and makes every shard's AF_XDP socket.
+fn start_af_xdp(shared: &Shared) -> af_xdp::Result<Vec<QuicSocket>> {
+    let cfg = &shared.config.quic.af_xdp;
+    let plane = Arc::new(XdpPlane::start(cfg, shared.config.listen)?);
+    let sockets = (0..shared.cores)
+        .map(|shard| {
+            let xsk = plane.socket(cfg, shard)?;
+            Ok(QuicSocket::AfXdp(plane.clone(), Box::new(xsk)))
+        })
+        .collect::<af_xdp::Result<Vec<_>>>()?;
+    let _ = shared.xdp.set(plane);
+    Ok(sockets)
+}
 
 /// Binds the shards' UDP sockets for QUIC, in shard order (a socket's place in the
 /// reuseport group is its shard), and attaches the connection-ID steering program; where
 /// it cannot be attached (or `quic.kernel_steering` is off) the shards hand each other
 /// what they read for one another.
-fn bind_quic(shared: &Shared) -> io::Result<QuicSockets> {
-    if shared.quic.is_none() {
-        return Ok((Vec::new(), None));
-    }
+fn bind_udp(shared: &Shared) -> io::Result<UdpSockets> {
     let sockets = (0..shared.cores)
         .map(|_| udp::bind(shared.config.listen))
         .collect::<io::Result<Vec<_>>>()?;

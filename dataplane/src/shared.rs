@@ -64,6 +64,8 @@ pub struct Shared {
     pub udp_template: proto::masque::Template,
     /// The limits in force: `config.limits` at start, then as reloaded (see reload.rs).
     limits: arc_swap::ArcSwap<Limits>,
+    /// The XDP program and its link, when QUIC runs on AF_XDP (set as the shards start).
+    pub xdp: std::sync::OnceLock<Arc<crate::packet_io::af_xdp::XdpPlane>>,
 }
 
 impl Shared {
@@ -94,6 +96,7 @@ impl Shared {
             proto::masque::Template::parse(&config.quic.udp_template).unwrap_or_default();
         Ok(Shared {
             limits: arc_swap::ArcSwap::from_pointee(config.limits.clone()),
+            xdp: std::sync::OnceLock::new(),
             udp_template,
             config,
             cores,

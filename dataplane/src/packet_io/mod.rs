@@ -5,6 +5,7 @@
 //! `proto::packet`). The endpoint, connection-ID steering, the hand-over between cores and
 //! every HTTP/3 and CONNECT-UDP path above it do not know which one runs.
 
+pub mod af_xdp;
 pub mod socket;
 mod write_wait;
 
@@ -94,50 +95,60 @@ pub trait PacketIo {
 
 /// A shard's backend, whichever was configured (one type for the endpoint to hold: no
 /// dynamic dispatch per packet).
+// One per shard: the variants' sizes do not matter, a pointer chase per packet would.
+#[allow(clippy::large_enum_variant)]
 pub enum Packets {
     Socket(socket::SocketIo),
+    AfXdp(af_xdp::XdpIo),
 }
 
 impl PacketIo for Packets {
     fn backend(&self) -> Backend {
         match self {
             Packets::Socket(s) => s.backend(),
+            Packets::AfXdp(x) => x.backend(),
         }
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
             Packets::Socket(s) => s.local_addr(),
+            Packets::AfXdp(x) => x.local_addr(),
         }
     }
 
     fn max_segments(&self) -> usize {
         match self {
             Packets::Socket(s) => s.max_segments(),
+            Packets::AfXdp(x) => x.max_segments(),
         }
     }
 
     fn try_recv(&self, each: &mut dyn FnMut(Inbound<'_>)) -> io::Result<usize> {
         match self {
             Packets::Socket(s) => s.try_recv(each),
+            Packets::AfXdp(x) => x.try_recv(each),
         }
     }
 
     fn try_send(&self, out: &Outbound<'_>) -> io::Result<usize> {
         match self {
             Packets::Socket(s) => s.try_send(out),
+            Packets::AfXdp(x) => x.try_send(out),
         }
     }
 
     async fn readable(&self) -> io::Result<()> {
         match self {
             Packets::Socket(s) => s.readable().await,
+            Packets::AfXdp(x) => x.readable().await,
         }
     }
 
     async fn writable(&self) -> io::Result<()> {
         match self {
             Packets::Socket(s) => s.writable().await,
+            Packets::AfXdp(x) => x.writable().await,
         }
     }
 }

@@ -49,10 +49,23 @@ pub async fn open_h3(
 /// Runs the aioquic client `script` (in tests/clients) against `proxy`: its address and
 /// certificate, then `args`. Returns what it printed; panics with its output if it failed.
 pub fn aioquic(proxy: &Proxy, script: &str, args: &[&str]) -> String {
+    aioquic_in(&[], proxy, script, args)
+}
+
+/// [`aioquic`] run under `prefix` (e.g. `ip netns exec NS`).
+pub fn aioquic_in(prefix: &[&str], proxy: &Proxy, script: &str, args: &[&str]) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/clients")
         .join(script);
-    let out = std::process::Command::new("python3")
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = std::process::Command::new(first);
+            c.args(rest).arg("python3");
+            c
+        }
+        None => std::process::Command::new("python3"),
+    };
+    let out = cmd
         .arg(path)
         .arg(proxy.addr.to_string())
         .arg(generated_cert(proxy))

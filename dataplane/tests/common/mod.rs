@@ -68,6 +68,7 @@ pub struct ProxyBuilder {
     prefix: Vec<String>,
     need_ready: bool,
     ipv6: bool,
+    listen_ip: Option<String>,
 }
 
 impl ProxyBuilder {
@@ -91,6 +92,11 @@ impl ProxyBuilder {
         self.ipv6 = true;
         self
     }
+    /// Listens on `ip` (an address of an interface the test made) instead of 127.0.0.1.
+    pub fn listen_ip(mut self, ip: &str) -> Self {
+        self.listen_ip = Some(ip.to_string());
+        self
+    }
     /// Start-up waits for /healthz only (for proxies that are expected not to be ready).
     pub fn unready(mut self) -> Self {
         self.need_ready = false;
@@ -102,7 +108,11 @@ impl ProxyBuilder {
         self
     }
     pub fn start(self) -> Proxy {
-        let host = if self.ipv6 { "[::1]" } else { "127.0.0.1" };
+        let host = match &self.listen_ip {
+            Some(ip) => ip.as_str(),
+            None if self.ipv6 => "[::1]",
+            None => "127.0.0.1",
+        };
         let addr: SocketAddr = format!("{host}:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = self.config.map(|text| {
@@ -167,6 +177,7 @@ impl Proxy {
             prefix: vec![],
             need_ready: true,
             ipv6: false,
+            listen_ip: None,
         }
     }
 
