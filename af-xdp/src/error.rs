@@ -160,7 +160,7 @@ impl Error {
 
     /// Maps the errno of a socket call: EPERM/EACCES to [`Error::NotPermitted`],
     /// EAFNOSUPPORT to [`Error::Unsupported`], the rest to [`Error::Sys`].
-    pub(crate) fn sys(op: &'static str, source: io::Error) -> Self {
+    pub fn sys(op: &'static str, source: io::Error) -> Self {
         match source.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => Error::NotPermitted {
                 op,

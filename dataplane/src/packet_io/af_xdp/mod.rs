@@ -24,7 +24,7 @@ use peers::{Hop, Peers};
 pub use plane::XdpPlane;
 
 /// Frames taken from the RX ring per receive.
-const RX_BATCH: u32 = 64;
+pub(super) const RX_BATCH: u32 = 64;
 /// Datagrams one send may carry (frames queued on the TX ring in one pass).
 const TX_BATCH: usize = 32;
 /// How often the kernel's socket counters are read into the metrics.
