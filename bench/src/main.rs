@@ -72,7 +72,12 @@ struct Args {
 fn start(args: &Args, dir: &std::path::Path, name: &str, port: u16) -> Option<Running> {
     let cores = cpus::shards(args.cores, args.proxy_cpus.as_ref());
     let zc_bin = |bin: &std::path::Path, config, hs, label| {
-        let opts = ZcOptions { bin, cores, config };
+        let opts = ZcOptions {
+            bin,
+            cores,
+            config,
+            listen: peers::LOOPBACK,
+        };
         peers::zcproxy(dir, &opts, port, port + 1, hs, label)
     };
     let zc = |config, hs, label| zc_bin(&args.zcproxy, config, hs, label);

@@ -108,7 +108,12 @@ pub struct ZcOptions<'a> {
     pub cores: usize,
     /// Extra configuration (TOML) for variants such as `relay = "copy"`.
     pub config: Option<&'a str>,
+    /// The address it listens on (loopback but for the veth runs of zcbench-quic).
+    pub listen: std::net::IpAddr,
 }
+
+/// Where the proxies listen unless a benchmark says otherwise.
+pub const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 pub fn zcproxy(
     dir: &Path,
@@ -118,7 +123,7 @@ pub fn zcproxy(
     handshake: Handshake,
     label: &str,
 ) -> Option<Running> {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let addr = SocketAddr::new(opts.listen, port);
     let mut cmd = Command::new(opts.bin);
     cmd.args([
         "--listen",

@@ -21,6 +21,7 @@ mod load;
 mod peers;
 #[allow(dead_code)]
 mod procstat;
+mod quic_veth;
 mod samples;
 #[allow(dead_code)]
 mod servers;
@@ -70,6 +71,10 @@ struct Args {
     /// Extra TOML for zcproxy, e.g. 'driver = "epoll"'.
     #[arg(long)]
     zc_config: Option<String>,
+    /// Over a veth pair with the client in a network namespace (needs root and iproute2):
+    /// zcproxy on its kernel UDP socket and on AF_XDP, side by side (no direct paths).
+    #[arg(long)]
+    veth: bool,
 }
 
 type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
@@ -108,7 +113,13 @@ struct Client {
 
 impl Client {
     fn new(proxy: SocketAddr, cert: &Path) -> Client {
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("bind");
+        // Loopback to a proxy on loopback, else any address (a namespace's own).
+        let bind = if proxy.ip().is_loopback() {
+            "127.0.0.1:0"
+        } else {
+            "0.0.0.0:0"
+        };
+        let mut endpoint = quinn::Endpoint::client(bind.parse().unwrap()).expect("bind");
         endpoint.set_default_client_config(client_config(cert));
         Client { endpoint, proxy }
     }
@@ -412,8 +423,14 @@ fn main() {
     let tcp_echo = servers::echo_pool(port + 12, 4);
     // The proxy writes its generated certificate under TMPDIR; give it this run's directory.
     std::env::set_var("TMPDIR", &dir);
+    if args.veth {
+        quic_veth::run(&args, cores, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     let opts = ZcOptions {
         bin: &args.zcproxy,
+        listen: peers::LOOPBACK,
         cores,
         config: args.zc_config.as_deref(),
     };

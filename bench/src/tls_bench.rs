@@ -371,6 +371,7 @@ fn main() {
     );
     let opts = ZcOptions {
         bin: &args.zcproxy,
+        listen: peers::LOOPBACK,
         cores,
         config: Some(&config),
     };

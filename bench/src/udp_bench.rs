@@ -173,6 +173,7 @@ fn main() {
     std::env::set_var("TMPDIR", &dir);
     let opts = ZcOptions {
         bin: &args.zcproxy,
+        listen: peers::LOOPBACK,
         cores,
         config: args.zc_config.as_deref(),
     };

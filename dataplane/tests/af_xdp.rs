@@ -10,96 +10,28 @@ use std::sync::atomic::Ordering;
 
 use common::h3::aioquic_in;
 use common::{origin, Proxy};
+use testkit::veth::{in_netns, VethPair};
 
-/// A veth pair: `host` here with `.1`, `peer` in namespace `ns` with `.2`; removed on drop.
-struct Net {
-    ns: String,
-    host: String,
-    ip: String,
-}
+/// The test's veth pair, and the proxy's configuration on its host end.
+struct Net(VethPair);
 
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+impl std::ops::Deref for Net {
+    type Target = VethPair;
+    fn deref(&self) -> &VethPair {
+        &self.0
+    }
 }
 
 impl Net {
     fn new(tag: &str) -> Option<Net> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 || !ip(&["-V"]) {
-            eprintln!("skipped: needs root and iproute2 for network namespaces and XDP");
-            return None;
-        }
-        let n = std::process::id() % 200 + 20;
-        let net = Net {
-            ns: format!("zcx{tag}{n}"),
-            host: format!("zcx{tag}{n}a"),
-            ip: format!("198.19.{n}.1"),
-        };
-        let peer = format!("zcx{tag}{n}b");
-        let _ = ip(&["netns", "del", &net.ns]);
-        let _ = ip(&["link", "del", &net.host]);
-        let steps: [&[&str]; 7] = [
-            &["netns", "add", &net.ns],
-            &[
-                "link",
-                "add",
-                &net.host,
-                "numrxqueues",
-                "2",
-                "numtxqueues",
-                "2",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &peer,
-                "numrxqueues",
-                "2",
-                "numtxqueues",
-                "2",
-            ],
-            &["link", "set", &peer, "netns", &net.ns],
-            &["addr", "add", &format!("{}/24", net.ip), "dev", &net.host],
-            &["link", "set", &net.host, "up"],
-            &[
-                "-n",
-                &net.ns,
-                "addr",
-                "add",
-                &format!("198.19.{n}.2/24"),
-                "dev",
-                &peer,
-            ],
-            &["-n", &net.ns, "link", "set", &peer, "up"],
-        ];
-        for step in steps {
-            assert!(ip(step), "ip {step:?}");
-        }
-        assert!(ip(&["-n", &net.ns, "link", "set", "lo", "up"]));
-        Some(net)
-    }
-
-    fn exec(&self) -> [&str; 4] {
-        ["ip", "netns", "exec", &self.ns]
+        VethPair::new(tag, 2).map(Net)
     }
 
     fn config(&self, extra: &str) -> String {
         format!(
             "cores = 2\n[quic]\npacket_io = \"af_xdp\"\n[quic.af_xdp]\ninterface = \"{}\"\nframes = 4096\n{extra}\n[policy]\nanonymous_clients = [\"{}/24\"]\n",
-            self.host, self.ip
+            self.host, self.host_ip
         )
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = ip(&["link", "del", &self.host]);
-        let _ = ip(&["netns", "del", &self.ns]);
     }
 }
 
@@ -110,7 +42,7 @@ impl Drop for Net {
 fn third_party_clients_are_served_over_af_xdp() {
     let Some(net) = Net::new("a") else { return };
     let proxy = Proxy::builder()
-        .listen_ip(&net.ip)
+        .listen_ip(&net.host_ip)
         .allow_loopback()
         .config(&net.config("busy_poll = 50\n"))
         .start();
@@ -243,7 +175,7 @@ fn af_xdp_start_failures_say_why_or_fall_back() {
     );
 
     let first = Proxy::builder()
-        .listen_ip(&net.ip)
+        .listen_ip(&net.host_ip)
         .config(&net.config(""))
         .start();
     assert_eq!(
@@ -253,7 +185,7 @@ fn af_xdp_start_failures_say_why_or_fall_back() {
     let second = Command::new(common::bin())
         .args([
             "--listen",
-            &format!("{}:0", net.ip),
+            &format!("{}:0", net.host_ip),
             "--admin",
             "127.0.0.1:1",
         ])
@@ -267,28 +199,13 @@ fn af_xdp_start_failures_say_why_or_fall_back() {
     drop(first);
     // Detached with the first proxy: the interface takes a program again.
     let again = Proxy::builder()
-        .listen_ip(&net.ip)
+        .listen_ip(&net.host_ip)
         .config(&net.config(""))
         .start();
     assert_eq!(
         again.metric("zcproxy_packet_io_backend", &["backend=\"af_xdp\""]),
         2.0
     );
-}
-
-/// Runs `f` on a thread inside network namespace `ns`.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    use std::os::fd::AsRawFd;
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("the namespace");
-        // SAFETY: setns on a descriptor we hold; it moves this thread only.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("the client thread")
 }
 
 /// The Rust h3 client (quinn) over AF_XDP: 100 CONNECT streams at once on one connection,
@@ -300,7 +217,7 @@ fn rust_h3_client_runs_100_streams_and_migrates_over_af_xdp() {
     use common::h3::{connect_request, echo_through, generated_cert, open_h3, quinn_client};
     let Some(net) = Net::new("h") else { return };
     let proxy = Proxy::builder()
-        .listen_ip(&net.ip)
+        .listen_ip(&net.host_ip)
         .allow_loopback()
         .config(&net.config(""))
         .start();

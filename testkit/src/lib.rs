@@ -2,6 +2,8 @@
 //! nats-server with JetStream, and the real `zcproxy-control` binary, all started and cleaned
 //! up by the test.
 
+pub mod veth;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
