@@ -36,8 +36,9 @@ impl Net {
 }
 
 /// aioquic's CONNECT-UDP (10,000 datagrams, every one the echo sent accounted for) and
-/// CONNECT (64 MiB byte-exact) through the AF_XDP path, with SOCKS5 over TCP to the same
-/// address still served by the kernel; the metrics show the frames took AF_XDP.
+/// CONNECT (64 MiB byte-exact) through the AF_XDP path, with SOCKS5 and an HTTPS proxy
+/// over TCP to the same address still served by the kernel (ARP answered by it too); the
+/// metrics show the frames took AF_XDP.
 #[test]
 fn third_party_clients_are_served_over_af_xdp() {
     let Some(net) = Net::new("a") else { return };
@@ -92,6 +93,16 @@ fn third_party_clients_are_served_over_af_xdp() {
     args.extend(["curl", "-sS", "-x", &proxy_url, &url]);
     let (code, body, err) = curl_in(&args);
     assert_eq!((code, body.as_slice()), (0, &b"hello\n"[..]), "{err}");
+    // And TLS to the proxy (an HTTPS proxy) on the same port.
+    let mut args: Vec<&str> = exec.to_vec();
+    let https_proxy = format!("https://{}", proxy.addr);
+    args.extend(["curl", "-sS", "--proxy-insecure", "-x", &https_proxy, &url]);
+    let (code, body, err) = curl_in(&args);
+    assert_eq!(
+        (code, body.as_slice()),
+        (0, &b"hello\n"[..]),
+        "HTTPS proxy: {err}"
+    );
 
     let metrics = proxy.metrics();
     let metric = |name: &str, labels: &[&str]| common::sum_metric(&metrics, name, labels) as u64;
