@@ -208,7 +208,17 @@ fn af_xdp_start_failures_say_why_or_fall_back() {
     assert!(!second.status.success());
     assert!(err.contains("already attached"), "{err}");
     drop(first);
-    // Detached with the first proxy: the interface takes a program again.
+    // Detached with the first proxy (the kernel frees the link's attachment shortly after
+    // the process is gone): the interface takes a program again.
+    let index = af_xdp::Interface::by_name(&net.host).unwrap().index;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while af_xdp::netlink::xdp_attached(index).unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still attached after the proxy exited"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let again = Proxy::builder()
         .listen_ip(&net.host_ip)
         .config(&net.config(""))
