@@ -74,6 +74,34 @@ impl Filter {
         }
     }
 
+    /// Datagrams to `port` that a socket bound to `listen` would get: its address only
+    /// (an IPv4-mapped IPv6 address is IPv4), nothing of the other family; 0.0.0.0 takes
+    /// any IPv4 destination, `::` any destination of both families (as a dual-stack
+    /// socket). A family is shut off with its unspecified address as the only entry: no
+    /// packet is sent to 0.0.0.0 or `::`.
+    pub fn for_listen(listen: std::net::SocketAddr) -> Self {
+        let none4 = vec![Ipv4Addr::UNSPECIFIED];
+        let none6 = vec![Ipv6Addr::UNSPECIFIED];
+        let ip = match listen.ip() {
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => std::net::IpAddr::V4(v4),
+                None => std::net::IpAddr::V6(v6),
+            },
+            v4 => v4,
+        };
+        let (ipv4, ipv6) = match ip {
+            std::net::IpAddr::V4(v4) if v4.is_unspecified() => (Vec::new(), none6),
+            std::net::IpAddr::V4(v4) => (vec![v4], none6),
+            std::net::IpAddr::V6(v6) if v6.is_unspecified() => (Vec::new(), Vec::new()),
+            std::net::IpAddr::V6(v6) => (none4, vec![v6]),
+        };
+        Filter {
+            port: listen.port(),
+            ipv4,
+            ipv6,
+        }
+    }
+
     fn check(&self) -> Result<()> {
         if self.ipv4.len() > MAX_ADDRESSES || self.ipv6.len() > MAX_ADDRESSES {
             return Err(Error::Invalid(format!(

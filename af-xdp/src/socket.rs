@@ -178,6 +178,12 @@ impl XskSocket {
         if !self.rings.fill.needs_wakeup() {
             return Ok(false);
         }
+        self.poll_rx()
+    }
+
+    /// Calls into the socket's receive path whether the ring asks or not: with
+    /// SO_BUSY_POLL set, the kernel polls the queue's driver inside this call.
+    pub fn poll_rx(&mut self) -> Result<bool> {
         // SAFETY: a zero-length recvfrom on our socket; no buffer is written.
         let rc = unsafe {
             libc::recvfrom(

@@ -389,6 +389,42 @@ fn an_empty_address_list_takes_any_address() {
     );
 }
 
+/// A filter for a listen address takes its family only: an IPv4 proxy leaves IPv6 to
+/// the port alone (and the reverse); 0.0.0.0 takes any IPv4 destination and no IPv6.
+#[test]
+fn a_listen_address_takes_its_own_family_only() {
+    if !common::root_or_skip("a_listen_address_takes_its_own_family_only") {
+        return;
+    }
+    let v4_only = load(&Filter::for_listen((US4, PORT).into()));
+    assert_taken(&v4_only, &v4(&[], US4, PORT), "to the IPv4 address");
+    for dst in [US6, OTHER6] {
+        let what = format!("IPv6 to {dst} from an IPv4 proxy");
+        assert_passed(
+            &v4_only,
+            &v6(&[], dst, PORT),
+            Reason::PassOtherAddress,
+            &what,
+        );
+    }
+    let v6_only = load(&Filter::for_listen((US6, PORT).into()));
+    assert_taken(&v6_only, &v6(&[], US6, PORT), "to the IPv6 address");
+    let what = "IPv4 from an IPv6 proxy";
+    assert_passed(
+        &v6_only,
+        &v4(&[], US4, PORT),
+        Reason::PassOtherAddress,
+        what,
+    );
+    let any4 = load(&Filter::for_listen((Ipv4Addr::UNSPECIFIED, PORT).into()));
+    assert_taken(&any4, &v4(&[], OTHER4, PORT), "any IPv4 on 0.0.0.0");
+    let what = "IPv6 on 0.0.0.0";
+    assert_passed(&any4, &v6(&[], US6, PORT), Reason::PassOtherAddress, what);
+    let any = load(&Filter::for_listen((Ipv6Addr::UNSPECIFIED, PORT).into()));
+    assert_taken(&any, &v4(&[], OTHER4, PORT), "IPv4 on ::");
+    assert_taken(&any, &v6(&[], OTHER6, PORT), "IPv6 on ::");
+}
+
 /// The queue index comes from the context: a frame seen on loopback's queue 0 is judged
 /// the same; a queue the device does not have is refused by the kernel.
 #[test]

@@ -424,7 +424,7 @@ fn main() {
     // The proxy writes its generated certificate under TMPDIR; give it this run's directory.
     std::env::set_var("TMPDIR", &dir);
     if args.veth {
-        quic_veth::run(&args, cores, &dir);
+        quic_veth::run(&args, cores, &dir, source, echo);
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }

@@ -5,6 +5,7 @@
 //! UMEM, as it copies each datagram into a socket buffer, so this compares the paths'
 //! software (socket layer, GRO/GSO vs rings and our own Ethernet/IP/UDP), not a NIC's DMA.
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use testkit::veth::{enter_netns, VethPair};
@@ -12,19 +13,18 @@ use testkit::veth::{enter_netns, VethPair};
 use crate::peers::{self, Handshake, Running, ZcOptions};
 use crate::samples::Samples;
 use crate::{
-    cpu, datagram_rate, datagram_rtt, h3_download, handshakes, servers, udp_echo, Args, Client,
-    DatagramPath,
+    cpu, datagram_rate, datagram_rtt, h3_download, handshakes, Args, Client, DatagramPath,
 };
 
 const BACKENDS: [&str; 2] = ["socket", "af_xdp"];
 
-pub fn run(args: &Args, cores: usize, dir: &Path) {
+/// Measures with `source` (the download server) and `echo` (the UDP echo), both on
+/// loopback here, as the proxies' upstreams.
+pub fn run(args: &Args, cores: usize, dir: &Path, source: SocketAddr, echo: SocketAddr) {
     let Some(pair) = VethPair::new("q", cores as u32) else {
         std::process::exit(1);
     };
     let port = args.base_port;
-    let source = servers::source(port + 10);
-    let echo = udp_echo::udp_echo(port + 11);
     let anonymous = format!("[policy]\nanonymous_clients = [\"{}/24\"]\n", pair.host_ip);
     let extra = args.zc_config.as_deref().unwrap_or("");
     let configs = [

@@ -196,7 +196,13 @@ fn run_shard(
                     metrics.packet_io.clone(),
                 )?),
                 QuicSocket::AfXdp(plane, xsk) => {
-                    Packets::AfXdp(XdpIo::new(plane, *xsk, metrics.packet_io.clone())?)
+                    let busy_poll = shared.config.quic.af_xdp.busy_poll > 0;
+                    Packets::AfXdp(XdpIo::new(
+                        plane,
+                        *xsk,
+                        busy_poll,
+                        metrics.packet_io.clone(),
+                    )?)
                 }
             };
             metrics.packet_io.set_backend(io.backend().label());
@@ -270,6 +276,16 @@ fn start_af_xdp(shared: &Shared) -> af_xdp::Result<Vec<QuicSocket>> {
             Ok(QuicSocket::AfXdp(plane.clone(), Box::new(xsk)))
         })
         .collect::<af_xdp::Result<Vec<_>>>()?;
+    let served: std::collections::HashSet<u32> = (0..shared.cores).map(|c| cfg.queue(c)).collect();
+    let unserved = (0..plane.rx_queues).filter(|q| !served.contains(q)).count();
+    if unserved > 0 {
+        tracing::warn!(
+            interface = %cfg.interface,
+            rx_queues = plane.rx_queues,
+            cores = shared.cores,
+            "{unserved} RX queue(s) have no core's AF_XDP socket: QUIC clients hashed there get no answer. Give the NIC one queue per core (ethtool -L) or list every queue in quic.af_xdp.queues"
+        );
+    }
     let _ = shared.xdp.set(plane);
     Ok(sockets)
 }

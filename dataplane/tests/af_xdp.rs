@@ -232,11 +232,35 @@ fn af_xdp_start_failures_say_why_or_fall_back() {
 /// The Rust h3 client (quinn) over AF_XDP: 100 CONNECT streams at once on one connection,
 /// each 64 KiB echoed byte-exact; then one tunnel whose client moves to a new UDP port
 /// every fourth chunk, handed to its core by connection ID when the NIC queue is not its.
+/// The proxy's kernel knows no neighbour here (ARP off on its end, the client given the
+/// proxy's MAC statically): every answer goes to the next hop learned from the client's
+/// frames, also on a core the datagram was handed to.
 #[test]
 fn rust_h3_client_runs_100_streams_and_migrates_over_af_xdp() {
     use bytes::{Buf, Bytes};
     use common::h3::{connect_request, echo_through, generated_cert, open_h3, quinn_client};
     let Some(net) = Net::new("h") else { return };
+    let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", net.host)).unwrap();
+    let routes: [&[&str]; 3] = [
+        &["link", "set", "dev", &net.host, "arp", "off"],
+        &[
+            "-n",
+            &net.ns,
+            "neigh",
+            "replace",
+            &net.host_ip,
+            "lladdr",
+            mac.trim(),
+            "dev",
+            &net.peer,
+            "nud",
+            "permanent",
+        ],
+        &["neigh", "flush", "dev", &net.host],
+    ];
+    for args in routes {
+        assert!(testkit::veth::ip(args), "ip {args:?}");
+    }
     let proxy = Proxy::builder()
         .listen_ip(&net.host_ip)
         .allow_loopback()
@@ -300,6 +324,11 @@ fn rust_h3_client_runs_100_streams_and_migrates_over_af_xdp() {
     });
     assert_eq!(rebinds, 8);
     assert!(proxy.metric("zcproxy_quic_migrations_total", &[]) >= 1.0);
+    assert_eq!(
+        proxy.metric("zcproxy_packet_io_drops_total", &["reason=\"no_route\""]),
+        0.0,
+        "every answer found its next hop"
+    );
     assert!(
         proxy.metric(
             "zcproxy_packet_io_frames_total",

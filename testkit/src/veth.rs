@@ -8,8 +8,9 @@ use std::process::{Command, Stdio};
 
 pub struct VethPair {
     pub ns: String,
-    /// The end in this namespace.
+    /// The end in this namespace, and the other end's name (in `ns`).
     pub host: String,
+    pub peer: String,
     /// Its address, and the other end's (in `ns`).
     pub host_ip: String,
     pub peer_ip: String,
@@ -34,14 +35,18 @@ impl VethPair {
             eprintln!("skipped: needs root and iproute2 for network namespaces and XDP");
             return None;
         }
-        let n = std::process::id() % 200 + 20;
+        // Apart per process and per tag: tests of one process run side by side, and two
+        // pairs with one subnet in this namespace would mix up their routes.
+        let tag_sum: u32 = tag.bytes().map(u32::from).sum();
+        let n = (std::process::id() + tag_sum * 37) % 200 + 20;
         let pair = VethPair {
             ns: format!("zcx{tag}{n}"),
             host: format!("zcx{tag}{n}a"),
+            peer: format!("zcx{tag}{n}b"),
             host_ip: format!("198.19.{n}.1"),
             peer_ip: format!("198.19.{n}.2"),
         };
-        let peer = format!("zcx{tag}{n}b");
+        let peer = pair.peer.clone();
         let _ = ip(&["netns", "del", &pair.ns]);
         let _ = ip(&["link", "del", &pair.host]);
         let q = queues.to_string();

@@ -34,10 +34,21 @@ impl Backend {
     }
 }
 
+/// The link-layer way back to a peer, for a backend that writes whole frames: the MAC
+/// address its frames came from (the next hop) and their VLAN tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hop {
+    pub mac: [u8; 6],
+    pub vlan: proto::packet::Vlan,
+}
+
 /// One datagram received.
 #[derive(Debug, Clone, Copy)]
 pub struct Inbound<'a> {
     pub from: SocketAddr,
+    /// How it came, where the backend sees frames: a core the datagram is handed to
+    /// learns from it how to answer.
+    pub hop: Option<Hop>,
     /// The local address it was sent to, where the backend sees it (a bypass backend reads
     /// it from the IP header; the socket backend is bound to one address).
     pub to: Option<IpAddr>,
@@ -85,6 +96,9 @@ pub trait PacketIo {
     /// Sends the first datagrams of `out` the backend takes now; how many bytes of
     /// `out.data` went (whole datagrams). `WouldBlock`: none.
     fn try_send(&self, out: &Outbound<'_>) -> io::Result<usize>;
+
+    /// Notes how frames from `peer` arrive (a datagram another core read and handed over).
+    fn learn(&self, _peer: IpAddr, _hop: Hop) {}
 
     /// Resolves once datagrams may be queued.
     async fn readable(&self) -> io::Result<()>;
@@ -135,6 +149,13 @@ impl PacketIo for Packets {
         match self {
             Packets::Socket(s) => s.try_send(out),
             Packets::AfXdp(x) => x.try_send(out),
+        }
+    }
+
+    fn learn(&self, peer: IpAddr, hop: Hop) {
+        match self {
+            Packets::Socket(s) => s.learn(peer, hop),
+            Packets::AfXdp(x) => x.learn(peer, hop),
         }
     }
 

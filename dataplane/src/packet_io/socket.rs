@@ -95,6 +95,7 @@ impl PacketIo for SocketIo {
                 datagrams += 1;
                 each(Inbound {
                     from: r.from,
+                    hop: None,
                     to: None,
                     data: datagram,
                 });

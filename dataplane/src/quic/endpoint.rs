@@ -26,7 +26,7 @@ use super::handover::{Handed, Handover};
 use super::steer;
 use crate::identity::Identity;
 use crate::metrics::QuicMetrics;
-use crate::packet_io::{Outbound, PacketIo, Packets};
+use crate::packet_io::{Inbound, Outbound, PacketIo, Packets};
 use crate::rt;
 
 /// Reads handled before the receive loop lets the connections' tasks run.
@@ -217,8 +217,9 @@ impl Endpoint {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
+                    // That datagram is lost (QUIC recovers it); the rest of the train goes.
                     tracing::debug!(to = %t.destination, error = %e, "QUIC datagram not sent");
-                    return;
+                    at += out.segment_len();
                 }
             }
         }
@@ -228,22 +229,23 @@ impl Endpoint {
     pub async fn run(self: Rc<Self>) {
         let mut response = Vec::new();
         // One batch's datagrams, owned (quinn-proto takes each as a BytesMut), then routed.
-        let mut batch: Vec<(SocketAddr, Option<IpAddr>, BytesMut)> = Vec::new();
+        let mut batch: Vec<(Inbound<'static>, BytesMut)> = Vec::new();
         let mut reads = 0;
         loop {
             let read = self.io.try_recv(&mut |d| {
-                batch.push((d.from, d.to, BytesMut::from(d.data)));
+                let head = Inbound { data: &[], ..d };
+                batch.push((head, BytesMut::from(d.data)));
             });
             match read {
                 Ok(_) => {
                     let now = Instant::now();
-                    for (from, to, datagram) in batch.drain(..) {
+                    for (d, datagram) in batch.drain(..) {
                         self.metrics.packets_in.inc();
                         self.metrics.bytes_in.add(datagram.len() as u64);
-                        let Some(datagram) = self.hand_over(now, from, to, datagram) else {
+                        let Some(datagram) = self.hand_over(now, &d, datagram) else {
                             continue;
                         };
-                        self.on_datagram(now, from, to, datagram, &mut response)
+                        self.on_datagram(now, d.from, d.to, datagram, &mut response)
                             .await;
                     }
                     reads += 1;
@@ -263,22 +265,21 @@ impl Endpoint {
 
     /// Passes `datagram` to the shard that owns its connection if that is another one and
     /// nothing steered it there (the kernel's reuseport program, or the NIC's queues for a
-    /// bypass backend); gives it back when it is this shard's.
-    fn hand_over(
-        &self,
-        now: Instant,
-        from: SocketAddr,
-        to: Option<IpAddr>,
-        datagram: BytesMut,
-    ) -> Option<BytesMut> {
+    /// bypass backend); gives it back when it is this shard's, or opens a connection (its
+    /// connection ID names no core: this one takes it).
+    fn hand_over(&self, now: Instant, d: &Inbound<'_>, datagram: BytesMut) -> Option<BytesMut> {
         let Some(handover) = &self.handover else {
             return Some(datagram);
         };
+        if steer::opens_connection(&datagram) {
+            return Some(datagram);
+        }
         match steer::owner(&datagram, self.shards) {
             Some(owner) if owner != self.shard => {
                 let handed = Handed {
-                    from,
-                    to,
+                    from: d.from,
+                    to: d.to,
+                    hop: d.hop,
                     data: datagram,
                     received: now,
                 };
@@ -310,6 +311,9 @@ impl Endpoint {
         loop {
             while let Some(h) = handover.take(self.shard) {
                 self.metrics.packets_taken_over.inc();
+                if let Some(hop) = h.hop {
+                    self.io.learn(h.from.ip(), hop);
+                }
                 self.on_datagram(h.received, h.from, h.to, h.data, &mut response)
                     .await;
             }

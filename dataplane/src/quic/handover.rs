@@ -23,6 +23,8 @@ pub struct Handed {
     pub from: SocketAddr,
     /// The local address it came to, where the packet IO saw it.
     pub to: Option<std::net::IpAddr>,
+    /// How it came (a bypass backend's next hop), for the owner to answer through.
+    pub hop: Option<crate::packet_io::Hop>,
     pub data: BytesMut,
     pub received: Instant,
 }
@@ -98,6 +100,7 @@ mod tests {
         let handed = |b: u8| Handed {
             from,
             to: None,
+            hop: None,
             data: BytesMut::from(&[b][..]),
             received: Instant::now(),
         };

@@ -38,6 +38,31 @@ pub fn owner(datagram: &[u8], shards: usize) -> Option<usize> {
     Some(usize::from(byte) % shards.max(1))
 }
 
+/// Whether a datagram may open a connection: a long-header Initial or 0-RTT packet (QUIC
+/// v1 or v2), or a version this endpoint does not know (answered statelessly). Its
+/// destination connection ID is the client's own choice, so it names no core; a core that
+/// reads one keeps it, and the connection IDs it issues then point back at itself. Every
+/// datagram of that client's address and port reaches the same socket or NIC queue.
+pub fn opens_connection(datagram: &[u8]) -> bool {
+    let Some(&first) = datagram.first() else {
+        return false;
+    };
+    if first & 0x80 == 0 {
+        return false;
+    }
+    let Some(version) = datagram.get(1..5) else {
+        return false;
+    };
+    let kind = (first >> 4) & 0x03;
+    match u32::from_be_bytes([version[0], version[1], version[2], version[3]]) {
+        // RFC 9000: Initial 0, 0-RTT 1.
+        1 => kind <= 1,
+        // RFC 9369: Initial 1, 0-RTT 2.
+        0x6b33_43cf => kind == 1 || kind == 2,
+        _ => true,
+    }
+}
+
 /// The classic BPF program for SO_ATTACH_REUSEPORT_CBPF. The kernel runs it with the packet
 /// data starting at the UDP payload and uses the returned value as the socket's index in the
 /// group; a load past the end aborts the program, which then returns 0.
@@ -86,6 +111,29 @@ pub fn attach(socket: &impl AsRawFd, shards: usize) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn initials_and_0rtt_open_connections_other_packets_do_not() {
+        let long = |first: u8, version: u32| {
+            let mut d = vec![first];
+            d.extend_from_slice(&version.to_be_bytes());
+            d.extend_from_slice(&[8, 1, 2, 3, 4, 5, 6, 7, 8]);
+            d
+        };
+        assert!(opens_connection(&long(0xc0, 1)), "v1 Initial");
+        assert!(opens_connection(&long(0xd0, 1)), "v1 0-RTT");
+        assert!(!opens_connection(&long(0xe0, 1)), "v1 Handshake");
+        assert!(!opens_connection(&long(0xf0, 1)), "v1 Retry");
+        assert!(opens_connection(&long(0xd0, 0x6b33_43cf)), "v2 Initial");
+        assert!(!opens_connection(&long(0xc0, 0x6b33_43cf)), "v2 Retry");
+        assert!(
+            opens_connection(&long(0xc0, 0x1a2a_3a4a)),
+            "an unknown version"
+        );
+        assert!(!opens_connection(&[0x40, 0, 1, 2]), "short header");
+        assert!(!opens_connection(&[0xc0, 0, 0]), "cut short");
+        assert!(!opens_connection(&[]));
+    }
     use std::net::{SocketAddr, UdpSocket};
     use std::time::Duration;
 

@@ -146,8 +146,10 @@ async fn run(shard: &Shard, session: &Session, conn_info: &Conn, io: TokioIo) {
                 return Poll::Ready(Event::StreamEnded);
             }
             // Before the connection: its reads wait on the same clock, and the idle close
-            // must be this driver's (a GOAWAY first), not a read's timeout.
-            if timer.as_mut().poll(cx).is_ready() {
+            // must be this driver's (a GOAWAY first), not a read's timeout. The read's own
+            // timer may fire first: the clock is asked, not only this timer.
+            let expired = phase != Phase::Draining && deadlines.expired_now().is_some();
+            if expired || timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Timer);
             }
             if let Poll::Ready(accepted) = conn.poll_accept(cx) {

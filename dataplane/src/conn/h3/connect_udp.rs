@@ -140,7 +140,10 @@ pub async fn serve(
         }
         Err(Refused::Failure(f)) => return respond_failure(shard, &mut stream, &f).await,
     };
-    if stream.send_response(udp_flow::opened()).await.is_err() {
+    let answered = session
+        .deadlines()
+        .within_op(stream.send_response(udp_flow::opened()));
+    if !matches!(answered.await, Ok(Ok(()))) {
         return;
     }
     relay(

@@ -197,7 +197,11 @@ async fn handle(
             Ok(a) => a,
             Err(f) => return respond_failure(shard, &mut stream, &f).await,
         };
-    if stream.send_response(Response::new(())).await.is_err() {
+    // The client's stream credit decides when the answer goes: a wait of the session.
+    let answered = session
+        .deadlines()
+        .within_op(stream.send_response(Response::new(())));
+    if !matches!(answered.await, Ok(Ok(()))) {
         return;
     }
     shard.metrics().handshake_seconds.observe(started.elapsed());

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use af_xdp::{Desc, FramePool, Statistics, XskSocket};
 use proto::packet::{self, FrameHeader, PacketError, UdpChecksum};
 
-use super::{Backend, Inbound, Outbound, PacketIo, WriteWait};
+use super::{Backend, Hop, Inbound, Outbound, PacketIo, WriteWait};
 use crate::metrics::packet_io::{Drop, PacketIoMetrics, RingEvent};
 use crate::rt;
-use peers::{Hop, Peers};
+use peers::Peers;
 pub use plane::XdpPlane;
 
 /// Frames taken from the RX ring per receive.
@@ -32,8 +32,11 @@ const STATS_EVERY: Duration = Duration::from_secs(1);
 
 pub struct XdpIo {
     plane: Arc<XdpPlane>,
-    inner: RefCell<Inner>,
+    /// Before `inner`: its duplicate of the socket closes first (fields drop in order).
     ready: rt::FdReady,
+    inner: RefCell<Inner>,
+    /// Reads busy-poll the queue (`quic.af_xdp.busy_poll`).
+    busy_poll: bool,
     write_wait: WriteWait,
     metrics: Arc<PacketIoMetrics>,
 }
@@ -63,6 +66,7 @@ impl XdpIo {
     pub fn new(
         plane: Arc<XdpPlane>,
         mut xsk: XskSocket,
+        busy_poll: bool,
         metrics: Arc<PacketIoMetrics>,
     ) -> io::Result<XdpIo> {
         let frames: Vec<u64> = xsk.umem().frame_addrs().collect();
@@ -98,6 +102,7 @@ impl XdpIo {
                 stats,
             }),
             ready,
+            busy_poll,
             write_wait: WriteWait::default(),
             metrics,
         })
@@ -214,16 +219,15 @@ impl PacketIo for XdpIo {
                             self.metrics.dropped(Drop::Malformed);
                             continue;
                         };
-                        peers.learn(
-                            f.src.ip(),
-                            Hop {
-                                mac: f.src_mac,
-                                vlan: f.vlan,
-                            },
-                        );
+                        let hop = Hop {
+                            mac: f.src_mac,
+                            vlan: f.vlan,
+                        };
+                        peers.learn(f.src.ip(), hop);
                         datagrams += 1;
                         each(Inbound {
                             from: f.src,
+                            hop: Some(hop),
                             to: Some(f.dst.ip()),
                             data: payload,
                         });
@@ -319,8 +323,21 @@ impl PacketIo for XdpIo {
         Ok(bytes)
     }
 
+    fn learn(&self, peer: IpAddr, hop: Hop) {
+        self.inner.borrow_mut().peers.learn(peer, hop);
+    }
+
     async fn readable(&self) -> io::Result<()> {
-        self.inner.borrow_mut().refill();
+        {
+            let mut inner = self.inner.borrow_mut();
+            inner.refill();
+            // Frames a transient refusal left on the TX ring go now, not with the next send.
+            let _ = inner.xsk.wake_tx();
+            if self.busy_poll {
+                // The socket busy-polls the queue inside this call (SO_BUSY_POLL).
+                let _ = inner.xsk.poll_rx();
+            }
+        }
         self.ready.readable().await
     }
 
@@ -328,8 +345,10 @@ impl PacketIo for XdpIo {
         self.write_wait
             .wait(async {
                 // Copy mode completes frames during the wake-up call; a zero-copy driver
-                // later, when its DMA is done: look again shortly, bounded.
-                for _ in 0..200 {
+                // later, when its DMA is done: look again, backing off to 1 ms, until a
+                // frame is free (a link down holds sends here, not in a spin).
+                let mut pause = Duration::from_micros(20);
+                loop {
                     {
                         let mut inner = self.inner.borrow_mut();
                         inner.reclaim();
@@ -338,9 +357,9 @@ impl PacketIo for XdpIo {
                         }
                         let _ = inner.xsk.wake_tx();
                     }
-                    rt::sleep(Duration::from_micros(50)).await;
+                    rt::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(1));
                 }
-                Ok(())
             })
             .await
     }

@@ -10,17 +10,13 @@ use std::time::{Duration, Instant};
 
 use proto::packet::Vlan;
 
+use crate::packet_io::Hop;
+
 /// Peers remembered at most; past it the table starts again (it refills from the next
 /// frame of each peer).
 const MAX_PEERS: usize = 1 << 16;
 /// How long a peer the neighbour table did not know is not asked for again.
 const MISS_FOR: Duration = Duration::from_secs(1);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hop {
-    pub mac: [u8; 6],
-    pub vlan: Vlan,
-}
 
 #[derive(Default)]
 pub struct Peers {

@@ -4,7 +4,7 @@
 //! shard starts, so that a backend that cannot run fails start-up with one line.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
@@ -27,25 +27,16 @@ pub struct XdpPlane {
     /// The address and port the proxy serves QUIC on.
     pub local: SocketAddr,
     pub interface: Interface,
+    /// The interface's RX queues (a queue without a socket passes its frames to the
+    /// kernel, where no UDP socket takes them).
+    pub rx_queues: u32,
 }
 
 impl XdpPlane {
     /// Loads and attaches the program for `listen` on `cfg.interface`.
     pub fn start(cfg: &AfXdp, listen: SocketAddr) -> af_xdp::Result<XdpPlane> {
         let interface = Interface::by_name(&cfg.interface)?;
-        let filter = match listen.ip() {
-            ip if ip.is_unspecified() => Filter::any_address(listen.port()),
-            IpAddr::V4(v4) => Filter {
-                port: listen.port(),
-                ipv4: vec![v4],
-                ipv6: Vec::new(),
-            },
-            IpAddr::V6(v6) => Filter {
-                port: listen.port(),
-                ipv4: Vec::new(),
-                ipv6: vec![v6],
-            },
-        };
+        let filter = Filter::for_listen(listen);
         let link_info = af_xdp::netlink::link(interface.index)?;
         let program = RedirectProgram::load(&filter, link_info.rx_queues.max(1))?;
         let link = attach_to(program.fd(), interface.clone(), AttachMode::Auto)?;
@@ -62,6 +53,7 @@ impl XdpPlane {
             mac: link_info.mac,
             local: listen,
             interface,
+            rx_queues: link_info.rx_queues,
         })
     }
 
