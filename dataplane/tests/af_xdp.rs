@@ -36,9 +36,9 @@ impl Net {
 }
 
 /// aioquic's CONNECT-UDP (10,000 datagrams, every one the echo sent accounted for) and
-/// CONNECT (64 MiB byte-exact) through the AF_XDP path, with SOCKS5 and an HTTPS proxy
-/// over TCP to the same address still served by the kernel (ARP answered by it too); the
-/// metrics show the frames took AF_XDP.
+/// CONNECT (64 MiB byte-exact) through the AF_XDP path, with ARP, ICMP echo, SOCKS5 and
+/// an HTTPS proxy over TCP to the same address still answered by the kernel; the metrics
+/// show the frames took AF_XDP.
 #[test]
 fn third_party_clients_are_served_over_af_xdp() {
     let Some(net) = Net::new("a") else { return };
@@ -85,19 +85,25 @@ fn third_party_clients_are_served_over_af_xdp() {
     );
     assert!(stdout.contains("ok"), "{stdout}");
 
+    // ICMP to the address (after ARP): the program passes both to the kernel, which answers.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/icmp_ping.py");
+    let mut args: Vec<&str> = exec.to_vec();
+    args.extend(["python3", script, &net.host_ip]);
+    let (code, out, err) = run_in(&args);
+    assert_eq!(code, 0, "ping: {}{err}", String::from_utf8_lossy(&out));
     // The same address over TCP: the program passes it to the kernel.
     let origin = origin::start("127.0.0.1");
     let mut args: Vec<&str> = exec.to_vec();
     let proxy_url = format!("socks5h://{}", proxy.addr);
     let url = format!("http://{}/hello", origin.addr);
     args.extend(["curl", "-sS", "-x", &proxy_url, &url]);
-    let (code, body, err) = curl_in(&args);
+    let (code, body, err) = run_in(&args);
     assert_eq!((code, body.as_slice()), (0, &b"hello\n"[..]), "{err}");
     // And TLS to the proxy (an HTTPS proxy) on the same port.
     let mut args: Vec<&str> = exec.to_vec();
     let https_proxy = format!("https://{}", proxy.addr);
     args.extend(["curl", "-sS", "--proxy-insecure", "-x", &https_proxy, &url]);
-    let (code, body, err) = curl_in(&args);
+    let (code, body, err) = run_in(&args);
     assert_eq!(
         (code, body.as_slice()),
         (0, &b"hello\n"[..]),
@@ -132,7 +138,8 @@ fn third_party_clients_are_served_over_af_xdp() {
     );
 }
 
-fn curl_in(args: &[&str]) -> (i32, Vec<u8>, String) {
+/// Runs `args` (a command under `ip netns exec`): exit code, stdout, stderr.
+fn run_in(args: &[&str]) -> (i32, Vec<u8>, String) {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
