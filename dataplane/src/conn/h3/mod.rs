@@ -114,7 +114,18 @@ pub async fn serve(shard: Rc<Shard>, conn: Rc<Conn>, peer: SocketAddr) {
             .drain()
             .saturating_sub(CLOSE_MARGIN);
     while in_flight.is_busy() && Instant::now() < deadline {
-        rt::sleep(Duration::from_millis(20)).await;
+        // Accepting on: h3 answers request streams the client sent after the GOAWAY's
+        // stream ID with H3_REQUEST_REJECTED as it takes them. Left unaccepted, such a
+        // request (sent just as the drain began) waited for an answer until the close.
+        let accepting = pin!(h3.accept());
+        let pause = pin!(rt::sleep(Duration::from_millis(20)));
+        if let rt::Either::Left(accepted) = rt::race(accepting, pause).await {
+            // A request within the GOAWAY's grace is dropped (reset) too: the drain takes
+            // none; accepting that ended (None, an error) leaves only the wait.
+            if !matches!(accepted, Ok(Some(_))) {
+                rt::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
     conn.close(h3::error::Code::H3_NO_ERROR.value(), b"shutting down");
     // Time for the connection's driver to send the close before the shard stops.
