@@ -141,7 +141,11 @@ fn report(args: &Args, cores: usize, s: &Samples) {
     ];
     for (label, key) in rows {
         let [a, b] = BACKENDS.map(|name| s.median(&format!("{name} {key}")));
-        let ratio = if a > 0.0 { b / a } else { f64::NAN };
-        println!("| {label} | {a:.2} | {b:.2} | {ratio:.2} |");
+        let ratio = if a > 0.0 {
+            format!("{:.2}", b / a)
+        } else {
+            "–".to_string()
+        };
+        println!("| {label} | {a:.2} | {b:.2} | {ratio} |");
     }
 }
