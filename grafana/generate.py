@@ -251,7 +251,7 @@ def dataplane():
         desc="overflow: the socket buffer was full; malformed/fragment/extension_header: frames an XDP queue delivered that are no QUIC datagram; no_frame: no UMEM frame to send from; no_route: no MAC known for the destination.")
     b.panel("timeseries", "Ring events/s (AF_XDP)", [
         (f"sum by (event) (rate(zcproxy_packet_io_ring_events_total{{{s}}}[{RATE}]))", "{{event}}")], unit="ops",
-        desc="fill_starved: the kernel had no frame to receive into (raise quic.af_xdp.frames); tx_full: sends waited for the TX ring; tx_completed: frames the NIC sent; wakeups: syscalls made because the driver asked for them (need_wakeup).")
+        desc="fill_starved: the kernel had no frame to receive into (raise quic.af_xdp.frames); tx_full: a send found every send frame in flight and waited (raise quic.af_xdp.frames if it keeps rising); tx_completed: frames the NIC sent; wakeups: syscalls made because the driver asked for them (need_wakeup).")
     b.panel("timeseries", "XDP program verdicts/s", [
         (f"sum by (reason) (rate(zcproxy_xdp_verdicts_total{{{s}}}[{RATE}]))", "{{reason}}")], unit="pps",
         desc="What the XDP program on quic.af_xdp.interface did with each frame: redirected to a core's AF_XDP socket, or passed to the kernel (ARP, TCP, other ports, fragments, IPv6 extension headers, cut-off headers).")

@@ -54,7 +54,8 @@ impl Drop {
 pub enum RingEvent {
     /// The fill ring had no frames for the kernel to receive into (frames all in use).
     FillStarved,
-    /// The TX ring was full: a send waited.
+    /// A send found every send frame in flight (none back from the completion ring yet)
+    /// and waited.
     TxFull,
     /// Frames the kernel reported sent (completion ring).
     TxCompleted,

@@ -126,13 +126,13 @@ pub(super) fn render<'a>(out: &mut String, cores: impl Iterator<Item = &'a QuicM
         (
             "zcproxy_quic_packets_received_total",
             "counter",
-            "UDP datagrams read on the QUIC socket",
+            "UDP datagrams the QUIC endpoint read from its packet IO",
             |m| m.packets_in.get() as f64,
         ),
         (
             "zcproxy_quic_packets_sent_total",
             "counter",
-            "UDP datagrams sent on the QUIC socket",
+            "UDP datagrams the QUIC endpoint handed to its packet IO (dropped below it: zcproxy_packet_io_drops_total)",
             |m| m.packets_out.get() as f64,
         ),
         (

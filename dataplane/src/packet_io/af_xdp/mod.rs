@@ -159,7 +159,6 @@ impl Inner {
             RingEvent::TxCompleted,
             d(counters.tx_completions, c0.tx_completions),
         );
-        metrics.event(RingEvent::TxFull, d(counters.tx_full, c0.tx_full));
         metrics.event(RingEvent::Wakeups, d(counters.tx_wakeups, c0.tx_wakeups));
         self.stats = Seen {
             at: now,
@@ -280,7 +279,11 @@ impl PacketIo for XdpIo {
         queued.clear();
         let mut bytes = 0;
         for datagram in out.data.chunks(segment).take(TX_BATCH) {
-            let Some(addr) = free.take() else { break };
+            let Some(addr) = free.take() else {
+                // Every send frame is in flight: the rest waits for completions.
+                self.metrics.event(RingEvent::TxFull, 1);
+                break;
+            };
             let len = head + datagram.len();
             // SAFETY: `addr` came from the free list: no ring holds it, no other
             // reference to it is alive.
@@ -330,6 +333,8 @@ impl PacketIo for XdpIo {
     async fn readable(&self) -> io::Result<()> {
         {
             let mut inner = self.inner.borrow_mut();
+            // Before the wait: the kernel's counts must not go stale while no frame comes.
+            inner.account(&self.metrics);
             inner.refill();
             // Frames a transient refusal left on the TX ring go now, not with the next send.
             let _ = inner.xsk.wake_tx();
