@@ -151,9 +151,9 @@ fn run_in(args: &[&str]) -> (i32, Vec<u8>, String) {
     )
 }
 
-/// A backend that cannot run fails start-up with one line saying why, or falls back to
-/// the socket when allowed (said in the log and the metrics); a second proxy on an
-/// interface whose XDP hook is taken is refused.
+/// A backend that cannot run fails start-up with one line saying why (no such interface,
+/// no privilege, locked memory), or falls back to the socket when allowed (said in the
+/// log and the metrics); a second proxy on an interface whose XDP hook is taken is refused.
 #[test]
 fn af_xdp_start_failures_say_why_or_fall_back() {
     let Some(net) = Net::new("f") else { return };
@@ -161,7 +161,11 @@ fn af_xdp_start_failures_say_why_or_fall_back() {
         "cores = 1\n[quic]\npacket_io = \"af_xdp\"\n[quic.af_xdp]\ninterface = \"zcx-none0\"\n";
     let path = std::env::temp_dir().join(format!("zcproxy-afxdp-{}.toml", std::process::id()));
     std::fs::write(&path, bad).unwrap();
+    // Its own temporary directory: the proxy writes a generated certificate there.
+    let scratch = std::env::temp_dir().join(format!("zcproxy-afxdp-{}.d", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
     let out = Command::new(common::bin())
+        .env("TMPDIR", &scratch)
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -179,6 +183,44 @@ fn af_xdp_start_failures_say_why_or_fall_back() {
         err.contains("cannot run") && err.contains("zcx-none0"),
         "{err}"
     );
+
+    // Without the privilege (CAP_BPF, CAP_NET_ADMIN dropped), and without CAP_IPC_LOCK
+    // under a 1 MiB locked-memory limit for a 16 MiB UMEM: one line each, naming why.
+    let config = std::env::temp_dir().join(format!("zcproxy-afxdp-{}-ok.toml", std::process::id()));
+    std::fs::write(&config, net.config("")).unwrap();
+    let refused = |prefix: &[&str]| {
+        let out = Command::new(prefix[0])
+            .args(&prefix[1..])
+            .arg(common::bin())
+            .env("TMPDIR", &scratch)
+            .args([
+                "--listen",
+                &format!("{}:0", net.host_ip),
+                "--admin",
+                "127.0.0.1:1",
+            ])
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("zcproxy");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(&["setpriv", "--bounding-set=-bpf,-net_admin,-sys_admin", "--"]);
+    assert!(
+        err.contains("cannot run") && err.contains("CAP_BPF"),
+        "{err}"
+    );
+    let err = refused(&[
+        "setpriv",
+        "--bounding-set=-ipc_lock",
+        "--",
+        "prlimit",
+        "--memlock=1048576:1048576",
+    ]);
+    assert!(err.contains("locked memory"), "{err}");
+    let _ = std::fs::remove_file(&config);
+    let _ = std::fs::remove_dir_all(&scratch);
 
     let fallback = Proxy::builder()
         .allow_loopback()
