@@ -35,7 +35,7 @@ pub fn run(args: &Args, cores: usize, dir: &Path, source: SocketAddr, echo: Sock
         ),
     ];
     let listen = pair.host_ip.parse().expect("the pair's address");
-    let proxies: Vec<(Running, std::path::PathBuf)> = BACKENDS
+    let started: Option<Vec<(Running, std::path::PathBuf)>> = BACKENDS
         .iter()
         .zip(&configs)
         .enumerate()
@@ -48,14 +48,18 @@ pub fn run(args: &Args, cores: usize, dir: &Path, source: SocketAddr, echo: Sock
             };
             let p = port + 2 * i as u16;
             let label = format!("zcproxy ({name})");
-            let Some(proxy) = peers::zcproxy(dir, &opts, p, p + 1, Handshake::Connect, &label)
-            else {
+            let proxy = peers::zcproxy(dir, &opts, p, p + 1, Handshake::Connect, &label);
+            if proxy.is_none() {
                 eprintln!("zcbench-quic: zcproxy on {name} did not start");
-                std::process::exit(1);
-            };
-            (proxy, dir.join("zcproxy").join(format!("zcproxy-{p}.pem")))
+            }
+            Some((proxy?, dir.join("zcproxy").join(format!("zcproxy-{p}.pem"))))
         })
         .collect();
+    let Some(proxies) = started else {
+        // Dropped before leaving: the proxies that did start stop, the pair goes.
+        drop(pair);
+        std::process::exit(1);
+    };
     // The servers listen here; the client from now on speaks from the namespace.
     enter_netns(&pair.ns).expect("enter the namespace");
     let rt = tokio::runtime::Builder::new_current_thread()
