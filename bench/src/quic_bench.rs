@@ -405,6 +405,31 @@ async fn handshakes(client: &Client, concurrency: usize, secs: u64) -> f64 {
     counts.get() as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Round trips per second at 64 and 1,200 bytes (with loss and the proxy's CPU µs per
+/// round trip), and one round trip's p50/p99, recorded under `key`.
+async fn measure_datagrams(
+    path: &DatagramPath,
+    proxy: &Running,
+    args: &Args,
+    key: &str,
+    s: &mut Samples,
+) {
+    for size in [64usize, 1200] {
+        let c0 = cpu(proxy);
+        let (rate, lost) = datagram_rate(path, size, args.window, args.seconds).await;
+        let spent = cpu(proxy) - c0;
+        s.add(&format!("{key} {size}"), rate);
+        s.add(&format!("{key} {size} lost"), lost as f64);
+        s.add(
+            &format!("{key} {size} cpu"),
+            spent * 1e6 / (rate * args.seconds as f64),
+        );
+    }
+    let (p50, p99) = datagram_rtt(path, 2000).await;
+    s.add(&format!("{key} rtt50"), p50);
+    s.add(&format!("{key} rtt99"), p99);
+}
+
 fn cpu(proxy: &Running) -> f64 {
     proxy.pid().map_or(f64::NAN, procstat::cpu_seconds)
 }
@@ -508,20 +533,7 @@ fn main() {
                         continue;
                     }
                 };
-                for size in [64usize, 1200] {
-                    let c0 = cpu(&proxy);
-                    let (rate, lost) = datagram_rate(&path, size, args.window, args.seconds).await;
-                    let spent = cpu(&proxy) - c0;
-                    s.add(&format!("{name} {size}"), rate);
-                    s.add(&format!("{name} {size} lost"), lost as f64);
-                    s.add(
-                        &format!("{name} {size} cpu"),
-                        spent * 1e6 / (rate * args.seconds as f64),
-                    );
-                }
-                let (p50, p99) = datagram_rtt(&path, 2000).await;
-                s.add(&format!("{name} rtt50"), p50);
-                s.add(&format!("{name} rtt99"), p99);
+                measure_datagrams(&path, &proxy, &args, name, &mut s).await;
             }
             let c0 = cpu(&proxy);
             let rate = handshakes(&client, args.concurrency, args.seconds).await;

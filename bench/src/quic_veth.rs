@@ -12,9 +12,7 @@ use testkit::veth::{enter_netns, VethPair};
 
 use crate::peers::{self, Handshake, Running, ZcOptions};
 use crate::samples::Samples;
-use crate::{
-    cpu, datagram_rate, datagram_rtt, h3_download, handshakes, Args, Client, DatagramPath,
-};
+use crate::{cpu, h3_download, handshakes, measure_datagrams, Args, Client, DatagramPath};
 
 const BACKENDS: [&str; 2] = ["socket", "af_xdp"];
 
@@ -91,21 +89,8 @@ pub fn run(args: &Args, cores: usize, dir: &Path, source: SocketAddr, echo: Sock
                 }
                 match DatagramPath::flow(&client, echo).await {
                     Ok(path) => {
-                        for size in [64usize, 1200] {
-                            let c0 = cpu(proxy);
-                            let (rate, lost) =
-                                datagram_rate(&path, size, args.window, args.seconds).await;
-                            let spent = cpu(proxy) - c0;
-                            s.add(&format!("{name} udp {size}"), rate);
-                            s.add(&format!("{name} udp {size} lost"), lost as f64);
-                            s.add(
-                                &format!("{name} udp {size} cpu"),
-                                spent * 1e6 / (rate * args.seconds as f64),
-                            );
-                        }
-                        let (p50, p99) = datagram_rtt(&path, 2000).await;
-                        s.add(&format!("{name} udp rtt50"), p50);
-                        s.add(&format!("{name} udp rtt99"), p99);
+                        let key = format!("{name} udp");
+                        measure_datagrams(&path, proxy, args, &key, &mut s).await;
                     }
                     Err(e) => eprintln!("{name} CONNECT-UDP: {e}"),
                 }

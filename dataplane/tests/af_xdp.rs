@@ -6,7 +6,6 @@
 mod common;
 
 use std::process::Command;
-use std::sync::atomic::Ordering;
 
 use common::h3::aioquic_in;
 use common::{origin, Proxy};
@@ -48,33 +47,8 @@ fn third_party_clients_are_served_over_af_xdp() {
         .config(&net.config("busy_poll = 50\n"))
         .start();
     let exec = net.exec();
-    let (echo, echoed) = common::udp_echo_counted();
-    let stdout = aioquic_in(
-        &exec,
-        &proxy,
-        "aioquic_connect_udp.py",
-        &[&echo.to_string(), "10000"],
-    );
-    let received: u64 = stdout
-        .split_whitespace()
-        .last()
-        .and_then(|n| n.parse().ok())
-        .expect("a count");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while proxy.metric("zcproxy_connections_active", &["protocol=\"connect_udp\""]) > 0.0 {
-        assert!(std::time::Instant::now() < deadline, "the flow did not end");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let metrics = proxy.metrics();
-    let metric = |name: &str, labels: &[&str]| common::sum_metric(&metrics, name, labels) as u64;
-    let relayed = metric("zcproxy_quic_datagrams_sent_total", &[]);
-    let dropped = metric("zcproxy_quic_datagrams_dropped_total", &[]);
-    assert_eq!(
-        relayed + dropped,
-        echoed.load(Ordering::Relaxed),
-        "{stdout}"
-    );
-    assert!(received >= 5_000 && received <= relayed, "{stdout}");
+    let run = common::h3::aioquic_connect_udp_accounted(&exec, &proxy, 10_000);
+    assert!(run.received >= 5_000, "{}", run.stdout);
 
     let tcp_echo = common::echo_server();
     let stdout = aioquic_in(
@@ -286,8 +260,9 @@ fn af_xdp_start_failures_say_why_or_fall_back() {
 /// frames, also on a core the datagram was handed to.
 #[test]
 fn rust_h3_client_runs_100_streams_and_migrates_over_af_xdp() {
-    use bytes::{Buf, Bytes};
-    use common::h3::{connect_request, echo_through, generated_cert, open_h3, quinn_client};
+    use common::h3::{
+        echo_chunk, echo_through, generated_cert, open_h3, open_tunnel, quinn_client,
+    };
     let Some(net) = Net::new("h") else { return };
     let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", net.host)).unwrap();
     let routes: [&[&str]; 3] = [
@@ -337,29 +312,10 @@ fn rust_h3_client_runs_100_streams_and_migrates_over_af_xdp() {
                 t.await.unwrap();
             }
             let mut send = send;
-            let stream = send
-                .send_request(connect_request(echo, None))
-                .await
-                .unwrap();
-            let (mut tx, mut rx) = stream.split();
-            assert_eq!(rx.recv_response().await.unwrap().status(), 200);
+            let (mut tx, mut rx) = open_tunnel(&mut send, echo, None).await;
             let mut rebinds = 0;
             for chunk_no in 0..32u32 {
-                let chunk: Vec<u8> = (0..64 * 1024u32)
-                    .map(|i| (i.wrapping_mul(7) ^ chunk_no) as u8)
-                    .collect();
-                tx.send_data(Bytes::from(chunk.clone())).await.unwrap();
-                let mut got = Vec::with_capacity(chunk.len());
-                while got.len() < chunk.len() {
-                    let wait = std::time::Duration::from_secs(10);
-                    let mut part = tokio::time::timeout(wait, rx.recv_data())
-                        .await
-                        .expect("the tunnel stalled after a migration")
-                        .unwrap()
-                        .expect("the tunnel ended");
-                    got.extend_from_slice(&part.copy_to_bytes(part.remaining()));
-                }
-                assert!(got == chunk, "chunk {chunk_no} differs");
+                echo_chunk(&mut tx, &mut rx, chunk_no).await;
                 if chunk_no % 4 == 3 {
                     ep.rebind(any()).unwrap();
                     rebinds += 1;

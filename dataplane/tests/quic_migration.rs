@@ -6,8 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
-use common::h3::{connect_request, generated_cert, open_h3, quinn_client, runtime};
+use common::h3::{echo_chunk, generated_cert, open_h3, open_tunnel, quinn_client, runtime};
 use common::Proxy;
 
 /// Echoes 64 chunks of 64 KiB through one tunnel, rebinding the client to a new UDP port
@@ -19,30 +18,12 @@ fn migrating_transfer(proxy: &Proxy, min_rebinds: usize, until: impl Fn() -> boo
     runtime().block_on(async move {
         let ep = quinn_client(&cert, b"h3");
         let (_quic, mut send, drive) = open_h3(&ep, addr).await;
-        let stream = send
-            .send_request(connect_request(echo, None))
-            .await
-            .unwrap();
-        let (mut tx, mut rx) = stream.split();
-        assert_eq!(rx.recv_response().await.unwrap().status(), 200);
+        let (mut tx, mut rx) = open_tunnel(&mut send, echo, None).await;
         let mut rebinds = 0;
         let mut chunk_no = 0u32;
         while chunk_no < 64 || rebinds < min_rebinds || !until() {
             assert!(chunk_no < 400, "never saw what it waited for");
-            let chunk: Vec<u8> = (0..64 * 1024u32)
-                .map(|i| (i.wrapping_mul(7) ^ chunk_no) as u8)
-                .collect();
-            tx.send_data(Bytes::from(chunk.clone())).await.unwrap();
-            let mut got = Vec::with_capacity(chunk.len());
-            while got.len() < chunk.len() {
-                let mut part = tokio::time::timeout(Duration::from_secs(10), rx.recv_data())
-                    .await
-                    .expect("the tunnel stalled after a migration")
-                    .unwrap()
-                    .expect("the tunnel ended");
-                got.extend_from_slice(&part.copy_to_bytes(part.remaining()));
-            }
-            assert!(got == chunk, "chunk {chunk_no} differs");
+            echo_chunk(&mut tx, &mut rx, chunk_no).await;
             chunk_no += 1;
             if chunk_no.is_multiple_of(4) {
                 ep.rebind(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())

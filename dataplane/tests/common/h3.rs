@@ -81,6 +81,61 @@ pub fn aioquic_in(prefix: &[&str], proxy: &Proxy, script: &str, args: &[&str]) -
     stdout
 }
 
+/// What [`aioquic_connect_udp_accounted`] saw: the script's output, how many of its
+/// datagrams came back, and the proxy's metrics once the flow had ended.
+pub struct ConnectUdpRun {
+    pub stdout: String,
+    pub received: u64,
+    pub relayed: u64,
+    pub metrics: String,
+}
+
+/// aioquic (under `prefix`, e.g. `ip netns exec NS`) sends `count` datagrams through
+/// CONNECT-UDP to a counting UDP echo; once the flow has ended (its last drops are counted
+/// then), every datagram the echo sent must be accounted for by the proxy, relayed to the
+/// client or dropped by reason, and the client cannot have had more than was relayed.
+pub fn aioquic_connect_udp_accounted(prefix: &[&str], proxy: &Proxy, count: u64) -> ConnectUdpRun {
+    use std::sync::atomic::Ordering;
+    let (echo, echoed) = super::udp_echo_counted();
+    let stdout = aioquic_in(
+        prefix,
+        proxy,
+        "aioquic_connect_udp.py",
+        &[&echo.to_string(), &count.to_string()],
+    );
+    let received: u64 = stdout
+        .split_whitespace()
+        .last()
+        .and_then(|n| n.parse().ok())
+        .expect("a count");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while proxy.metric("zcproxy_connections_active", &["protocol=\"connect_udp\""]) > 0.0 {
+        assert!(std::time::Instant::now() < deadline, "the flow did not end");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let metrics = proxy.metrics();
+    let quic: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("zcproxy_quic_datagram") && !l.ends_with(" 0"))
+        .collect();
+    eprintln!("CONNECT-UDP: {stdout}{}", quic.join("\n"));
+    let metric = |name: &str| super::sum_metric(&metrics, name, &[]) as u64;
+    let relayed = metric("zcproxy_quic_datagrams_sent_total");
+    let dropped = metric("zcproxy_quic_datagrams_dropped_total");
+    assert_eq!(
+        relayed + dropped,
+        echoed.load(Ordering::Relaxed),
+        "{quic:?}"
+    );
+    assert!(received <= relayed, "{stdout}");
+    ConnectUdpRun {
+        stdout,
+        received,
+        relayed,
+        metrics,
+    }
+}
+
 pub fn generated_cert(proxy: &Proxy) -> PathBuf {
     proxy
         .tmp
@@ -247,8 +302,23 @@ pub async fn round_trip(tx: &mut TunnelTx, rx: &mut TunnelRx, data: &[u8]) -> Re
             Err(e) => return Err(e.to_string()),
         }
     }
-    assert_eq!(got, data);
+    assert!(got == data, "the echoed bytes differ");
     Ok(())
+}
+
+/// Echoes chunk `n` (64 KiB of a pattern of its number) through an open tunnel within
+/// 10 s: what a migrating client checks after each move.
+pub async fn echo_chunk(tx: &mut TunnelTx, rx: &mut TunnelRx, n: u32) {
+    let chunk: Vec<u8> = (0..64 * 1024u32)
+        .map(|i| (i.wrapping_mul(7) ^ n) as u8)
+        .collect();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        round_trip(tx, rx, &chunk),
+    )
+    .await
+    .expect("the tunnel stalled after a migration")
+    .unwrap_or_else(|e| panic!("chunk {n}: {e}"));
 }
 
 /// Sends round trips through the tunnel until one fails; `true` if that happened within
